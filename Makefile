@@ -1,0 +1,45 @@
+# minibert — every target sets up its own virtualenv (.venv) on first use.
+#   make pretrain                 MLM-pretrain BERT-mini on the embedded default corpus (or CORPUS=path)
+#   make test                     the test suite (fast; real-data tests skip without ../shared)
+#   make finetune TASK=cls        fine-tune (cls | pair | ner); INIT=, DATA=, ARGS= override the defaults
+#   make convert SRC=... DST=...  convert a Google TF / Hugging Face / minibert checkpoint
+#   make bench                    speed vs transformers, MFU against a measured matmul peak
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# A pinned torch: on the course machines this wheel is on local disk (a CPU build, seconds to install); elsewhere
+# pip fetches the normal build for the platform (CUDA on Linux). Override with TORCH_SPEC="torch==X" or TORCH_SPEC=.
+TORCH_SPEC ?= torch==2.13.0
+TASK ?= cls
+ARGS ?=
+
+.PHONY: setup setup-test test test-slow pretrain finetune convert bench docs clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.runtime: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(if $(TORCH_SPEC),$(BIN)/python -m pip install -q "$(TORCH_SPEC)")
+	$(BIN)/python -m pip install -q -e .
+	touch $@
+
+$(VENV)/.test: $(VENV)/.runtime
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $@
+
+setup: $(VENV)/.runtime
+setup-test: $(VENV)/.test
+
+test: $(VENV)/.test
+	$(BIN)/python -m pytest -q
+
+test-slow: $(VENV)/.test
+	$(BIN)/python -m pytest -q -m slow
+
+pretrain: $(VENV)/.runtime
+	$(BIN)/python -m pretrain $(if $(CORPUS),--corpus $(CORPUS)) $(ARGS)
+
+clean:
+	rm -rf runs .cache

@@ -1,0 +1,139 @@
+"""The building blocks of one BERT layer, written out by hand: LayerNorm, multi-head self-attention, the FFN and
+the post-LN residual block (Vaswani et al. 2017, §3; Devlin et al. 2019, §3).
+
+Dimension legend (used in every shape comment):
+    B  batch size                 T  sequence length (tokens)
+    H  hidden size                N  number of attention heads
+    D  head size = H / N          I  intermediate (FFN) size
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import BertConfig
+
+
+class LayerNorm(nn.Module):
+    """层归一化 Layer normalisation (Ba et al. 2016), TF-style: epsilon sits INSIDE the square root.
+
+    y = gamma * (x - mean) / sqrt(var + eps) + beta, with mean and (biased) variance over the last axis H.
+    Google's checkpoints call gamma/beta `gamma`/`beta`; here they are `weight`/`bias` (see checkpoint/mapping.py).
+    """
+
+    def __init__(self, hidden_size: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(hidden_size))  # gamma [H]
+        self.bias = nn.Parameter(torch.zeros(hidden_size))  # beta  [H]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: [..., H]
+        mean = x.mean(dim=-1, keepdim=True)  # [..., 1]
+        var = (x - mean).pow(2).mean(dim=-1, keepdim=True)  # [..., 1] biased variance, as in TF and torch
+        return self.weight * (x - mean) * torch.rsqrt(var + self.eps) + self.bias  # [..., H]
+
+
+def activation(name: str, x: torch.Tensor) -> torch.Tensor:
+    """The config's `hidden_act`. BERT was trained with exact (erf) GELU; "gelu_new" is the tanh approximation
+    of Hendrycks & Gimpel 2016 used by GPT-2 and some checkpoints, and they differ by up to ~1e-3."""
+    if name == "gelu":
+        return F.gelu(x)  # 0.5 x (1 + erf(x / sqrt 2))
+    if name == "gelu_new":
+        return F.gelu(x, approximate="tanh")  # 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
+    return F.relu(x)
+
+
+class MultiHeadSelfAttention(nn.Module):
+    """多头自注意力 Multi-head self-attention: softmax(Q Kᵀ / √D) V, once per head, heads concatenated.
+
+    Q, K and V come from ONE fused projection `qkv` ([3H, H]: the Q rows, then K, then V): one big matmul is
+    faster than three small ones. Google/HF checkpoints store them separately; checkpoint/mapping.py concatenates.
+
+    Two paths compute the same thing:
+      * the reference path spells out the math and can return the attention probabilities;
+      * the fast path calls torch's fused `scaled_dot_product_attention` (FlashAttention-style kernels on GPU,
+        a fused kernel on CPU), which never materialises the [B,N,T,T] probabilities. It is the default.
+    """
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.num_heads = config.num_attention_heads  # N
+        self.head_size = config.head_size  # D
+        self.dropout_p = config.attention_probs_dropout_prob
+        self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size)  # [3H, H]
+        self.out = nn.Linear(config.hidden_size, config.hidden_size)  # [H, H] mixes the heads back together
+
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None = None,
+                return_probs: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """
+        Args:
+            x: [B,T,H] hidden states.
+            key_mask: [B,1,1,T] bool, True where a key may be attended to (False = padding), or None.
+            return_probs: take the reference path and also return the attention probabilities.
+        Returns:
+            ([B,T,H] attention output, [B,N,T,T] probabilities or None)
+        """
+        B, T, H = x.shape
+        qkv = self.qkv(x)  # [B,T,3H]
+        q, k, v = qkv.view(B, T, 3, self.num_heads, self.head_size).permute(2, 0, 3, 1, 4)  # each [B,N,T,D]
+        dropout_p = self.dropout_p if self.training else 0.0
+        if return_probs:
+            context, probs = self.reference_attention(q, k, v, key_mask, dropout_p)  # [B,N,T,D], [B,N,T,T]
+        else:
+            context = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask, dropout_p=dropout_p)
+            probs = None
+        context = context.transpose(1, 2).reshape(B, T, H)  # [B,T,N,D] -> [B,T,H]: concatenate the heads
+        return self.out(context), probs  # [B,T,H]
+
+    def reference_attention(self, q, k, v, key_mask, dropout_p):
+        """softmax(Q Kᵀ/√D + mask) V, step by step. q, k, v: [B,N,T,D]; key_mask: [B,1,1,T] bool or None."""
+        # √D keeps the dot products at unit variance; without it softmax saturates (Vaswani et al. 2017, §3.2.1).
+        scores = q @ k.transpose(-1, -2) / math.sqrt(self.head_size)  # [B,N,T,T]
+        if key_mask is not None:
+            # The most negative finite value of the dtype, not a constant like -10000 or -1e9: -1e9 overflows
+            # to -inf in fp16, and a row of -inf gives NaN; finfo.min is exact in every dtype.
+            scores = scores.masked_fill(~key_mask, torch.finfo(scores.dtype).min)  # padded keys -> weight 0
+        probs = scores.softmax(dim=-1)  # [B,N,T,T], each row sums to 1
+        context = F.dropout(probs, p=dropout_p) @ v  # [B,N,T,D]
+        return context, probs
+
+
+class FeedForward(nn.Module):
+    """前馈网络 Position-wise FFN: up-project H -> I, activation, down-project I -> H."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.act = config.hidden_act
+        self.up = nn.Linear(config.hidden_size, config.intermediate_size)  # [I, H]
+        self.down = nn.Linear(config.intermediate_size, config.hidden_size)  # [H, I]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: [B,T,H]
+        return self.down(activation(self.act, self.up(x)))  # [B,T,I] -> [B,T,H]
+
+
+class TransformerBlock(nn.Module):
+    """One encoder layer, POST-LN as in the original BERT: x = LN(x + Dropout(Sublayer(x))).
+
+    Post-LN normalises after the residual add; pre-LN (x + Sublayer(LN(x)), GPT-2 and most modern models) trains
+    more stably without warmup (Xiong et al. 2020), but BERT checkpoints are post-LN, so this must be too.
+    """
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.attention = MultiHeadSelfAttention(config)
+        self.attention_norm = LayerNorm(config.hidden_size, config.layer_norm_eps)
+        self.ffn = FeedForward(config)
+        self.ffn_norm = LayerNorm(config.hidden_size, config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None = None,
+                return_probs: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """x: [B,T,H]; key_mask: [B,1,1,T] bool or None. Returns ([B,T,H], [B,N,T,T] or None)."""
+        attended, probs = self.attention(x, key_mask, return_probs)  # [B,T,H]
+        x = self.attention_norm(x + self.dropout(attended))  # [B,T,H] residual, then LayerNorm
+        x = self.ffn_norm(x + self.dropout(self.ffn(x)))  # [B,T,H]
+        return x, probs

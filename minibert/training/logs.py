@@ -1,0 +1,55 @@
+"""Metric logs (one JSON object a line) and the curves drawn from them.
+
+A JSONL file survives a crash line by line, can be appended to after --resume, and is easy to load elsewhere
+(`pandas.read_json(path, lines=True)`). Plots are PNGs, because a curve shows divergence or overfitting
+(dev loss rising while train loss falls) at a glance where a table of numbers does not.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+
+class MetricsLog:
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(self, record: dict) -> None:
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(record, sort_keys=True) + "\n")
+
+    def read(self) -> list[dict]:
+        if not self.path.exists():
+            return []
+        return [json.loads(line) for line in self.path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def plot_curves(jsonl_path: str | os.PathLike, png_path: str | os.PathLike,
+                series: dict[str, tuple[str, str]], title: str, ylabel: str = "loss") -> None:
+    """Draw each series (label -> (x_key, y_key)) from the records that have both keys, and save a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display needed
+    import matplotlib.pyplot as plt
+
+    records = MetricsLog(jsonl_path).read()
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
+    for label, (x_key, y_key) in series.items():
+        points = [(r[x_key], r[y_key]) for r in records if x_key in r and y_key in r]
+        if points:
+            xs, ys = zip(*points)
+            ax.plot(xs, ys, marker="o" if len(points) < 30 else None, markersize=3, label=label)
+    ax.set_title(title)
+    ax.set_xlabel(next(iter(series.values()))[0])
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    png_path = Path(png_path)
+    tmp = png_path.with_name(f".{png_path.name}.tmp.png")
+    fig.savefig(tmp)  # write beside the target, then rename: a reader never sees half a PNG
+    plt.close(fig)
+    os.replace(tmp, png_path)

@@ -1,0 +1,55 @@
+"""模型算力利用率 Model FLOPs Utilisation (MFU, Chowdhery et al. 2022, PaLM §B): useful FLOPs per second
+divided by the hardware's peak. "Useful" counts the model's math only, once, the way the paper does:
+no recomputation, no padding we could have avoided, and the vocabulary projection only at the positions that
+are actually predicted.
+
+We MEASURE the peak (a large fp32 or bf16 matmul, in the same process) instead of quoting a datasheet, because
+on a shared 2-core CPU the datasheet number means little and the measured one is what our matmuls can get.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from ..config import BertConfig
+
+
+def forward_flops_per_token(config: BertConfig, seq_len: int, predicted_fraction: float = 1.0) -> float:
+    """Forward FLOPs for one token of a sequence of length T (a multiply-add counts as 2 FLOPs).
+
+    Per layer: Q,K,V and output projections 2·4H², the FFN 2·2HI, and attention QKᵀ plus probs·V 2·2TH.
+    MLM head: transform 2H² + decoder 2HV, paid only at the `predicted_fraction` of tokens that carry a label.
+    """
+    H, I, V, L = config.hidden_size, config.intermediate_size, config.vocab_size, config.num_hidden_layers
+    per_layer = 2 * (4 * H * H + 2 * H * I) + 4 * seq_len * H
+    head = predicted_fraction * (2 * H * H + 2 * H * V)
+    return L * per_layer + head
+
+
+def training_flops_per_token(config: BertConfig, seq_len: int, predicted_fraction: float = 1.0) -> float:
+    """Forward + backward: the backward pass costs about twice the forward (gradients w.r.t. inputs and weights)."""
+    return 3 * forward_flops_per_token(config, seq_len, predicted_fraction)
+
+
+def measure_matmul_peak(device: torch.device, dtype: torch.dtype = torch.float32, size: int = 2048,
+                        repeats: int = 5) -> float:
+    """FLOP/s of the best of `repeats` square matmuls of `size` (after a warm-up)."""
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    a @ b  # warm-up: thread pools, allocator, kernel selection
+    best = float("inf")
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        a @ b
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - start)
+    return 2 * size ** 3 / best
+
+
+def mfu(tokens_per_second: float, flops_per_token: float, peak_flops: float) -> float:
+    return tokens_per_second * flops_per_token / peak_flops

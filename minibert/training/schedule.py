@@ -1,0 +1,36 @@
+"""学习率预热 Learning-rate warmup, then decay.
+
+Warmup matters for BERT's post-LN blocks: Adam's second-moment estimate is noisy in the first steps, and a full
+learning rate then can blow the model up (Liu et al. 2020, "On the Variance of the Adaptive Learning Rate";
+Xiong et al. 2020 on post-LN). So the LR climbs linearly from 0 to its peak over `warmup_steps`, then decays
+linearly to 0 (BERT, Devlin et al. 2019) or along a half cosine (Loshchilov & Hutter 2017).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def lr_multiplier(step: int, warmup_steps: int, total_steps: int, kind: str = "linear") -> float:
+    """The factor applied to each group's peak LR at optimizer step `step` (0-based)."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps  # never exactly 0, or the first update would be wasted
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)  # 0 -> 1 over the decay phase
+    progress = min(progress, 1.0)
+    if kind == "linear":
+        return 1.0 - progress
+    if kind == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+    raise ValueError(f"schedule kind={kind!r}: must be 'linear' or 'cosine'")
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int,
+                    kind: str = "linear") -> torch.optim.lr_scheduler.LambdaLR:
+    if total_steps <= 0 or not 0 <= warmup_steps <= total_steps:
+        raise ValueError(f"schedule: warmup_steps={warmup_steps}, total_steps={total_steps}; need "
+                         f"0 <= warmup_steps <= total_steps and total_steps > 0")
+    lr_multiplier(0, warmup_steps, total_steps, kind)  # fail now on a bad kind, not at the first step
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_multiplier(step, warmup_steps, total_steps, kind))
