@@ -118,7 +118,10 @@ class BertConfig:
 
     def apply_overrides(self, assignments: list[str]) -> "BertConfig":
         """CLI overrides such as ["hidden_size=128", "hidden_act=gelu_new"]; each value is cast to the field's type."""
-        types = {f.name: type(getattr(self, f.name)) for f in fields(self)}
+        # Cast by the DECLARED type, not the current value's: a config.json may hold `0` (an int) for a float
+        # field, and int("0.1") would then reject a valid override.
+        casts = {"int": int, "float": float, "str": str}  # annotations are strings (from __future__)
+        types = {f.name: casts[f.type] for f in fields(self)}
         changes = {}
         for item in assignments:
             key, sep, value = item.partition("=")

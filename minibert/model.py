@@ -17,6 +17,7 @@ from .config import BertConfig
 from .layers import LayerNorm, TransformerBlock, activation
 
 IGNORE_INDEX = -100  # labels equal to this are not predicted (torch's cross_entropy default ignore_index)
+ID_DTYPES = (torch.long, torch.int)  # the index dtypes nn.Embedding accepts
 
 
 @dataclass
@@ -45,13 +46,15 @@ def check_inputs(config: BertConfig, input_ids: torch.Tensor, token_type_ids: to
                  attention_mask: torch.Tensor | None, max_positions: int) -> None:
     """Fail with one clear line on bad input, BEFORE it turns into an IndexError on CPU or an unreadable
     'device-side assert triggered' on CUDA. The range checks cost one min/max reduction per tensor."""
-    if input_ids.dtype.is_floating_point or input_ids.dtype == torch.bool:
+    if input_ids.dtype not in ID_DTYPES:  # float, bool, uint8, int16... nn.Embedding indexes with these only
         raise ValueError(f"input_ids has dtype {input_ids.dtype}; token IDs must be an integer tensor "
                          f"(torch.long), e.g. convert with input_ids.long()")
     if input_ids.dim() != 2:
         raise ValueError(f"input_ids has shape {tuple(input_ids.shape)}; expected [batch, seq_len], "
                          f"e.g. add a batch axis with input_ids.unsqueeze(0)")
     B, T = input_ids.shape
+    if B == 0 or T == 0:  # an empty tensor has no min/max: fail here, not inside aminmax
+        raise ValueError(f"input_ids has shape {(B, T)}; expected at least one sequence of at least one token")
     if T > max_positions:
         raise ValueError(f"input_ids has sequence length {T} > max_position_embeddings={max_positions}; "
                          f"truncate the input (or use hierarchical positions for longer texts)")
@@ -61,7 +64,7 @@ def check_inputs(config: BertConfig, input_ids: torch.Tensor, token_type_ids: to
         raise ValueError(f"input_ids contains {bad}, outside [0, vocab_size={config.vocab_size}); the tokenizer's "
                          f"vocab and the model config disagree: use the vocab.txt the model was trained with")
     if token_type_ids is not None:
-        if token_type_ids.dtype.is_floating_point or token_type_ids.shape != input_ids.shape:
+        if token_type_ids.dtype not in ID_DTYPES or token_type_ids.shape != input_ids.shape:
             raise ValueError(f"token_type_ids has shape {tuple(token_type_ids.shape)} and dtype {token_type_ids.dtype}; "
                              f"expected an integer tensor of the input_ids shape {(B, T)}")
         lo, hi = torch.aminmax(token_type_ids)
@@ -185,6 +188,7 @@ class MLMHead(nn.Module):
         self.dense = nn.Linear(config.hidden_size, config.hidden_size)  # [H,H]
         self.layer_norm = LayerNorm(config.hidden_size, config.layer_norm_eps)
         self.bias = nn.Parameter(torch.zeros(config.vocab_size))  # [V]
+        self.check_labels = True  # a label >= V would be an IndexError on CPU, a device-side assert on CUDA
 
     def forward(self, h: torch.Tensor, word_embeddings: torch.Tensor) -> torch.Tensor:
         """h: [..., H]; word_embeddings: [V,H]. Returns logits [..., V]."""
@@ -205,11 +209,19 @@ def sparse_mlm_logits(bert: BertModel, head: MLMHead, sequence: torch.Tensor,
     if labels is None:
         return head(sequence, vocab), None, None  # [B,T,V]
     selected = labels != IGNORE_INDEX  # [B,T] bool
-    logits = head(sequence[selected], vocab)  # [M,H] -> [M,V]
     targets = labels[selected]  # [M]
+    num_predictions = targets.numel()
+    if num_predictions and head.check_labels and not torch.compiler.is_compiling():
+        lo, hi = torch.aminmax(targets)
+        if lo < 0 or hi >= vocab.shape[0]:
+            bad = lo.item() if lo < 0 else hi.item()
+            raise ValueError(f"labels contains {bad}, outside [0, vocab_size={vocab.shape[0]}); use the original "
+                             f"token ID at predicted positions and {IGNORE_INDEX} everywhere else")
+    logits = head(sequence[selected], vocab)  # [M,H] -> [M,V]
     # Mean over the M real predictions only; averaging over padded prediction slots would dilute the loss.
-    loss = F.cross_entropy(logits.float(), targets)
-    return logits, loss, targets.numel()
+    # Sum / max(M, 1) rather than reduction="mean": a micro-batch with no prediction then adds 0, not NaN.
+    loss = F.cross_entropy(logits.float(), targets, reduction="sum") / max(num_predictions, 1)
+    return logits, loss, num_predictions
 
 
 class BertForMaskedLM(nn.Module):
