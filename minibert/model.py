@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .checkpoint.pretrained import PretrainedMixin
 from .config import BertConfig
 from .layers import LayerNorm, TransformerBlock, activation
 
@@ -133,7 +134,7 @@ class BertPooler(nn.Module):
         return torch.tanh(self.dense(x[:, 0]))  # [B,H]: [CLS] is always position 0
 
 
-class BertModel(nn.Module):
+class BertModel(PretrainedMixin, nn.Module):
     """The encoder: embeddings, L transformer blocks, and (optionally) the pooler: tanh(W h_[CLS] + b)."""
 
     def __init__(self, config: BertConfig, add_pooling_layer: bool = True):
@@ -224,7 +225,7 @@ def sparse_mlm_logits(bert: BertModel, head: MLMHead, sequence: torch.Tensor,
     return logits, loss, num_predictions
 
 
-class BertForMaskedLM(nn.Module):
+class BertForMaskedLM(PretrainedMixin, nn.Module):
     """BERT + MLM head, as pretrained with masked-language modelling only (RoBERTa, Liu et al. 2019, dropped NSP).
 
     Built without the pooler: MLM never trains it, and an unused parameter would also break DDP."""
@@ -244,7 +245,7 @@ class BertForMaskedLM(nn.Module):
         return MaskedLMOutput(loss=loss, logits=logits, num_predictions=num_predictions)
 
 
-class BertForPreTraining(nn.Module):
+class BertForPreTraining(PretrainedMixin, nn.Module):
     """BERT as Google pretrained it: MLM + next-sentence prediction (NSP) on the pooled [CLS].
     minibert pretrains with MLM only; this class exists so Google checkpoints load with all their heads."""
 

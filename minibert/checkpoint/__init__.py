@@ -1,0 +1,16 @@
+"""Checkpoint conversion: Google TF ⇄ Hugging Face ⇄ minibert, with a coverage report for every load.
+
+Reading order: mapping.py (THE name table) → convert.py (applies it) → report.py → tf_bundle.py (TF files
+without TensorFlow) → hf_io.py (safetensors / .bin) → pretrained.py (from_pretrained / save_pretrained).
+"""
+
+from .convert import apply_plan, minibert_to_hf, plan_conversion
+from .errors import CheckpointError
+from .pretrained import (LoadResult, PretrainedMixin, Source, from_pretrained, load_pretrained, open_source,
+                         save_pretrained)
+from .report import CoverageReport
+from .tf_bundle import TFCheckpoint
+
+__all__ = ["CheckpointError", "CoverageReport", "LoadResult", "PretrainedMixin", "Source", "TFCheckpoint", "apply_plan",
+           "from_pretrained", "load_pretrained", "minibert_to_hf", "open_source", "plan_conversion",
+           "save_pretrained"]

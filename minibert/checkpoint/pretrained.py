@@ -1,0 +1,222 @@
+"""from_pretrained / save_pretrained: load any BERT checkpoint into minibert, and export minibert models.
+
+    model = from_pretrained(BertModel, "downloads/uncased_L-4_H-256_A-4")        # Google TF folder
+    model = from_pretrained(BertForMaskedLM, "hf_folder")                         # Hugging Face folder
+    save_pretrained(model, "out", format="hf", vocab="downloads/.../vocab.txt")   # for transformers
+
+A source is detected, never named: a TF checkpoint has a `*.index` file (pass the prefix, the `.index` file or
+its folder); a folder with `model.safetensors` (or a shard index, or `pytorch_model.bin`) is minibert when its
+keys use minibert's names, HF otherwise. Nothing is ever downloaded.
+"""
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, Optional, Tuple
+
+import torch
+
+from ..config import BertConfig
+from . import hf_io
+from ..training.io import atomic_save_safetensors, atomic_write_bytes, atomic_write_text
+from .convert import apply_plan, minibert_to_hf, plan_conversion
+from .errors import CheckpointError
+from .report import CoverageReport
+from .tf_bundle import TFCheckpoint
+
+CONFIG_FILES = ("config.json", "bert_config.json")
+VOCAB_FILES = ("vocab.txt", "tokenizer.json")
+
+
+@dataclass
+class Source:
+    """An opened checkpoint: its format, tensor names/shapes, a tensor reader, and the files beside it."""
+    path: Path
+    format: str                          # "minibert" | "hf" | "tf"
+    shapes: Dict[str, Tuple[int, ...]]
+    read: Callable[[str], object]
+    config_path: Optional[Path]
+    vocab_path: Optional[Path]
+
+
+def _first_file(folder: Path, names) -> Optional[Path]:
+    return next((folder / n for n in names if (folder / n).is_file()), None)
+
+
+def _tf_prefix(path: Path) -> Optional[Path]:
+    """The TF checkpoint prefix that `path` designates (prefix, .index file, or folder), or None."""
+    if path.name.endswith(".index") and path.is_file():
+        return path.with_name(path.name[: -len(".index")])
+    if path.with_name(path.name + ".index").is_file():
+        return path
+    if path.is_dir():
+        state = path / "checkpoint"  # TF's text file: model_checkpoint_path: "bert_model.ckpt"
+        if state.is_file():
+            found = re.search(r'^model_checkpoint_path:\s*"(.+)"', state.read_text(encoding="utf-8"), re.M)
+            if found and (path / (found.group(1) + ".index")).is_file():
+                return path / found.group(1)
+        indexes = sorted(path.glob("*.index"))
+        if len(indexes) > 1:
+            raise CheckpointError(f"{path} holds several TF checkpoints {[p.name for p in indexes]}: pass one prefix")
+        if indexes:
+            return indexes[0].with_name(indexes[0].name[: -len(".index")])
+    return None
+
+
+def open_source(path) -> Source:
+    """Detects the checkpoint format at `path` and opens it (names and shapes only; no weights read yet)."""
+    path = Path(path)
+    if not path.exists() and not path.with_name(path.name + ".index").exists():
+        raise CheckpointError(f"checkpoint path {path} does not exist; pass a minibert/HF folder or a TF checkpoint prefix")
+    prefix = _tf_prefix(path)
+    if prefix is not None:
+        bundle = TFCheckpoint(prefix)
+        folder = prefix.parent
+        return Source(prefix, "tf", {n: t.shape for n, t in bundle.tensors.items()}, bundle.read,
+                      _first_file(folder, CONFIG_FILES), _first_file(folder, VOCAB_FILES))
+    folder = path if path.is_dir() else path.parent
+    weight_file = path if path.is_file() else hf_io.find_weight_file(folder)
+    if weight_file is None:
+        raise CheckpointError(f"{path} holds no checkpoint: expected a TF .index file or one of {hf_io.WEIGHT_FILES}")
+    weights = hf_io.HFWeights(weight_file)
+    is_minibert = any(k.endswith("embeddings.layer_norm.weight") for k in weights.shapes)
+    return Source(weight_file, "minibert" if is_minibert else "hf", weights.shapes, weights.read,
+                  _first_file(folder, CONFIG_FILES), _first_file(folder, VOCAB_FILES))
+
+
+def vocab_file_size(path: Path) -> int:
+    """Entries in a vocab.txt (one token a line) or a tokenizer.json (largest id + 1)."""
+    if path.name.endswith(".json"):
+        data = json.loads(path.read_text(encoding="utf-8"))
+        ids = list(data.get("model", {}).get("vocab", {}).values()) + [t["id"] for t in data.get("added_tokens", [])]
+        return max(ids) + 1 if ids else 0
+    lines = path.read_text(encoding="utf-8").split("\n")  # not splitlines(): tokens may contain U+2028 etc.
+    return len(lines) - (lines[-1] == "")
+
+
+def check_vocab_sizes(config: BertConfig, source: Source, require_vocab: bool) -> None:
+    """Config, checkpoint and vocab file must agree on V; if not, say which one is the odd one out."""
+    config_name = source.config_path.name if source.config_path is not None else "config"
+    sizes = {f"{config_name} vocab_size": config.vocab_size}
+    embedding = next((s for n, s in source.shapes.items() if re.search(r"word_embeddings(\.weight)?$", n)), None)
+    if embedding is not None:
+        sizes["checkpoint word embeddings rows"] = embedding[0]
+    if source.vocab_path is not None:
+        sizes[f"{source.vocab_path.name} entries"] = vocab_file_size(source.vocab_path)
+    elif require_vocab:
+        raise CheckpointError(f"no vocab.txt or tokenizer.json next to {source.path}: the 词表 vocabulary is needed "
+                              "to use the model; copy the one it was trained with into that folder")
+    values = list(sizes.values())
+    if len(set(values)) > 1:
+        odd = [name for name, v in sizes.items() if values.count(v) == 1]
+        verdict = f"the {odd[0]} disagrees with the other two" if len(odd) == 1 else "they disagree"
+        raise CheckpointError(f"vocab size mismatch for {source.path}: "
+                              + ", ".join(f"{name}={v}" for name, v in sizes.items())
+                              + f"; {verdict}: use the config and vocab the checkpoint was trained with")
+
+
+@dataclass
+class LoadResult:
+    model: torch.nn.Module
+    report: CoverageReport
+    source: Source
+    config: BertConfig
+
+
+def load_pretrained(model_cls, path, config: Optional[BertConfig] = None, require_vocab: bool = False,
+                    **model_kwargs) -> LoadResult:
+    """Builds `model_cls(config, **model_kwargs)` and fills it from the checkpoint at `path`.
+
+    Args:
+      model_cls: BertModel, BertForMaskedLM, BertForPreTraining or any model built on them.
+      path: minibert folder, HF folder, TF checkpoint prefix / .index file / folder.
+      config: overrides the config.json / bert_config.json found beside the checkpoint.
+      require_vocab: fail when no vocab.txt / tokenizer.json is beside the checkpoint.
+
+    Returns:
+      LoadResult(model in eval mode, coverage report, opened source, config).
+    """
+    source = open_source(path)
+    if config is None:
+        if source.config_path is None:
+            raise CheckpointError(f"no config.json or bert_config.json next to {source.path}: the model's sizes "
+                                  "are unknown; copy the config that came with the checkpoint into that folder")
+        config = BertConfig.from_json(source.config_path)
+    check_vocab_sizes(config, source, require_vocab)
+    with torch.device("meta"):  # shapes only: no memory, and no time spent on a random init we overwrite
+        skeleton = model_cls(config, **model_kwargs)
+    plan = plan_conversion(source.shapes, source.format, {k: tuple(v.shape) for k, v in skeleton.state_dict().items()},
+                           config.num_hidden_layers)
+    if plan.report.fresh or any(True for _ in skeleton.buffers()):
+        model = model_cls(config, **model_kwargs)  # some tensors keep their init: build it for real
+    else:
+        model = skeleton.to_empty(device="cpu")  # every parameter is about to be overwritten
+    targets = model.state_dict()
+    with torch.no_grad():
+        for name, tensor in apply_plan(plan, source.read).items():
+            targets[name].copy_(tensor)  # state_dict tensors share storage with the parameters
+    return LoadResult(model.eval(), plan.report, source, config)
+
+
+def from_pretrained(model_cls, path, config: Optional[BertConfig] = None, **model_kwargs):
+    """`load_pretrained(...).model`: the model alone, in eval mode. See load_pretrained."""
+    return load_pretrained(model_cls, path, config=config, **model_kwargs).model
+
+
+def save_pretrained(model, directory, format: str = "minibert", vocab=None) -> Path:
+    """Writes `model` to `directory` as minibert names or in the Hugging Face layout. Every file is atomic.
+
+    Args:
+      model: a minibert model with a `.config` BertConfig.
+      directory: created if needed.
+      format: "minibert" (minibert names) or "hf" (HF names + `architectures`, loadable by transformers).
+      vocab: path of the vocab.txt / tokenizer.json to copy beside the weights, or a tokenizer with `.save(dir)`.
+
+    Returns:
+      the directory.
+    """
+    if format not in ("minibert", "hf"):
+        raise CheckpointError(f"save_pretrained format={format!r}: expected 'minibert' or 'hf'")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = model.state_dict()
+    architecture = hf_io.hf_architecture(type(model).__name__, state)
+    if format == "hf" and architecture == "BertForSequenceClassification" \
+            and getattr(model, "representation", "pooler") != "pooler":
+        raise CheckpointError(f"cannot export to HF: transformers' BertForSequenceClassification classifies the "
+                              f"pooler output, this model uses representation={model.representation!r}; save with "
+                              "format='minibert', or fine-tune with representation='pooler'")
+    if format == "hf":
+        tensors = minibert_to_hf(state, model.config.num_hidden_layers)
+        num_labels = state["classifier.weight"].shape[0] if "classifier.weight" in state else 0
+        config_dict = hf_io.hf_config_dict(model.config.to_dict(), architecture, num_labels)
+    else:
+        tensors, config_dict = state, {**model.config.to_dict(), "architectures": [type(model).__name__]}
+    atomic_save_safetensors(tensors, directory / hf_io.SAFETENSORS, metadata={"format": "pt"})
+    atomic_write_text(directory / "config.json", json.dumps(config_dict, indent=2, sort_keys=True) + "\n")
+    if isinstance(vocab, (str, Path)):
+        vocab = Path(vocab)
+        if not vocab.is_file():
+            raise CheckpointError(f"vocab file {vocab} not found; pass the vocab.txt the model was trained with")
+        if vocab.resolve() != (directory / vocab.name).resolve():
+            atomic_write_bytes(directory / vocab.name, vocab.read_bytes())
+    elif vocab is not None:
+        vocab.save(directory)
+    return directory
+
+
+class PretrainedMixin:
+    """Gives a minibert model class `Class.from_pretrained(path, ...)` and `model.save_pretrained(dir, ...)`.
+
+    Usage: `class BertModel(PretrainedMixin, nn.Module)`. Both just call the functions above.
+    """
+
+    @classmethod
+    def from_pretrained(cls, path, config: Optional[BertConfig] = None, **model_kwargs):
+        """Builds this class from a minibert / HF folder or a TF checkpoint (see `from_pretrained`)."""
+        return from_pretrained(cls, path, config=config, **model_kwargs)
+
+    def save_pretrained(self, directory, format: str = "minibert", vocab=None) -> Path:
+        """Writes this model as minibert or HF files (see `save_pretrained`)."""
+        return save_pretrained(self, directory, format=format, vocab=vocab)

@@ -1,0 +1,84 @@
+"""Convert a BERT checkpoint (Google TF, Hugging Face or minibert) to minibert's or Hugging Face's layout.
+
+    python weights_convert.py SRC DST [--to minibert|hf] [--model auto|base|mlm|pretraining] [--verbose]
+    make convert SRC=downloads/uncased_L-4_H-256_A-4 DST=checkpoints/bert-mini
+
+SRC is detected, never named: a TF checkpoint (prefix, `.index` file or its folder, read WITHOUT TensorFlow),
+or a folder with model.safetensors / pytorch_model.bin (minibert or HF names). SRC needs its config
+(config.json or bert_config.json) and vocabulary (vocab.txt or tokenizer.json) beside it.
+
+Steps: load into a minibert model (printing the coverage report: where every tensor went, or why it was
+skipped), write DST, then self-check: a fixed input through the loaded model gives finite outputs, and DST
+read back gives the same outputs. A bad input prints ONE line and exits with status 2, never a traceback.
+"""
+
+import argparse
+import sys
+
+import torch
+
+from minibert import BertForMaskedLM, BertForPreTraining, BertModel
+from minibert.checkpoint import CheckpointError, from_pretrained, load_pretrained, open_source, save_pretrained
+from minibert.checkpoint.convert import parts_present
+
+MODEL_CLASSES = {"base": BertModel, "mlm": BertForMaskedLM, "pretraining": BertForPreTraining}
+
+
+def choose_model_class(name: str, src: str):
+    """--model auto keeps every head the source has: NSP → pretraining, MLM → mlm, otherwise base."""
+    if name != "auto":
+        return MODEL_CLASSES[name]
+    source = open_source(src)
+    parts = parts_present(source.shapes, source.format)
+    return BertForPreTraining if "nsp" in parts else BertForMaskedLM if "mlm" in parts else BertModel
+
+
+def fixed_outputs(model) -> list:
+    """The model's output tensors for a fixed batch of 2×8 token IDs (the second row padded)."""
+    vocab_size = model.config.vocab_size
+    input_ids = (torch.arange(16).reshape(2, 8) * 7 + 1) % vocab_size  # [B,T] = [2,8]
+    attention_mask = torch.ones_like(input_ids)
+    attention_mask[1, 5:] = 0  # padding: exercises the attention mask
+    with torch.no_grad():
+        out = model.eval()(input_ids, attention_mask=attention_mask)
+    return [v for v in vars(out).values() if isinstance(v, torch.Tensor)]
+
+
+def self_check(model, model_cls, dst: str) -> str:
+    """Finite outputs, and the written DST reloads to the same outputs."""
+    before = fixed_outputs(model)
+    if not all(torch.isfinite(t).all() for t in before):
+        raise CheckpointError("self-check failed: the converted model gives non-finite outputs on a fixed input; "
+                              "the source weights are probably corrupt")
+    after = fixed_outputs(from_pretrained(model_cls, dst))
+    if not all(torch.equal(a, b) for a, b in zip(before, after)):
+        raise CheckpointError(f"self-check failed: {dst} read back gives different outputs than the converted model")
+    largest = max(t.abs().max().item() for t in before)
+    return f"self-check: fixed 2x8 input -> outputs finite (max |value| {largest:.4g}); {dst} reloads identically"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("src", help="TF checkpoint prefix/.index/folder, or a minibert/HF folder")
+    parser.add_argument("dst", help="output folder")
+    parser.add_argument("--to", choices=("minibert", "hf"), default="minibert", help="output layout")
+    parser.add_argument("--model", choices=("auto",) + tuple(MODEL_CLASSES), default="auto",
+                        help="which minibert model to build (auto: keep every head the source has)")
+    parser.add_argument("--verbose", action="store_true", help="list every tensor in the coverage report")
+    args = parser.parse_args(argv)
+    try:
+        model_cls = choose_model_class(args.model, args.src)
+        result = load_pretrained(model_cls, args.src, require_vocab=True)
+        print(f"{result.source.format} checkpoint {result.source.path} -> minibert {model_cls.__name__}")
+        print(result.report.format(verbose=args.verbose))
+        save_pretrained(result.model, args.dst, format=args.to, vocab=result.source.vocab_path)
+        print(f"wrote {args.to} layout to {args.dst}")
+        print(self_check(result.model, model_cls, args.dst))
+    except (CheckpointError, ValueError, OSError) as error:  # user errors: one line, no traceback
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
