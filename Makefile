@@ -41,5 +41,12 @@ test-slow: $(VENV)/.test
 pretrain: $(VENV)/.runtime
 	$(BIN)/python -m pretrain $(if $(CORPUS),--corpus $(CORPUS)) $(ARGS)
 
+convert: $(VENV)/.runtime
+	@test -n "$(SRC)" -a -n "$(DST)" || { echo "usage: make convert SRC=<checkpoint folder or TF prefix> DST=<output folder> [ARGS='--to hf --model mlm']"; exit 2; }
+	$(BIN)/python weights_convert.py "$(SRC)" "$(DST)" $(ARGS)
+
+docs: $(VENV)/.runtime
+	$(BIN)/python docs/architecture.py
+
 clean:
 	rm -rf runs .cache

@@ -31,10 +31,17 @@ class LayerNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(hidden_size))  # gamma [H]
         self.bias = nn.Parameter(torch.zeros(hidden_size))  # beta  [H]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: [..., H]
+    def formula(self, x: torch.Tensor) -> torch.Tensor:
+        """The definition, step by step (the reference the fast path is tested against). x: [..., H]."""
         mean = x.mean(dim=-1, keepdim=True)  # [..., 1]
         var = (x - mean).pow(2).mean(dim=-1, keepdim=True)  # [..., 1] biased variance, as in TF and torch
         return self.weight * (x - mean) * torch.rsqrt(var + self.eps) + self.bias  # [..., H]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: [..., H]
+        # torch's fused kernel computes exactly `formula` above (eps inside the square root, biased variance) in
+        # one pass over x; the step-by-step version makes ~10 passes and measured ~5x slower on CPU, forward +
+        # backward. tests/test_fast_paths.py checks that the two agree, values and gradients.
+        return F.layer_norm(x, self.weight.shape, self.weight, self.bias, self.eps)  # [..., H]
 
 
 def activation(name: str, x: torch.Tensor) -> torch.Tensor:

@@ -72,8 +72,9 @@ def param_groups(model: nn.Module, lr: float, weight_decay: float, head_lr: floa
 
 def build_adamw(groups: list[dict], betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-6,
                 fused: bool | None = None) -> torch.optim.AdamW:
-    """AdamW with bias correction (torch always applies it; the original BERT optimizer skipped it, which
-    makes the first steps' updates too small). eps=1e-6 as in BERT."""
+    """AdamW with bias correction (torch always applies it). Google's BERT optimizer skipped it: early on
+    m ≈ (1-β1)·g and √v ≈ √(1-β2)·|g|, so the first update is ≈ 0.1/0.032 ≈ 3.2× lr, too LARGE, which is one
+    more reason BERT needed warmup. eps=1e-6 as in BERT."""
     return torch.optim.AdamW(groups, lr=groups[0]["lr"], betas=betas, eps=eps, fused=fused)
 
 

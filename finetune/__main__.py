@@ -1,0 +1,110 @@
+"""`python -m finetune`: fine-tune, evaluate, save the best model, predict; see docs/finetune.md.
+
+    python -m finetune --task cls --compare-random          # embedded data, runs/pretrain/final
+    python -m finetune --task cls --format sst2 --init runs/minilm --train ../shared/data/sst2/train.tsv \\
+        --dev ../shared/data/sst2/dev.tsv --epochs 1
+    python -m finetune --task ner --head globalpointer      # embedded NER data, random init
+    python -m finetune --load runs/finetune/cls/best --predict test_a.csv
+    python -m finetune --load runs/cola/best --evaluate ../shared/data/cola/raw/out_of_domain_dev.tsv
+
+`--init auto` (the default) means: runs/pretrain/final for cls and pair (cls refuses to run without it; pair
+falls back to random init); random init for ner (the embedded NER data is Chinese characters, which the
+ID-corpus encoder has never seen).
+User errors print one line and exit with status 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from minibert.training.io import atomic_write_text
+
+from .checkpoints import CheckpointMissing
+from .config import FinetuneConfig, parse_config
+from .data import DataError
+from .predict import evaluate_file, predict_file
+from .prepare import prepare
+from .toy_data import default_data
+from .train import NonFiniteLoss, train
+
+PRETRAINED = Path("runs/pretrain/final")
+
+
+def resolve_defaults(cfg: FinetuneConfig) -> tuple[FinetuneConfig, list[str]]:
+    """Fill in the embedded default data and the `auto` init. Returns (config, notes to print)."""
+    notes = []
+    if cfg.data is not None:
+        suffix = "json" if cfg.task == "ner" else "tsv"
+        cfg = cfg.replace(train=cfg.train or str(Path(cfg.data) / f"train.{suffix}"),
+                          dev=cfg.dev or str(Path(cfg.data) / f"dev.{suffix}"))
+    if cfg.train is None or cfg.dev is None:
+        train_path, dev_path = default_data(cfg.task)
+        cfg = cfg.replace(train=cfg.train or str(train_path), dev=cfg.dev or str(dev_path))
+        notes.append(f"data: embedded default {cfg.task} data ({cfg.train}, {cfg.dev})")
+    if cfg.init == "auto":
+        if cfg.task == "ner":
+            cfg = cfg.replace(init="random")
+        elif (PRETRAINED / "model.safetensors").is_file():
+            cfg = cfg.replace(init=str(PRETRAINED))
+        elif cfg.task == "pair":
+            cfg = cfg.replace(init="random")
+            notes.append(f"note: {PRETRAINED} not found, so pair starts from random init; run `make pretrain` "
+                         f"first to fine-tune the pretrained encoder")
+        else:
+            raise CheckpointMissing(f"no pretrained encoder at {PRETRAINED}: run `make pretrain` first, or give "
+                                    f"one with INIT=<folder> (--init), or use --init random")
+    return cfg, notes
+
+
+def run(cfg: FinetuneConfig) -> dict:
+    """Fine-tune (and optionally compare with random init at equal steps, and predict). Returns the summary."""
+    cfg, notes = resolve_defaults(cfg)
+    prepared = prepare(cfg)
+    for note in notes + prepared.notes:
+        print(note)
+    summary = train(cfg, prepared)
+    best = summary["best"]
+    print(f"dev {summary['metric']} = {best[summary['metric']]:.4f} (best epoch {summary['best_epoch']}, "
+          f"{summary['steps']} steps); model in {Path(cfg.out_dir) / 'best'}")
+    if cfg.compare_random:
+        random_cfg = cfg.replace(init="random", vocab=str(prepared.vocab_path), out=cfg.out_dir + "-random",
+                                 model_config=str(Path(cfg.out_dir) / "best" / "config.json"),
+                                 max_steps=summary["steps"], patience=0, predict=None, compare_random=False)
+        print(f"--- the same fine-tune from random init, {summary['steps']} steps ---")
+        random_summary = train(random_cfg, prepare(random_cfg))
+        metric = summary["metric"]
+        comparison = {"metric": metric, "steps": summary["steps"], "pretrained_init": cfg.init,
+                      "pretrained": best[metric], "random": random_summary["best"][metric]}
+        atomic_write_text(Path(cfg.out_dir) / "compare_random.json", json.dumps(comparison, indent=2) + "\n")
+        print(f"dev {metric}: pretrained {comparison['pretrained']:.4f} vs random init {comparison['random']:.4f} "
+              f"(same recipe, {summary['steps']} steps)")
+        summary["compare_random"] = comparison
+    if cfg.predict:
+        print(f"predictions: {predict_file(Path(cfg.out_dir) / 'best', cfg.predict, device=cfg.device)}")
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        cfg = parse_config(argv)
+        if cfg.load:
+            if not (cfg.predict or cfg.evaluate):
+                raise ValueError("--load skips training: also pass --predict FILE and/or --evaluate FILE")
+            if cfg.evaluate:
+                metrics = evaluate_file(cfg.load, cfg.evaluate, device=cfg.device)
+                shown = {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)}
+                print(f"{cfg.evaluate}: {json.dumps(shown)}")
+            if cfg.predict:
+                print(f"predictions: {predict_file(cfg.load, cfg.predict, device=cfg.device)}")
+            return 0
+        run(cfg)
+    except (DataError, CheckpointMissing, NonFiniteLoss, ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

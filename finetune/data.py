@@ -1,0 +1,209 @@
+"""Reading fine-tuning data, and checking the labels BEFORE any training starts.
+
+File formats (a table, so a learner can find every column rule in one place):
+
+    format    header  columns                                   tokenizer   example
+    tianchi   yes     label, text (space-separated integer IDs)  whitespace  Tianchi train_set.csv
+    sst2      yes     sentence, label                           wordpiece   GLUE SST-2 train.tsv / dev.tsv
+    cola      no      source, label, original mark, sentence    wordpiece   CoLA raw/in_domain_train.tsv
+    pair      yes     label, text_a, text_b                     whitespace  the embedded pair task
+    cluener   -       JSON lines {"text", "label": {type: {entity: [[start, end_inclusive], ...]}}}
+
+`--text-column`, `--text-b-column`, `--label-column` and `--header` override a format's column rules, so any
+TSV works. A multi-label (多标签) label cell holds comma-separated class IDs, e.g. `0,3`.
+
+Validation, as the course FAQ needs (a bad label otherwise surfaces as "index -100 is out of bounds for
+dimension 0 with size 39", or worse trains silently):
+  * class labels must be integers in [0, num_labels); every offending line is listed with its value;
+  * NER spans must lie inside the text and cover the entity string they claim;
+  * label sets that differ between train and dev are reported.
+Line numbers are 1-based lines of the file (a header is line 1), so `sed -n 7p file` shows the culprit.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# format -> column rules; None = no such column. The table the module docstring shows.
+FORMATS = {
+    "tianchi": {"header": True, "label_column": 0, "text_column": 1, "text_b_column": None, "tokenizer": "whitespace"},
+    "sst2": {"header": True, "label_column": 1, "text_column": 0, "text_b_column": None, "tokenizer": "wordpiece"},
+    "cola": {"header": False, "label_column": 1, "text_column": 3, "text_b_column": None, "tokenizer": "wordpiece"},
+    "pair": {"header": True, "label_column": 0, "text_column": 1, "text_b_column": 2, "tokenizer": "whitespace"},
+    "cluener": {"header": None, "label_column": None, "text_column": None, "text_b_column": None,
+                "tokenizer": "whitespace"},
+}
+MAX_LISTED = 10  # offending lines named in one error message
+
+
+class DataError(ValueError):
+    """Bad fine-tuning data: the one-line message names the file, the lines, the values and the fix."""
+
+
+@dataclass
+class TextExample:
+    text: str
+    text_b: str | None  # segment B of a pair, else None
+    label: int | list[int] | None  # class ID, list of class IDs (multi-label), or None (prediction input)
+    line: int  # 1-based line number in the file
+
+
+@dataclass
+class NerExample:
+    text: str
+    entities: list[tuple[str, int, int]] = field(default_factory=list)  # (type, start char, end char inclusive)
+    line: int = 0
+
+
+def _listing(bad: list[tuple[int, str]]) -> str:
+    shown = ", ".join(f"line {line}: {value!r}" for line, value in bad[:MAX_LISTED])
+    more = f" and {len(bad) - MAX_LISTED} more" if len(bad) > MAX_LISTED else ""
+    return f"{shown}{more}"
+
+
+def read_tsv(path: str | Path, columns: dict, multi_label: bool = False, with_labels: bool = True) -> list[TextExample]:
+    """Read a TSV with the column rules of one FORMATS row.
+
+    Args:
+        path: the file.
+        columns: {"header", "label_column", "text_column", "text_b_column"}.
+        multi_label: the label cell holds comma-separated class IDs.
+        with_labels: False for prediction files (e.g. Tianchi test_a.csv has only a `text` column): then a header
+            is searched for a column called text/sentence/text_a, and labels are not read.
+    Returns:
+        The examples, labels parsed to ints (validated later by check_class_labels).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file; pass an existing TSV (see docs/finetune.md for the formats)")
+    lines = path.read_text(encoding="utf-8").splitlines()
+    text_col, text_b_col, label_col = columns["text_column"], columns["text_b_column"], columns["label_column"]
+    first = 1 if columns["header"] else 0
+    if not with_labels and columns["header"] and lines:
+        names = lines[0].split("\t")
+        named = [i for i, name in enumerate(names) if name.strip().lower() in ("text", "sentence", "text_a")]
+        text_col = named[0] if named else (text_col if text_col < len(names) else len(names) - 1)
+        text_b_col = names.index("text_b") if "text_b" in names else None
+    needed = max(c for c in (text_col, text_b_col, label_col if with_labels else None) if c is not None)
+    examples, bad_labels, short_rows = [], [], []
+    for index in range(first, len(lines)):
+        raw = lines[index]
+        if not raw.strip():
+            continue  # a blank line (e.g. a trailing newline) is not an example
+        cells = raw.split("\t")
+        line = index + 1
+        if len(cells) <= needed:
+            short_rows.append((line, raw[:40]))
+            continue
+        label = None
+        if with_labels:
+            cell = cells[label_col].strip()
+            try:
+                label = [int(v) for v in cell.split(",")] if multi_label else int(cell)
+            except ValueError:
+                bad_labels.append((line, cell))
+                continue
+        examples.append(TextExample(cells[text_col], cells[text_b_col] if text_b_col is not None else None,
+                                    label, line))
+    if short_rows:
+        raise DataError(f"{path}: {len(short_rows)} row(s) have fewer than {needed + 1} tab-separated columns "
+                        f"({_listing(short_rows)}); check --format / --text-column / --label-column")
+    if bad_labels:
+        kind = "comma-separated integers" if multi_label else "integers"
+        raise DataError(f"{path}: labels must be {kind}; {len(bad_labels)} bad label(s): {_listing(bad_labels)}; "
+                        f"fix those lines or check --label-column")
+    if not examples:
+        raise DataError(f"{path}: no examples found; is the file empty, or is --header wrong?")
+    return examples
+
+
+def check_class_labels(examples: list[TextExample], num_labels: int, path: str | Path) -> None:
+    """Every label must be an integer in [0, num_labels). A −100 (the PyTorch "ignore" value) is refused too:
+    in a classification file it is a data bug, and cross_entropy would silently skip that example."""
+    bad = []
+    for example in examples:
+        values = example.label if isinstance(example.label, list) else [example.label]
+        for value in values:
+            if not 0 <= value < num_labels:
+                bad.append((example.line, str(value)))
+    if bad:
+        raise DataError(f"{path}: labels must be integers in [0, num_labels={num_labels}); {len(bad)} bad label(s): "
+                        f"{_listing(bad)}; fix those lines, or pass --num-labels if there are more classes")
+
+
+def infer_num_labels(examples: list[TextExample], path: str | Path) -> int:
+    """max label + 1 over the training set (negative labels are reported first by check_class_labels)."""
+    values = [v for e in examples for v in (e.label if isinstance(e.label, list) else [e.label])]
+    check_class_labels(examples, num_labels=max(max(values) + 1, 1), path=path)  # reports negatives, e.g. -100
+    return max(values) + 1
+
+
+def label_set_report(train: list[TextExample], dev: list[TextExample]) -> str | None:
+    """A one-line warning when train and dev label sets differ (a dev-only class can never be predicted)."""
+    def label_set(examples):
+        return {v for e in examples for v in (e.label if isinstance(e.label, list) else [e.label])}
+    train_set, dev_set = label_set(train), label_set(dev)
+    if train_set == dev_set:
+        return None
+    parts = []
+    if dev_set - train_set:
+        parts.append(f"dev has label(s) {sorted(dev_set - train_set)} never seen in train (they cannot be learned)")
+    if train_set - dev_set:
+        parts.append(f"train has label(s) {sorted(train_set - dev_set)} absent from dev (their dev F1 is undefined)")
+    return "warning: label sets differ: " + "; ".join(parts)
+
+
+def read_cluener(path: str | Path, with_labels: bool = True) -> list[NerExample]:
+    """Read CLUENER JSON lines and check every span: inside the text, and covering the entity string."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file; pass a CLUENER-style JSON-lines file")
+    examples, bad = [], []
+    for index, raw in enumerate(path.read_text(encoding="utf-8").splitlines()):
+        line = index + 1
+        if not raw.strip():
+            continue
+        try:
+            record = json.loads(raw)
+            text = record["text"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise DataError(f"{path}: line {line} is not a JSON object with a \"text\" field: {raw[:60]!r}; "
+                            f"each line must look like {{\"text\": ..., \"label\": {{type: {{entity: [[s, e]]}}}}}}"
+                            ) from None
+        entities = []
+        for entity_type, mentions in (record.get("label") or {}).items() if with_labels else ():
+            for surface, spans in mentions.items():
+                for span in spans:
+                    if not (isinstance(span, list) and len(span) == 2 and all(isinstance(v, int) for v in span)):
+                        bad.append((line, f"{entity_type} {surface!r} span {span!r} is not [start, end]"))
+                        continue
+                    start, end = span
+                    if not (0 <= start <= end < len(text)):
+                        bad.append((line, f"{entity_type} {surface!r} span [{start}, {end}] outside text of "
+                                          f"length {len(text)}"))
+                    elif text[start:end + 1] != surface:
+                        bad.append((line, f"{entity_type} span [{start}, {end}] covers {text[start:end + 1]!r}, "
+                                          f"not {surface!r}"))
+                    else:
+                        entities.append((entity_type, start, end))
+        examples.append(NerExample(text, sorted(set(entities), key=lambda e: (e[1], e[2], e[0])), line))
+    if bad:
+        shown = "; ".join(f"line {line}: {what}" for line, what in bad[:MAX_LISTED])
+        raise DataError(f"{path}: {len(bad)} bad entity span(s) (spans are [start, end] with end inclusive, "
+                        f"0 <= start <= end < len(text)): {shown}; fix the offsets")
+    if not examples:
+        raise DataError(f"{path}: no examples found; is the file empty?")
+    return examples
+
+
+def entity_types_report(train: list[NerExample], dev: list[NerExample]) -> tuple[list[str], str | None]:
+    """All entity types (sorted union), and a warning when train and dev disagree."""
+    train_types = {e[0] for ex in train for e in ex.entities}
+    dev_types = {e[0] for ex in dev for e in ex.entities}
+    warning = None
+    if train_types != dev_types:
+        warning = (f"warning: entity types differ: dev-only {sorted(dev_types - train_types)}, "
+                   f"train-only {sorted(train_types - dev_types)}")
+    return sorted(train_types | dev_types), warning

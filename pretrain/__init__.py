@@ -1,0 +1,12 @@
+"""pretrain: masked-language-model (MLM, 掩码语言模型) pretraining of minibert on anonymised integer-ID corpora.
+
+Reading order:
+    corpus.py    the embedded default corpus: a seeded generator of a Tianchi-shaped corpus (`make pretrain`
+                 runs on it when no corpus is given)
+    data.py      read a corpus, build or load its vocabulary (词表), encode it once into a cached memmap,
+                 split documents into train / held-out, the unigram baseline
+    batching.py  cut documents into [CLS] piece [SEP] rows (padded or packed), batch, shard per DDP rank,
+                 resume from an exact data position
+    masking.py   dynamic 80/10/10 masking, fresh at every step
+    config.py, train.py, __main__.py   the training loop (`python -m pretrain`)
+"""

@@ -1,0 +1,196 @@
+"""Pretraining data, part 2: cut encoded documents into rows, batch, shard across ranks, mask; resumable.
+
+Segmenting (the Datawhale recipe the course follows): each document is cut into pieces of `max_len - 2` tokens and
+each piece is wrapped as [CLS] piece [SEP]. Two layouts:
+
+- padded (default): one piece per row, padded with [PAD] to max_len; `attention_mask` marks the real tokens. A
+  document's FINAL piece shorter than half a piece is dropped (it would be mostly padding, and its document is
+  already represented by its earlier pieces). A document shorter than half a piece AS A WHOLE is kept as one short
+  row: dropping it would silently remove every short document from the corpus.
+- packed (`pack=True`): [CLS] piece [SEP] units (every remainder kept) are laid back to back and the stream is cut
+  into rows of exactly max_len, so no compute goes to padding. A unit may continue on the next row, and attention
+  crosses unit boundaries: RoBERTa's FULL-SENTENCES format (Liu et al., 2019, §4.2) and Cramming's packing
+  (Geiping & Goldstein, 2023) found this costs nothing in quality. `attention_mask` is None (the model's
+  "no padding" fast path). The stream's last partial row is dropped.
+
+Determinism, sharding and resume: the batch at position (epoch, step) is a pure function of (seed, epoch, step):
+  - the epoch's row order is a permutation seeded by (seed, epoch) (packed: the unit order, re-packed each epoch);
+  - global batch `step` is rows [step·G, (step+1)·G) of that order (G = global batch size);
+  - masking draws from a torch.Generator seeded by (seed, epoch, step), applied to the WHOLE global batch;
+  - rank r of w then takes rows [r·G/w, (r+1)·G/w) of it.
+So w processes see exactly the rows and masks one process sees at the same global batch (a DDP run matches a
+single-process run), and `state_dict()` = {epoch, step} is all a checkpoint needs to resume bit-identically.
+
+Dimension legend: B rows per rank (= G / world_size), G global batch, T max_len, P pieces.
+"""
+import numpy as np
+import torch
+
+from pretrain.masking import DynamicMasking
+
+
+def segment_documents(offsets, doc_ids, max_len, pack):
+    """Cuts documents into pieces of at most max_len - 2 tokens (see module docstring for the rules).
+
+    Args:
+        offsets: int64 [D+1] document boundaries in the token array.
+        doc_ids: the documents to use (e.g. the training split).
+        max_len: T, row length including [CLS] and [SEP].
+        pack: keep every final remainder (packed layout) instead of dropping short ones.
+    Returns:
+        (starts, lengths): int64 [P] token-array start and length of every piece, in document order.
+    """
+    piece = max_len - 2
+    doc_ids = np.asarray(doc_ids, dtype=np.int64)
+    doc_lengths = offsets[doc_ids + 1] - offsets[doc_ids]                      # [D']
+    full, remainder = doc_lengths // piece, doc_lengths % piece
+    keep_remainder = remainder > 0
+    if not pack:  # drop short tails, but keep a short document as a whole
+        keep_remainder &= (2 * remainder >= piece) | (full == 0)
+    count = full + keep_remainder                                              # pieces per document
+    doc_of_piece = np.repeat(np.arange(len(doc_ids)), count)                   # [P]
+    index_in_doc = np.arange(len(doc_of_piece)) - np.repeat(np.cumsum(count) - count, count)
+    starts = offsets[doc_ids][doc_of_piece] + index_in_doc * piece
+    lengths = np.minimum(piece, doc_lengths[doc_of_piece] - index_in_doc * piece)
+    return starts, lengths
+
+
+class PretrainingBatches:
+    """Infinite, deterministic, shardable, resumable iterator of masked MLM batches.
+
+    Args:
+        corpus: EncodedCorpus (pretrain.data).
+        doc_ids: documents to draw from (train or held-out split).
+        max_len: T, tokens per row including [CLS]/[SEP] (≤ the model's max_position_embeddings).
+        batch_size: G, rows per GLOBAL batch (summed over ranks; gradient accumulation splits each rank's part).
+        masking: a DynamicMasking.
+        seed: fixes the row order and the masks.
+        pack: packed layout instead of padded rows.
+        shuffle: permute rows each epoch (False for evaluation: the same rows and masks every time).
+        drop_last: drop the epoch's last incomplete global batch (False for evaluation; needs world_size 1).
+        rank, world_size: this process's share (DDP); G must divide evenly.
+        pin_memory: page-lock batches for non_blocking GPU copies; None = when CUDA is available.
+    """
+
+    def __init__(self, corpus, doc_ids, max_len, batch_size, masking, seed=0, pack=False, shuffle=True,
+                 drop_last=True, rank=0, world_size=1, pin_memory=None):
+        if max_len < 3:
+            raise ValueError(f"max_len: got {max_len}, need ≥ 3 ([CLS], one token, [SEP]); use e.g. 128")
+        if batch_size < 1 or batch_size % world_size:
+            raise ValueError(f"batch_size: got global batch {batch_size} for world_size {world_size}; it must be a "
+                             f"positive multiple of world_size, e.g. {world_size * max(1, batch_size // world_size)}")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank: got {rank} for world_size {world_size}; ranks are 0..{world_size - 1}")
+        if not drop_last and world_size > 1:
+            raise ValueError("drop_last=False with world_size > 1 would give ranks unequal batches; "
+                             "evaluate on one rank (world_size=1)")
+        if not isinstance(masking, DynamicMasking):
+            raise ValueError(f"masking: got {type(masking).__name__}, need a pretrain.masking.DynamicMasking")
+        tokenizer = corpus.tokenizer
+        self.tokens, self.masking = corpus.tokens, masking
+        self.pad_id, self.cls_id, self.sep_id = tokenizer.pad_id, tokenizer.cls_id, tokenizer.sep_id
+        self.max_len, self.batch_size, self.seed, self.pack = max_len, batch_size, seed, pack
+        self.shuffle, self.rank, self.world_size = shuffle, rank, world_size
+        self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
+        self.piece_starts, self.piece_lengths = segment_documents(corpus.offsets, doc_ids, max_len, pack)  # [P]
+        if pack:
+            self.num_rows = int((self.piece_lengths + 2).sum()) // max_len   # rows of the packed stream
+        else:
+            self.num_rows = len(self.piece_starts)                            # one piece per row
+        full, partial = divmod(self.num_rows, batch_size)
+        self.steps_per_epoch = full + (0 if drop_last or partial == 0 else 1)
+        if self.steps_per_epoch == 0:
+            raise ValueError(f"batch_size: {batch_size} rows per global batch but the {len(doc_ids)} document(s) "
+                             f"make only {self.num_rows} row(s) of max_len {max_len}; lower batch_size or max_len, "
+                             "or use a bigger corpus")
+        self.epoch, self.step = 0, 0
+        self._layout_epoch, self._layout = None, None
+
+    # --------------------------------------------------------------------------------------- position
+    def state_dict(self):
+        """The data position: the NEXT batch to be produced is (epoch, step)."""
+        return {"epoch": self.epoch, "step": self.step, "steps_per_epoch": self.steps_per_epoch, "seed": self.seed}
+
+    def load_state_dict(self, state):
+        if state["steps_per_epoch"] != self.steps_per_epoch or state["seed"] != self.seed:
+            raise ValueError(f"data state: checkpoint has {state['steps_per_epoch']} steps/epoch and seed "
+                             f"{state['seed']}, this run {self.steps_per_epoch} and {self.seed}; resume with the "
+                             "same corpus, vocab, max_len, batch size, pack and seed")
+        self.epoch, self.step = state["epoch"], state["step"]
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        batch = self.batch(self.epoch, self.step)
+        self.step += 1
+        if self.step == self.steps_per_epoch:
+            self.epoch, self.step = self.epoch + 1, 0
+        return batch
+
+    def epoch_batches(self):
+        """Every batch of epoch 0, in order, without moving the iterator (for evaluation)."""
+        for step in range(self.steps_per_epoch):
+            yield self.batch(0, step)
+
+    # ------------------------------------------------------------------------------------ batch making
+    def batch(self, epoch, step):
+        """This rank's part of global batch `step` of `epoch`.
+
+        Returns:
+            dict of torch.long tensors: input_ids [B,T] (masked), labels [B,T] (-100 where not predicted),
+            token_type_ids [B,T] (zeros), attention_mask [B,T] (padded layout) or None (packed layout).
+        """
+        order = self._epoch_layout(epoch)
+        rows = np.arange(step * self.batch_size, min((step + 1) * self.batch_size, self.num_rows))  # [G]
+        if self.pack:
+            input_ids = self._packed_rows(rows, *order)
+            attention_mask = None
+        else:
+            input_ids, attention_mask = self._padded_rows(order[rows])
+        generator = torch.Generator().manual_seed(
+            int(np.random.SeedSequence([self.seed, 1, epoch, step]).generate_state(1, np.uint64)[0]))
+        masked_ids, labels = self.masking(torch.from_numpy(input_ids), generator)  # whole global batch: [G,T]
+        share = len(rows) // self.world_size
+        mine = slice(self.rank * share, (self.rank + 1) * share)
+        batch = {"input_ids": masked_ids[mine], "labels": labels[mine],
+                 "token_type_ids": torch.zeros_like(masked_ids[mine]),
+                 "attention_mask": None if attention_mask is None else torch.from_numpy(attention_mask[mine])}
+        if self.pin_memory:
+            batch = {name: None if t is None else t.pin_memory() for name, t in batch.items()}
+        return batch
+
+    def _epoch_layout(self, epoch):
+        """Padded: the row order (a piece permutation). Packed: (unit order, unit end offsets in the stream)."""
+        if self._layout_epoch != epoch:
+            count = len(self.piece_starts)
+            order = np.random.default_rng([self.seed, 0, epoch]).permutation(count) if self.shuffle \
+                else np.arange(count)
+            self._layout = (order, np.cumsum(self.piece_lengths[order] + 2)) if self.pack else order
+            self._layout_epoch = epoch
+        return self._layout
+
+    def _padded_rows(self, pieces):
+        """[CLS] piece [SEP] [PAD]... rows for the given pieces, gathered with one fancy index on the memmap."""
+        starts, lengths = self.piece_starts[pieces], self.piece_lengths[pieces]  # [G]
+        columns = np.arange(self.max_len - 2)
+        inside = columns[None, :] < lengths[:, None]                               # [G,T-2]
+        body = np.asarray(self.tokens[np.where(inside, starts[:, None] + columns, 0)], dtype=np.int64)
+        input_ids = np.full((len(pieces), self.max_len), self.pad_id, dtype=np.int64)  # [G,T]
+        input_ids[:, 0] = self.cls_id
+        input_ids[:, 1:-1] = np.where(inside, body, self.pad_id)
+        input_ids[np.arange(len(pieces)), lengths + 1] = self.sep_id
+        attention_mask = (np.arange(self.max_len)[None, :] < lengths[:, None] + 2).astype(np.int64)  # [G,T]
+        return input_ids, attention_mask
+
+    def _packed_rows(self, rows, unit_order, unit_ends):
+        """Rows [r·T, (r+1)·T) of the stream of [CLS] piece [SEP] units, located with one searchsorted."""
+        position = rows[:, None] * self.max_len + np.arange(self.max_len)          # [G,T] stream positions
+        unit = np.searchsorted(unit_ends, position, side="right")                  # [G,T] unit index in order
+        piece = unit_order[unit]
+        unit_length = self.piece_lengths[piece] + 2
+        offset = position - (unit_ends[unit] - unit_length)                        # [G,T] 0 = [CLS]
+        is_cls, is_sep = offset == 0, offset == unit_length - 1
+        source = np.where(is_cls | is_sep, 0, self.piece_starts[piece] + offset - 1)
+        body = np.asarray(self.tokens[source], dtype=np.int64)                     # [G,T]
+        return np.where(is_cls, self.cls_id, np.where(is_sep, self.sep_id, body))

@@ -1,0 +1,177 @@
+"""PretrainConfig: every knob of an MLM pretraining run, as one dataclass = the CLI flags = a JSON file.
+
+Three ways to set a field, later ones winning:
+    1. the defaults below: the recipe `make pretrain` runs (BERT-mini on the embedded corpus, ~7 min on 2 CPU cores);
+    2. `--config run.json`: a JSON object with any of the fields, e.g. {"lr": 5e-4, "model": {"hidden_size": 128}};
+    3. command-line flags: `--lr 5e-4`, and for the model `--model.hidden_size 128` or `--set hidden_size=128`.
+
+The model starts from BertConfig.mini (H256 L4 A4 I1024, Turc et al. 2019), vocab_size from the vocab, then the
+`model` overrides apply (BertConfig.apply_overrides checks names and types).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from minibert import BertConfig
+
+
+def _help(text: str, **kw) -> dict:
+    return {"help": text, **kw}
+
+
+@dataclass
+class PretrainConfig:
+    # ---- data ----------------------------------------------------------------------------------------------------
+    corpus: str | None = field(default=None, metadata=_help(
+        "corpus file: Tianchi TSV (header label\\ttext) or one document per line; default: the embedded corpus"))
+    vocab: str | None = field(default=None, metadata=_help("vocab.txt to use; default: build one from the corpus"))
+    out: str = field(default="runs/pretrain", metadata=_help("run folder: metrics, checkpoint, final/ model"))
+    cache_dir: str = field(default=".cache/pretrain", metadata=_help(
+        "encoded corpora and the generated default corpus (safe to delete)"))
+    max_len: int = field(default=128, metadata=_help("tokens per sequence, [CLS] and [SEP] included"))
+    pack: bool = field(default=True, metadata=_help("pack pieces densely (no padding) instead of one per row"))
+    heldout_fraction: float = field(default=0.02, metadata=_help("share of DOCUMENTS held out for evaluation"))
+    mask_rate: float = field(default=0.15, metadata=_help("share of tokens to predict; 0.3 is the Cramming option"))
+    # ---- model ---------------------------------------------------------------------------------------------------
+    # Attention dropout 0: Cramming (Geiping & Goldstein 2022) found dropout hurts short, single-epoch pretraining;
+    # it also lets the fused attention kernel skip the dropout mask (faster). Hidden dropout stays at BERT's 0.1.
+    model: dict = field(default_factory=lambda: {"attention_probs_dropout_prob": 0.0}, metadata=_help(
+        "BertConfig overrides on top of BERT-mini, e.g. --model.hidden_size 128 or --set num_hidden_layers=2"))
+    # ---- optimisation --------------------------------------------------------------------------------------------
+    batch_size: int = field(default=32, metadata=_help("sequences per micro-batch per process"))
+    gradient_accumulation: int = field(default=1, metadata=_help("micro-batches per optimizer step (梯度累积)"))
+    max_steps: int = field(default=600, metadata=_help("optimizer steps to train"))
+    lr: float = field(default=1e-3, metadata=_help("peak learning rate"))
+    warmup_fraction: float = field(default=0.06, metadata=_help(
+        "share of max_steps for the linear LR warmup (学习率预热); 6% as Izsak et al. 2021"))
+    schedule: str = field(default="linear", metadata=_help("decay after warmup", choices=("linear", "cosine")))
+    weight_decay: float = field(default=0.01, metadata=_help("AdamW weight decay on weight matrices (权重衰减)"))
+    adam_beta2: float = field(default=0.98, metadata=_help("AdamW beta2; 0.98 as RoBERTa for large-LR stability"))
+    grad_clip: float = field(default=1.0, metadata=_help("clip the global gradient norm (梯度裁剪); 0 = off"))
+    # ---- evaluation, logging, checkpoints ------------------------------------------------------------------------
+    eval_every: int = field(default=100, metadata=_help("steps between held-out evaluations"))
+    eval_sequences: int = field(default=256, metadata=_help("held-out sequences per evaluation"))
+    log_every: int = field(default=10, metadata=_help("steps between metrics.jsonl lines"))
+    checkpoint_every: int = field(default=100, metadata=_help("steps between checkpoints (断点续训)"))
+    # ---- runtime -------------------------------------------------------------------------------------------------
+    seed: int = field(default=0, metadata=_help("seeds model init, data order, masking and dropout"))
+    device: str = field(default="auto", metadata=_help("auto (CUDA if available), cpu, cuda, cuda:1"))
+    precision: str = field(default="auto", metadata=_help(
+        "auto = bf16 (or fp16) autocast on CUDA, fp32 on CPU", choices=("auto", "fp32", "bf16", "fp16")))
+    compile: bool = field(default=False, metadata=_help("torch.compile the model"))
+    num_threads: int = field(default=0, metadata=_help("torch CPU threads; 0 = torch's default"))
+    matmul_peak_gflops: float = field(default=0.0, metadata=_help(
+        "MFU denominator per process in GFLOP/s (e.g. a datasheet peak); 0 = measure a matmul at start"))
+    resume: bool = field(default=False, metadata=_help("continue from <out>/checkpoint.pt exactly"))
+    overwrite: bool = field(default=False, metadata=_help("start over in an --out that holds an unfinished run"))
+    export_hf: bool = field(default=False, metadata=_help("also write <out>/final_hf/ in the Hugging Face layout"))
+    simulate_crash_at_step: int = field(default=0, metadata=_help(
+        "testing only: SIGKILL this process in the middle of this step, to prove --resume continues exactly"))
+
+    def __post_init__(self) -> None:
+        positive = ("max_len", "batch_size", "gradient_accumulation", "max_steps", "eval_every", "eval_sequences",
+                    "log_every", "checkpoint_every")
+        for name in positive:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"--{name.replace('_', '-')}={value!r}: must be a positive integer")
+        if self.max_len < 8:
+            raise ValueError(f"--max-len={self.max_len}: need at least 8 tokens ([CLS] + text + [SEP])")
+        if not 0 <= self.warmup_fraction <= 1:
+            raise ValueError(f"--warmup-fraction={self.warmup_fraction}: must be in [0, 1], e.g. 0.06")
+        if not 0 < self.lr < 1:
+            raise ValueError(f"--lr={self.lr}: must be in (0, 1); BERT-mini pretrains well at 5e-4 to 1e-3")
+        if not 0 < self.heldout_fraction < 0.5:
+            raise ValueError(f"--heldout-fraction={self.heldout_fraction}: must be in (0, 0.5), e.g. 0.02")
+        if not 0 < self.mask_rate < 1:
+            raise ValueError(f"--mask-rate={self.mask_rate}: must be in (0, 1); use 0.15 (BERT) or 0.3 (Cramming)")
+        if self.grad_clip < 0 or self.weight_decay < 0 or not 0 < self.adam_beta2 < 1:
+            raise ValueError(f"--grad-clip={self.grad_clip}, --weight-decay={self.weight_decay}, --adam-beta2="
+                             f"{self.adam_beta2}: need grad_clip >= 0, weight_decay >= 0, 0 < adam_beta2 < 1")
+        if "vocab_size" in self.model:
+            raise ValueError("model override vocab_size: it comes from the vocab; pass --vocab instead")
+        positions = self.bert_config(vocab_size=100).max_position_embeddings  # fails now on a bad override
+        if self.max_len > positions:
+            raise ValueError(f"--max-len={self.max_len} exceeds max_position_embeddings={positions}; lower --max-len "
+                             f"or add --model.max_position_embeddings {self.max_len}")
+
+    @property
+    def warmup_steps(self) -> int:
+        return round(self.warmup_fraction * self.max_steps)
+
+    def bert_config(self, vocab_size: int) -> BertConfig:
+        """BERT-mini for `vocab_size`, with the `model` overrides applied."""
+        base = BertConfig.mini(vocab_size)
+        return base.apply_overrides([f"{key}={value}" for key, value in self.model.items()])
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict, source: str) -> "PretrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"{source}: unknown field(s) {unknown}; valid fields are {sorted(known)}")
+        return cls(**values)
+
+
+class ModelOverride(argparse.Action):
+    """`--model.hidden_size 128` and `--set hidden_size=128` both append "hidden_size=128" to one list, so the
+    flag given LAST wins, whichever spelling it uses."""
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        field_name = option_string.removeprefix("--model.") if option_string.startswith("--model.") else None
+        overrides = getattr(namespace, "model_set", [])
+        setattr(namespace, "model_set", overrides + [f"{field_name}={value}" if field_name else value])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """One flag per PretrainConfig field (help text from the field), plus --model.<field> per BertConfig field."""
+    model_fields = [f.name for f in fields(BertConfig) if f.name != "vocab_size"]
+    parser = argparse.ArgumentParser(
+        prog="python -m pretrain", description="MLM pretraining of a minibert BERT (see docs/pretrain.md).",
+        epilog=f"model: --model.FIELD VALUE (or --set FIELD=VALUE) for FIELD in {', '.join(model_fields)}",
+        argument_default=argparse.SUPPRESS)  # unset flags stay out of the namespace: the --config file keeps them
+    parser.add_argument("--config", help="JSON file with PretrainConfig fields; flags given here override it")
+    for f in fields(PretrainConfig):
+        flag, meta = "--" + f.name.replace("_", "-"), dict(f.metadata)
+        if f.name == "model":
+            parser.add_argument("--set", dest="model_set", action=ModelOverride, metavar="FIELD=VALUE", **meta)
+        elif f.type == "bool":
+            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, **meta)
+        else:
+            kind = {"int": int, "float": float}.get(f.type, str)
+            parser.add_argument(flag, dest=f.name, type=kind, metavar=f.name.upper(), **meta)
+    for name in model_fields:
+        parser.add_argument(f"--model.{name}", dest="model_set", action=ModelOverride, help=argparse.SUPPRESS)
+    return parser
+
+
+def parse_config(argv: list[str] | None = None) -> PretrainConfig:
+    """Defaults, then --config JSON, then flags. Raises ValueError/FileNotFoundError with one line."""
+    args = vars(build_parser().parse_args(argv))
+    values: dict = {}
+    if "config" in args:
+        path = Path(args.pop("config"))
+        if not path.is_file():
+            raise FileNotFoundError(f"--config {path}: file not found; pass a JSON file of PretrainConfig fields")
+        try:
+            values = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as error:
+            raise ValueError(f"--config {path}: not valid JSON ({error})") from None
+        if not isinstance(values, dict):
+            raise ValueError(f"--config {path}: expected a JSON object of fields, got {type(values).__name__}")
+    model = {**PretrainConfig().model, **values.get("model", {})}  # JSON model overrides add to the defaults
+    for item in args.pop("model_set", []):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set {item!r}: expected FIELD=VALUE, e.g. --set hidden_size=128")
+        model[key] = value
+    values.update(args)
+    values["model"] = model
+    return PretrainConfig.from_dict(values, source="config")

@@ -1,0 +1,341 @@
+"""Pretraining data, part 1: read a corpus, get its vocabulary, encode it ONCE into a cached memmap.
+
+Pipeline (part 2, batching.py, cuts the cached documents into model rows):
+
+    corpus file ──read (streaming)──▶ texts ──vocab (词表: built or given)──▶ token ids ──▶ cache/<key>/
+        tokens.bin  every document's ids back to back, no specials: uint16 when the vocab fits, else int32
+        offsets.npy int64 [D+1]: document d is tokens[offsets[d]:offsets[d+1]]
+        vocab.txt   the vocabulary the ids refer to (the trained model must ship with it)
+        meta.json   sizes and the digests the key was made from
+
+Readers: a TSV whose header has a `text` column (Tianchi `label\\ttext`; the label is ignored) or plain text with
+one document per line. Both stream in ~8 MB chunks, so the 840 MB Tianchi train_set needs well under 1 GB of RAM.
+
+Cache key = hash(corpus bytes, reader format, vocab.txt bytes, tokenizer kind, cache format version): a changed
+corpus or vocabulary gets a new key, so a stale cache is never silently reused. Hashing reads the file once with
+BLAKE2b (~600 MB/s). Cache folders are written under a temporary name and renamed into place (os.replace), so a
+killed run never leaves a half-written cache that a later run would trust.
+
+Encoding speed: tokens of an anonymised corpus are decimal integers, so we parse a whole document with one
+`np.fromstring` call and map raw ids to vocab ids with one table lookup (~250 MB/s). Any other corpus goes through
+the tokenizer's Rust path `encode_ids_batch` (correct for any token, ~2-7 MB/s on 2 cores).
+
+Dimension legend: D documents, N tokens in the corpus.
+"""
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from minibert.tokenizers import SPECIAL_TOKENS, WhitespaceTokenizer
+
+CACHE_FORMAT_VERSION = 1
+CHUNK_BYTES = 8 << 20             # read the corpus ~8 MB at a time
+PROGRESS_MIN_BYTES = 16 << 20     # progress bars only for files big enough to make you wait
+MAX_FAST_RAW_ID = 1 << 24         # integer fast path only for raw ids below this (its lookup table stays small)
+DIGITS_AND_WHITESPACE = b"0123456789 \t\r\n\x0b\x0c"
+
+
+def detect_format(path):
+    """Returns ("tsv", index of the `text` column) if the header names a `text` column, else ("lines", None)."""
+    with open(path, "rb") as f:
+        header = f.readline().removeprefix(b"\xef\xbb\xbf").rstrip(b"\r\n").split(b"\t")
+    names = [name.strip().decode("utf-8", "replace") for name in header]
+    return ("tsv", names.index("text")) if "text" in names else ("lines", None)
+
+
+def iter_text_chunks(path, corpus_format):
+    """Streams a corpus as lists of document texts (bytes), ~CHUNK_BYTES at a time.
+
+    Args:
+        path: the corpus file.
+        corpus_format: ("tsv", text column) or ("lines", None), see `detect_format`.
+    Yields:
+        (texts, bytes_read): a list of bytes objects, one per document, and the file bytes they came from.
+    """
+    kind, column = corpus_format
+    with open(path, "rb") as f:
+        line_number = 0
+        pending_bytes = 0
+        if kind == "tsv":
+            pending_bytes = len(f.readline())  # the header, counted with the first chunk
+            line_number = 1
+        while lines := f.readlines(CHUNK_BYTES):
+            texts = []
+            for line in lines:  # one step per document, never per token
+                line_number += 1
+                if kind == "lines":
+                    texts.append(line.rstrip(b"\r\n"))
+                    continue
+                fields = line.rstrip(b"\r\n").split(b"\t")
+                if len(fields) <= column:
+                    raise ValueError(f"{path}: line {line_number} has {len(fields)} tab-separated field(s), the "
+                                     f"`text` column is number {column + 1}; fix or delete that line")
+                texts.append(fields[column])
+            yield texts, pending_bytes + sum(len(line) for line in lines)
+            pending_bytes = 0
+
+
+def parse_integer_documents(texts):
+    """Fast path: parses documents of whitespace-separated decimal IDs with numpy.
+
+    Returns:
+        (raw_ids int64 [total tokens], lengths int64 [len(texts)]), or None if any text holds something other
+        than canonical decimal integers below MAX_FAST_RAW_ID (then the caller takes the tokenizer path).
+    """
+    joined = b" ".join(texts)
+    if joined.translate(None, DIGITS_AND_WHITESPACE):  # C-speed: anything left is not a digit or a space
+        return None
+    codes = np.frombuffer(joined, dtype=np.uint8)
+    digit = (codes >= ord("0")) & (codes <= ord("9"))
+    first_digit = digit & ~np.concatenate([[False], digit[:-1]])              # first byte of each number
+    if (first_digit[:-1] & (codes[:-1] == ord("0")) & digit[1:]).any():       # "007" is not the token "7"
+        return None
+    # The C parser, one call per document; strip() because it reads a blank text as [0], not [].
+    arrays = [np.fromstring(text.strip(), dtype=np.int64, sep=" ") for text in texts]
+    lengths = np.array([len(a) for a in arrays], dtype=np.int64)
+    raw_ids = np.concatenate(arrays) if arrays else np.zeros(0, np.int64)
+    if raw_ids.size and raw_ids.max() >= MAX_FAST_RAW_ID:
+        return None
+    return raw_ids, lengths
+
+
+def file_digest(path):
+    """BLAKE2b of a file's bytes, read in 1 MB chunks (content, not size+mtime: a copy keeps its cache)."""
+    digest = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _key(*parts):
+    return hashlib.blake2b("|".join(map(str, parts)).encode(), digest_size=12).hexdigest()
+
+
+def _progress(path, description):
+    size = os.path.getsize(path)
+    return tqdm(total=size, unit="B", unit_scale=True, desc=description, disable=size < PROGRESS_MIN_BYTES)
+
+
+def build_vocab(path, corpus_format, min_freq=1, max_size=None):
+    """Builds a frequency-sorted vocabulary from the corpus: [PAD] [UNK] [CLS] [SEP] [MASK], then tokens.
+
+    Integer-ID corpora are counted with np.bincount; the ordering (count descending, ties by token string) is the
+    one `WhitespaceTokenizer.build` uses, which any other corpus goes through (tests check both agree).
+    """
+    if max_size is not None and max_size <= len(SPECIAL_TOKENS):
+        raise ValueError(f"max_vocab_size: got {max_size}, must be > {len(SPECIAL_TOKENS)} (the specials take "
+                         "5 ids); pass e.g. 8000, or leave it unset for no cap")
+    counts = np.zeros(0, np.int64)
+    with _progress(path, "counting tokens") as bar:
+        for texts, bytes_read in iter_text_chunks(path, corpus_format):
+            parsed = parse_integer_documents(texts)
+            if parsed is None:  # not an ID corpus: the tokenizer's general (slower) builder
+                texts = (t.decode("utf-8") for chunk, _ in iter_text_chunks(path, corpus_format) for t in chunk)
+                return WhitespaceTokenizer.build(texts, min_freq=min_freq, max_size=max_size)
+            chunk_counts = np.bincount(parsed[0])
+            if len(chunk_counts) > len(counts):
+                chunk_counts[: len(counts)] += counts
+                counts = chunk_counts
+            else:
+                counts[: len(chunk_counts)] += chunk_counts
+            bar.update(bytes_read)
+    raw_ids = np.flatnonzero(counts >= max(min_freq, 1))
+    if raw_ids.size == 0:
+        raise ValueError(f"{path}: no token occurs ≥ min_freq={min_freq} times; lower --min-freq or check the file")
+    tokens = raw_ids.astype(str)
+    order = np.lexsort((tokens, -counts[raw_ids]))  # last key is primary: count descending, then token string
+    kept = tokens[order][: None if max_size is None else max_size - len(SPECIAL_TOKENS)]
+    return WhitespaceTokenizer(list(SPECIAL_TOKENS) + kept.tolist(), f"<built from {path}>")
+
+
+def integer_id_table(tokenizer):
+    """table[raw integer token] = vocab id ([UNK] for raw ids not in the vocab), or None if some vocab entry is
+    not a canonical decimal integer (then the integer fast path would not agree with the tokenizer)."""
+    raw, ids = [], []
+    for index, token in enumerate(tokenizer.tokens):  # once per vocab entry, not per corpus token
+        if token in tokenizer.special_tokens:
+            continue
+        if not (token.isascii() and token.isdigit() and (token == "0" or token[0] != "0") and len(token) < 9):
+            return None
+        raw.append(int(token))
+        ids.append(index)
+    table = np.full(max(raw, default=0) + 1, tokenizer.unk_id, dtype=np.int64)
+    table[raw] = ids
+    return table
+
+
+def encode_texts(texts, tokenizer, table):
+    """Encodes a chunk of documents. Returns (ids int64 [total tokens], lengths int64 [len(texts)])."""
+    parsed = parse_integer_documents(texts) if table is not None else None
+    if parsed is not None:
+        raw_ids, lengths = parsed
+        inside = raw_ids < len(table)
+        return np.where(inside, table[np.where(inside, raw_ids, 0)], tokenizer.unk_id), lengths
+    arrays = tokenizer.encode_ids_batch([text.decode("utf-8") for text in texts])
+    lengths = np.array([len(a) for a in arrays], dtype=np.int64)
+    return (np.concatenate(arrays).astype(np.int64) if arrays else np.zeros(0, np.int64)), lengths
+
+
+@dataclass
+class EncodedCorpus:
+    """A cached, encoded corpus. Document d is `tokens[offsets[d]:offsets[d+1]]` (vocab ids, no specials)."""
+    directory: Path
+    tokens: np.ndarray        # [N] np.memmap, uint16 or int32
+    offsets: np.ndarray       # [D+1] int64
+    tokenizer: WhitespaceTokenizer
+
+    @property
+    def num_docs(self):
+        return len(self.offsets) - 1
+
+    @property
+    def vocab_path(self):
+        return self.directory / "vocab.txt"
+
+
+def _publish(temp_dir, final_dir):
+    """Renames a finished temp folder into place; if another process (a DDP rank) won the race, keeps theirs."""
+    try:
+        os.replace(temp_dir, final_dir)
+    except OSError:
+        if not (final_dir / "meta.json").exists():
+            raise
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _open_cached(directory):
+    meta = json.loads((directory / "meta.json").read_text())
+    tokens = np.memmap(directory / "tokens.bin", dtype=meta["dtype"], mode="r", shape=(meta["num_tokens"],))
+    return EncodedCorpus(directory, tokens, np.load(directory / "offsets.npy"),
+                         WhitespaceTokenizer.from_file(directory / "vocab.txt"))
+
+
+def prepare_corpus(corpus_path, vocab_path=None, cache_dir=".cache/pretrain", min_freq=1, max_vocab_size=None,
+                   log=print):
+    """Encodes a corpus once (or reuses the cache) and opens it as memmaps.
+
+    Args:
+        corpus_path: Tianchi-style TSV (`text` column) or plain text, one document per line.
+        vocab_path: a vocab.txt to use; None builds one from the corpus (also cached).
+        cache_dir: where encoded corpora live; safe to delete.
+        min_freq, max_vocab_size: for a built vocab only (rarer tokens become [UNK]; size includes specials).
+        log: where the one-line status messages go (print on rank 0; a no-op on other ranks).
+    Returns:
+        EncodedCorpus.
+    """
+    corpus_path, cache_dir = Path(corpus_path), Path(cache_dir)
+    if not corpus_path.is_file():
+        raise ValueError(f"corpus: {corpus_path} is not a file; pass a Tianchi TSV or a one-document-per-line text")
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    corpus_format = detect_format(corpus_path)
+    corpus_digest = file_digest(corpus_path)
+    if vocab_path is None:
+        vocab_dir = cache_dir / f"vocab-{_key(corpus_digest, corpus_format, min_freq, max_vocab_size)}"
+        if (vocab_dir / "vocab.txt").exists():
+            log(f"reusing cached vocab {vocab_dir / 'vocab.txt'}")
+        else:
+            temp_dir = Path(tempfile.mkdtemp(dir=cache_dir, prefix=".vocab-tmp-"))
+            build_vocab(corpus_path, corpus_format, min_freq, max_vocab_size).save(temp_dir)
+            (temp_dir / "meta.json").write_text(json.dumps({"corpus": str(corpus_path)}))
+            _publish(temp_dir, vocab_dir)
+            log(f"built vocab from {corpus_path}: {vocab_dir / 'vocab.txt'}")
+        vocab_path = vocab_dir / "vocab.txt"
+    tokenizer = WhitespaceTokenizer.from_file(vocab_path)
+    key = _key(corpus_digest, corpus_format, file_digest(vocab_path), "whitespace", CACHE_FORMAT_VERSION)
+    directory = cache_dir / f"encoded-{key}"
+    if (directory / "meta.json").exists():
+        corpus = _open_cached(directory)
+        log(f"reusing cached encoding of {corpus_path} ({corpus.num_docs:,} documents, {len(corpus.tokens):,} "
+            f"tokens) from {directory}")
+        return corpus
+    temp_dir = Path(tempfile.mkdtemp(dir=cache_dir, prefix=".encoded-tmp-"))
+    try:
+        meta = _encode_to(temp_dir, corpus_path, corpus_format, tokenizer)
+        shutil.copyfile(vocab_path, temp_dir / "vocab.txt")
+        meta.update(corpus=str(corpus_path), corpus_digest=corpus_digest, format_version=CACHE_FORMAT_VERSION)
+        (temp_dir / "meta.json").write_text(json.dumps(meta, indent=1))  # written last: marks the folder complete
+        _publish(temp_dir, directory)
+    except BaseException:
+        shutil.rmtree(temp_dir, ignore_errors=True)
+        raise
+    log(f"encoded {corpus_path}: {meta['num_docs']:,} documents, {meta['num_tokens']:,} tokens, "
+        f"{100 * meta['unk_tokens'] / max(meta['num_tokens'], 1):.2f}% [UNK], cached in {directory}")
+    return _open_cached(directory)
+
+
+def _encode_to(directory, corpus_path, corpus_format, tokenizer):
+    """Streams the corpus through the tokenizer into directory/tokens.bin and offsets.npy; returns meta."""
+    dtype = np.uint16 if tokenizer.vocab_size <= 1 << 16 else np.int32
+    table = integer_id_table(tokenizer)
+    lengths, num_tokens, unk_tokens = [], 0, 0
+    with open(directory / "tokens.bin", "wb") as out, _progress(corpus_path, "encoding corpus") as bar:
+        for texts, bytes_read in iter_text_chunks(corpus_path, corpus_format):
+            ids, chunk_lengths = encode_texts(texts, tokenizer, table)
+            out.write(ids.astype(dtype).tobytes())
+            lengths.append(chunk_lengths)
+            num_tokens += len(ids)
+            unk_tokens += int((ids == tokenizer.unk_id).sum())
+            bar.update(bytes_read)
+    if num_tokens == 0:
+        raise ValueError(f"corpus: {corpus_path} holds no tokens; pass a file with at least one non-empty document")
+    offsets = np.concatenate([[0], np.cumsum(np.concatenate(lengths))]).astype(np.int64)  # [D+1]
+    np.save(directory / "offsets.npy", offsets)
+    return dict(num_docs=len(offsets) - 1, num_tokens=num_tokens, unk_tokens=unk_tokens,
+                dtype=np.dtype(dtype).name, vocab_size=tokenizer.vocab_size)
+
+
+def split_documents(num_docs, heldout_fraction=0.02, seed=0):
+    """Held-out split BY DOCUMENT (pieces of one document never straddle train and evaluation).
+
+    Returns:
+        (train_docs, heldout_docs): sorted int64 document indices; a seeded permutation makes the split
+        deterministic. At least one document is held out when heldout_fraction > 0.
+    """
+    if not 0.0 <= heldout_fraction < 1.0:
+        raise ValueError(f"heldout_fraction: got {heldout_fraction}, must be in [0, 1); use e.g. 0.02")
+    num_heldout = max(1, round(heldout_fraction * num_docs)) if heldout_fraction > 0 else 0
+    if num_heldout >= num_docs:
+        raise ValueError(f"heldout_fraction: {heldout_fraction} of {num_docs} document(s) leaves nothing to "
+                         "train on; use a corpus with more documents or heldout_fraction=0")
+    order = np.random.default_rng([seed, 1]).permutation(num_docs)
+    return np.sort(order[num_heldout:]), np.sort(order[:num_heldout])
+
+
+def unigram_baseline(corpus, heldout_docs):
+    """The score of a model that ignores context: always predict the most frequent training token.
+
+    The masked positions are a uniform sample of the non-special tokens, so its expected MLM accuracy is that
+    token's share of the held-out tokens; its perplexity is exp(cross-entropy of the held-out tokens under the
+    add-one-smoothed training unigram distribution). An MLM that learned anything beats both.
+
+    Args:
+        corpus: EncodedCorpus.
+        heldout_docs: held-out document indices; every other document counts as training data.
+    Returns:
+        dict(token_id, token, accuracy, perplexity).
+    """
+    vocab_size, specials = corpus.tokenizer.vocab_size, corpus.tokenizer.special_ids
+    total_counts = np.zeros(vocab_size, np.int64)
+    for start in range(0, len(corpus.tokens), 1 << 24):  # 16M tokens at a time: bounded RAM on a big corpus
+        total_counts += np.bincount(corpus.tokens[start:start + (1 << 24)], minlength=vocab_size)
+    heldout_counts = np.zeros(vocab_size, np.int64)
+    for doc in heldout_docs:
+        heldout_counts += np.bincount(corpus.tokens[corpus.offsets[doc]:corpus.offsets[doc + 1]],
+                                      minlength=vocab_size)
+    total_counts[specials] = heldout_counts[specials] = 0  # [UNK], the one special in the cache, is never masked
+    train_counts = total_counts - heldout_counts
+    if heldout_counts.sum() == 0:
+        raise ValueError("heldout_docs: the held-out documents hold no real token; hold out more documents")
+    best = int(train_counts.argmax())
+    smoothed = (train_counts + 1.0) / (train_counts.sum() + vocab_size - len(specials))  # add-one smoothing
+    cross_entropy = -(heldout_counts * np.log(smoothed)).sum() / heldout_counts.sum()
+    return dict(token_id=best, token=corpus.tokenizer.tokens[best],
+                accuracy=float(heldout_counts[best] / heldout_counts.sum()), perplexity=float(np.exp(cross_entropy)))

@@ -1,0 +1,246 @@
+"""MLM pretraining of BERT, the whole loop in one file, top to bottom (`python -m pretrain` runs `train`).
+
+    1. processes and device: one process, or one per device under `torchrun` (DDP)
+    2. data: corpus -> cached encoding -> split BY DOCUMENT -> batches masked afresh every step (RoBERTa)
+    3. model, AdamW parameter groups, warmup then decay, mixed precision
+    4. 断点续训 resume: model, optimizer, schedule, RNGs and data position from <out>/checkpoint.pt
+    5. the loop: k micro-batches (梯度累积), clip, step; log, evaluate, checkpoint
+    6. the final model in minibert format, the loss curve, held-out accuracy next to the unigram baseline
+
+The recipe: MLM only, no next-sentence prediction (RoBERTa, Liu et al. 2019, found NSP does not help), dynamic
+masking, sparse MLM head and attention dropout 0 (Cramming, Geiping & Goldstein 2022), a large LR with warmup and
+linear decay to 0 (Izsak et al. 2021, "How to Train BERT with an Academic Budget"). Mask rate 0.15 as Devlin et
+al. 2019; Wettig et al. 2022 show higher rates (0.3-0.4) can do better, hence --mask-rate.
+
+Dimension legend: G global batch (rows per optimizer step, all processes), W processes, k gradient_accumulation,
+B = G / (W·k) rows per micro-batch, T max_len, V vocab, M masked positions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import random
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from minibert import IGNORE_INDEX, BertForMaskedLM
+from minibert.checkpoint import save_pretrained
+from minibert.training.accumulation import count_predictions, global_prediction_count, loss_weight
+from minibert.training.checkpoint import gather_rng_states, load_training_state, save_training_state
+from minibert.training.device import autocast, autocast_dtype, make_grad_scaler, move_batch
+from minibert.training.distributed import all_reduce_sum, init_distributed, shutdown_distributed
+from minibert.training.io import atomic_write_text
+from minibert.training.logs import MetricsLog, plot_curves
+from minibert.training.mfu import measure_matmul_peak, mfu, training_flops_per_token
+from minibert.training.optim import build_adamw, format_group_table, param_groups
+from minibert.training.schedule import build_scheduler
+from pretrain.batching import PretrainingBatches
+from pretrain.config import PretrainConfig
+from pretrain import corpus as corpus_module
+from pretrain.data import file_digest, prepare_corpus, split_documents, unigram_baseline
+from pretrain.evaluation import evaluate
+from pretrain.masking import DynamicMasking
+
+EVAL_BATCH_SIZE = 64
+EVAL_MASK_RATE = 0.15  # evaluate at BERT's rate whatever --mask-rate trains with, so runs stay comparable
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or the gradient became inf/NaN: the run stops and keeps its last good checkpoint."""
+
+
+def train(cfg: PretrainConfig) -> dict:
+    """Pretrain as `cfg` says. Returns the final held-out metrics and the unigram baseline (rank 0; {} elsewhere)."""
+    # ---- 1. processes and device ---------------------------------------------------------------------------------
+    ctx = init_distributed(cfg.device)
+    device, W, k = ctx.device, ctx.world_size, cfg.gradient_accumulation
+    say = print if ctx.is_main else (lambda *args, **kwargs: None)  # only rank 0 talks and writes
+    if cfg.batch_size % (W * k):
+        raise ValueError(f"--batch-size={cfg.batch_size} (the global batch) must split evenly into {W} process(es) "
+                         f"x {k} micro-batch(es); use a multiple of {W * k}")
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)  # same thread count -> same CPU kernels -> reproducible sums
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)  # the SAME initial weights on every rank (DDP also broadcasts rank 0's)
+    out, cache_dir = Path(cfg.out), Path(cfg.cache_dir)
+
+    # ---- 2. data -------------------------------------------------------------------------------------------------
+    # The default corpus is named after the generator's source, so an edited generator never reuses an old file.
+    generator_digest = file_digest(corpus_module.__file__)[:12]
+    corpus_path = Path(cfg.corpus) if cfg.corpus else cache_dir / f"default_corpus-{generator_digest}.tsv"
+    if ctx.is_main and cfg.corpus is None and not corpus_path.exists():
+        say(f"generating the embedded default corpus into {corpus_path} (once)")
+        corpus_module.generate_corpus(corpus_path)
+    if ctx.is_main:  # rank 0 encodes; the others then find the cache
+        corpus = prepare_corpus(corpus_path, cfg.vocab, cache_dir=cache_dir, log=say)
+    if W > 1:
+        torch.distributed.barrier()
+    if not ctx.is_main:
+        corpus = prepare_corpus(corpus_path, cfg.vocab, cache_dir=cache_dir, log=say)
+    tokenizer = corpus.tokenizer
+    train_docs, heldout_docs = split_documents(corpus.num_docs, cfg.heldout_fraction, seed=cfg.seed)
+    masking = DynamicMasking.from_tokenizer(tokenizer, cfg.mask_rate)
+    # Each rank receives its 1/W of every global batch; rows AND masks depend only on (seed, epoch, step), so W
+    # processes see exactly what one process would (tests/test_ddp.py), and resuming needs only {epoch, step}.
+    batches = PretrainingBatches(corpus, train_docs, cfg.max_len, cfg.batch_size, masking, seed=cfg.seed,
+                                 pack=cfg.pack, rank=ctx.rank, world_size=W)
+    say(f"corpus {corpus_path}: {corpus.num_docs:,} documents ({len(heldout_docs):,} held out), vocab "
+        f"{tokenizer.vocab_size:,}, {batches.num_rows:,} training rows of {cfg.max_len} tokens, "
+        f"{batches.steps_per_epoch:,} steps per epoch of {cfg.batch_size} rows")
+
+    # ---- 3. model, optimizer, schedule, precision ----------------------------------------------------------------
+    config = cfg.bert_config(tokenizer.vocab_size)
+    model = BertForMaskedLM(config).to(device)
+    torch.manual_seed(cfg.seed + ctx.rank)  # from here on, each rank draws its own dropout masks
+    # 权重衰减 weight decay on weight matrices only, not biases/LayerNorm (Devlin et al. 2019; see optim.py).
+    groups = param_groups(model, cfg.lr, cfg.weight_decay)
+    say(format_group_table(groups))
+    optimizer = build_adamw(groups, betas=(0.9, cfg.adam_beta2), fused=device.type == "cuda")
+    # 学习率预热 warmup, then linear (or cosine) decay to 0.
+    scheduler = build_scheduler(optimizer, cfg.warmup_steps, cfg.max_steps, cfg.schedule)
+    # 混合精度 mixed precision: bf16 autocast on recent GPUs, fp16 + GradScaler on older ones, fp32 on CPU.
+    amp_dtype = autocast_dtype(device, cfg.precision)
+    scaler = make_grad_scaler(device, amp_dtype)
+
+    # ---- 4. resume -----------------------------------------------------------------------------------------------
+    checkpoint_path, log = out / "checkpoint.pt", MetricsLog(out / "metrics.jsonl")
+    start_step = 0
+    if cfg.resume:
+        state = load_training_state(checkpoint_path, model=model, optimizer=optimizer, scheduler=scheduler,
+                                    scaler=scaler, rank=ctx.rank, world_size=W)
+        batches.load_state_dict(state["data"])
+        start_step = state["step"]
+        if ctx.is_main:  # drop log lines the killed run wrote after its last checkpoint: they will be redone
+            kept = [r for r in log.read() if r["step"] <= start_step]
+            atomic_write_text(log.path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept))
+        say(f"resumed from {checkpoint_path} at step {start_step}")
+    elif ctx.is_main:
+        if checkpoint_path.exists() and not (out / "results.json").exists() and not cfg.overwrite:
+            raise ValueError(f"--out {out} holds an unfinished run ({checkpoint_path}); pass --resume to continue "
+                             f"it, --overwrite to start over, or another --out")
+        out.mkdir(parents=True, exist_ok=True)
+        for stale in (log.path, checkpoint_path, out / "results.json"):
+            stale.unlink(missing_ok=True)  # a fresh run starts fresh files
+        atomic_write_text(out / "pretrain_config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
+
+    train_model = model
+    if W > 1:
+        # DDP all-reduces (averages) gradients during backward; device_ids only for a GPU.
+        train_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.compile:
+        train_model = torch.compile(train_model)
+    if ctx.is_main:
+        heldout = PretrainingBatches(corpus, heldout_docs, cfg.max_len, EVAL_BATCH_SIZE,
+                                     DynamicMasking.from_tokenizer(tokenizer, EVAL_MASK_RATE), seed=cfg.seed,
+                                     pack=cfg.pack, shuffle=False, drop_last=False)
+        baseline = unigram_baseline(corpus, heldout_docs)
+    # MFU's denominator: what a big matmul reaches on THIS machine now (a shared CPU is far below its datasheet).
+    peak_flops = cfg.matmul_peak_gflops * 1e9 or measure_matmul_peak(device, amp_dtype or torch.float32)
+    say(f"device {device}, {W} process(es), precision {amp_dtype or torch.float32}, matmul peak "
+        f"{peak_flops / 1e9:.0f} GFLOP/s per process")
+
+    # ---- 5. the loop ---------------------------------------------------------------------------------------------
+    bar = tqdm(total=cfg.max_steps, initial=start_step, disable=not ctx.is_main, dynamic_ncols=True)
+    window = {"tokens": 0, "flops": 0.0, "start": time.perf_counter()}
+    last_checkpoint, final_eval = start_step, {}
+    for step in range(start_step + 1, cfg.max_steps + 1):
+        rank_batch = next(batches)  # this rank's G/W rows, already masked
+        B = cfg.batch_size // (W * k)
+        micro_batches = [{name: None if t is None else t[i * B:(i + 1) * B] for name, t in rank_batch.items()}
+                         for i in range(k)]
+        counts = [count_predictions(mb["labels"]) for mb in micro_batches]  # M_i per micro-batch
+        total = global_prediction_count(counts, device)  # ΣM over micro-batches AND ranks, before any backward
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.long)
+        for i, micro in enumerate(micro_batches):
+            micro = move_batch(micro, device)
+            # 梯度累积 gradient accumulation: DDP would all-reduce on every backward; no_sync() skips that on all
+            # but the last micro-batch, whose backward then all-reduces the accumulated sum once.
+            last = i == k - 1
+            sync = contextlib.nullcontext() if last or W == 1 else train_model.no_sync()
+            with sync:
+                with autocast(device, amp_dtype):
+                    out_i = train_model(**micro)
+                # loss_i is a mean over M_i; weighting by M_i/ΣM (·W under DDP) makes the summed gradient that of
+                # the mean over ALL masked tokens of the global batch (see minibert/training/accumulation.py).
+                scaler.scale(out_i.loss * loss_weight(counts[i], total, W)).backward()
+            targets = micro["labels"][micro["labels"] != IGNORE_INDEX]  # [M_i]
+            loss_sum += out_i.loss.detach().float() * counts[i]
+            correct += (out_i.logits.detach().argmax(dim=-1) == targets).sum()
+        if step == cfg.simulate_crash_at_step:  # testing: die mid-step, after work the checkpoint doesn't hold
+            os.kill(os.getpid(), signal.SIGKILL)
+        # 梯度裁剪 gradient clipping of the global norm (Pascanu et al. 2013); with grad_clip 0 only measured.
+        scaler.unscale_(optimizer)  # clip the true gradients, not the fp16-scaled ones
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or math.inf)
+        loss_total, correct_total = all_reduce_sum([loss_sum.item(), correct.item()], device)
+        loss = loss_total / total
+        if not math.isfinite(loss) or (not scaler.is_enabled() and not math.isfinite(grad_norm.item())):
+            # Stop BEFORE optimizer.step: the weights, and the checkpoint on disk, are still good.
+            bar.close()
+            raise TrainingDiverged(
+                f"training diverged at step {step}: loss {loss}, gradient norm {grad_norm.item()}; the last good "
+                f"checkpoint (step {last_checkpoint}) is kept at {checkpoint_path}. Lower --lr (now {cfg.lr}) or "
+                f"lengthen --warmup-fraction (now {cfg.warmup_fraction}) and start again")
+        scaler.step(optimizer)  # skips the update if fp16 gradients overflowed
+        scaler.update()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+
+        # ---- logging: tokens/s and MFU count real (non-padding) tokens; FLOPs use the masked-only vocab head
+        tokens = W * sum(int(mb["attention_mask"].sum()) if mb["attention_mask"] is not None
+                         else mb["input_ids"].numel() for mb in micro_batches)  # approximately global
+        window["tokens"] += tokens
+        window["flops"] += tokens * training_flops_per_token(config, cfg.max_len, total / tokens)
+        elapsed = time.perf_counter() - window["start"]
+        record = {"step": step, "loss": loss, "mlm_acc": correct_total / total, "lr": scheduler.get_last_lr()[0],
+                  "grad_norm": grad_norm.item(), "tokens_per_s": window["tokens"] / elapsed,
+                  "mfu": window["flops"] / elapsed / (W * peak_flops)}
+        bar.update(1)
+        bar.set_postfix_str(f"loss {loss:.3f} acc {record['mlm_acc']:.3f} lr {record['lr']:.1e} "
+                            f"tok/s {record['tokens_per_s']:,.0f} MFU {record['mfu']:.0%}", refresh=False)
+        if ctx.is_main and (step % cfg.log_every == 0 or step == cfg.max_steps):
+            log.write(record)
+            window = {"tokens": 0, "flops": 0.0, "start": time.perf_counter()}
+        if ctx.is_main and (step % cfg.eval_every == 0 or step == cfg.max_steps):
+            final_eval = evaluate(model, heldout.epoch_batches(), device, amp_dtype, cfg.eval_sequences)
+            log.write({"step": step, **final_eval})
+            tqdm.write(f"step {step}: held-out MLM loss {final_eval['eval_loss']:.3f}, accuracy "
+                       f"{final_eval['eval_acc']:.3f}, perplexity {final_eval['eval_ppl']:.1f}")
+        if step % cfg.checkpoint_every == 0 or step == cfg.max_steps:
+            rng_states = gather_rng_states()  # a collective: every rank takes part, rank 0 writes
+            if ctx.is_main:
+                save_training_state(checkpoint_path, step=step, model=model, optimizer=optimizer,
+                                    scheduler=scheduler, scaler=scaler, data_state=batches.state_dict(),
+                                    rng_states=rng_states)
+            last_checkpoint = step
+    bar.close()
+
+    # ---- 6. final model, curve, summary --------------------------------------------------------------------------
+    result = {}
+    if ctx.is_main:
+        save_pretrained(model, out / "final", format="minibert", vocab=corpus.vocab_path)
+        if cfg.export_hf:
+            save_pretrained(model, out / "final_hf", format="hf", vocab=corpus.vocab_path)
+        plot_curves(log.path, out / "loss_curve.png", {"train loss": ("step", "loss"),
+                                                       "held-out loss": ("step", "eval_loss")},
+                    title=f"MLM pretraining, {out.name}")
+        if not final_eval:  # resumed after the last step: score the final model once more
+            final_eval = evaluate(model, heldout.epoch_batches(), device, amp_dtype, cfg.eval_sequences)
+        result = {**final_eval, "unigram_acc": baseline["accuracy"], "unigram_ppl": baseline["perplexity"]}
+        atomic_write_text(out / "results.json", json.dumps(result, indent=2) + "\n")
+        say(f"held-out MLM accuracy {result['eval_acc']:.3f} vs unigram baseline {baseline['accuracy']:.3f} "
+            f"(always predicting token {baseline['token']!r}); perplexity {result['eval_ppl']:.1f} vs unigram "
+            f"{baseline['perplexity']:.1f}")
+        say(f"model written to {out / 'final'} (model.safetensors, config.json, vocab.txt)")
+    shutdown_distributed()
+    return result

@@ -1,0 +1,53 @@
+"""Smoke test of `make bench` (bench/bench_mlm.py): the exact command runs end to end at a tiny size and writes a
+well-formed bench/results.json and docs/bench.md. It checks structure and internal consistency, never speed:
+speed claims come from the real `make bench` run on a quiet machine."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO_ROOT
+
+pytest.importorskip("transformers", reason="the bench compares against transformers (a test-only dependency)")
+
+
+def test_bench_runs_tiny_and_writes_consistent_json_and_markdown(tmp_path):
+    out_json, out_md = tmp_path / "results.json", tmp_path / "bench.md"
+    command = [sys.executable, "-m", "bench.bench_mlm", "--tiny", "--seq-lens", "16", "24", "--batch-size", "2",
+               "--rounds", "2", "--warmup", "1", "--peak-size", "128", "--json", str(out_json),
+               "--markdown", str(out_md)]
+    done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+    report = json.loads(out_json.read_text())
+    assert {"date", "machine", "settings", "results", "targets"} <= set(report)
+    assert report["machine"]["logical_cores"] >= 1 and report["machine"]["torch_threads"] >= 1
+    assert report["machine"]["cpu"] and report["machine"]["torch"]
+    assert [block["seq_len"] for block in report["results"]] == [16, 24]
+    for block in report["results"]:
+        assert block["matmul_peak_flops"] >= block["torch_matmul_peak_flops"] > 0
+        variants = block["variants"]
+        assert {row["implementation"] for row in variants.values()} == {"transformers", "minibert"}
+        reference = [row for row in variants.values() if row["implementation"] == "transformers"]
+        assert len(reference) == 1 and reference[0]["ratio_vs_transformers"] == pytest.approx(1.0)
+        for row in variants.values():
+            assert len(row["step_s_all"]) == 2 and min(row["step_s_all"]) > 0
+            assert row["step_s_min"] <= row["step_s_median"] <= row["step_s_max"]
+            assert row["tokens_per_s"] == pytest.approx(2 * block["seq_len"] / row["step_s_median"])
+            assert row["ratio_vs_transformers"] == pytest.approx(row["tokens_per_s"] / reference[0]["tokens_per_s"])
+            assert 0 < row["masked_fraction"] < 1 and row["useful_flops_per_token"] > 0
+            assert row["mfu"] == pytest.approx(row["tokens_per_s"] * row["useful_flops_per_token"]
+                                               / block["matmul_peak_flops"])
+            assert 0 < row["mfu"] <= row["mfu_vs_torch_matmul"]
+    # One verdict per target and sequence length, each agreeing with its own numbers.
+    assert len(report["targets"]) == 3 * 2
+    for check in report["targets"]:
+        assert check["met"] == (check["value"] >= check["target"])
+
+    markdown = out_md.read_text()
+    assert "| setting | T | implementation" in markdown
+    assert report["machine"]["cpu"] in markdown and f"torch {report['machine']['torch']}" in markdown
+    assert markdown.count("| (a) |") == 2 and markdown.count("| (b) |") == 2

@@ -1,0 +1,142 @@
+"""Task heads (minibert/heads.py, minibert/globalpointer.py): RoPE's relative-position property, GlobalPointer
+masking, Su's multilabel cross-entropy against the naive formula, and the label checks."""
+
+import math
+
+import pytest
+import torch
+
+from conftest import tiny_config
+from minibert.globalpointer import (MASKED_SCORE, GlobalPointer, multilabel_categorical_crossentropy,
+                                    rotary_position_embedding)
+from minibert.heads import (BertForGlobalPointerNER, BertForSequenceClassification, BertForTokenClassification,
+                            mean_pool)
+
+
+def test_rope_dot_products_depend_only_on_the_offset():
+    q, k = torch.randn(8, dtype=torch.float64), torch.randn(8, dtype=torch.float64)
+    T = 12
+    rq = rotary_position_embedding(q.expand(1, T, 8))[0]  # [T,D] the same query at every position
+    rk = rotary_position_embedding(k.expand(1, T, 8))[0]
+    scores = rq @ rk.T  # [T,T]
+    for offset in range(-4, 5):
+        diagonal = torch.diagonal(scores, offset=offset)
+        torch.testing.assert_close(diagonal, diagonal[:1].expand_as(diagonal))
+    assert not torch.allclose(torch.diagonal(scores, 0)[0], torch.diagonal(scores, 3)[0])  # offset matters
+    # rotations keep lengths
+    torch.testing.assert_close(rq.norm(dim=-1), q.norm().expand(T))
+
+
+def test_globalpointer_span_scores_for_identical_content_depend_only_on_offset():
+    pointer = GlobalPointer(hidden_size=16, num_types=3, head_size=8).double()
+    hidden = torch.randn(16, dtype=torch.float64).expand(2, 10, 16)  # [B,T,H] same vector everywhere
+    scores = pointer(hidden)  # [B,C,T,T]
+    for offset in range(0, 6):
+        diagonal = torch.diagonal(scores, offset=offset, dim1=-2, dim2=-1)  # [B,C,T-offset]
+        torch.testing.assert_close(diagonal, diagonal[..., :1].expand_as(diagonal))
+
+
+def test_globalpointer_masks_the_lower_triangle_and_padding():
+    pointer = GlobalPointer(hidden_size=16, num_types=2, head_size=8)
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
+    scores = pointer(torch.randn(2, 5, 16), mask)  # [2,2,5,5]
+    lower = torch.ones(5, 5, dtype=torch.bool).tril(-1)
+    assert (scores[:, :, lower] == MASKED_SCORE).all()  # end before start: never a span
+    assert (scores[:, :, ~lower] != MASKED_SCORE)[0].all()  # first example: every upper-triangle span is live
+    assert (scores[1, :, 3:, :] == MASKED_SCORE).all() and (scores[1, :, :, 3:] == MASKED_SCORE).all()
+    assert (scores[1, :, :3, :3][:, ~lower[:3, :3]] != MASKED_SCORE).all()
+
+
+def naive_multilabel_ce(scores, targets):
+    """log(1 + Σ_neg e^s) + log(1 + Σ_pos e^-s), written with Python sums."""
+    losses = []
+    for row_scores, row_targets in zip(scores.tolist(), targets.tolist()):
+        neg = sum(math.exp(s) for s, t in zip(row_scores, row_targets) if t == 0)
+        pos = sum(math.exp(-s) for s, t in zip(row_scores, row_targets) if t == 1)
+        losses.append(math.log1p(neg) + math.log1p(pos))
+    return torch.tensor(losses, dtype=torch.float64)
+
+
+def test_multilabel_categorical_crossentropy_matches_the_naive_formula():
+    scores = torch.randn(6, 9, dtype=torch.float64) * 3
+    targets = (torch.rand(6, 9) < 0.3).double()
+    targets[0] = 0  # a row with no positive at all
+    torch.testing.assert_close(multilabel_categorical_crossentropy(scores, targets), naive_multilabel_ce(scores, targets))
+    masked = scores.clone()
+    masked[:, -3:] = MASKED_SCORE  # masked candidates contribute nothing
+    targets[:, -3:] = 0
+    torch.testing.assert_close(multilabel_categorical_crossentropy(masked, targets),
+                               naive_multilabel_ce(scores[:, :-3], targets[:, :-3]))
+
+
+def test_globalpointer_ner_learns_a_span():
+    config = tiny_config()
+    model = BertForGlobalPointerNER(config, num_labels=2, head_size=8)
+    ids = torch.randint(5, config.vocab_size, (4, 9))
+    labels = torch.zeros(4, 2, 9, 9)
+    labels[:, 1, 2, 4] = 1  # type 1 spans tokens 2..4 in every example
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    first = None
+    for _ in range(40):
+        out = model(ids, labels=labels)
+        optimizer.zero_grad()
+        out.loss.backward()
+        optimizer.step()
+        first = first if first is not None else out.loss.item()
+    assert out.num_loss_terms == 8 and out.loss.item() < first / 4
+    predicted = (model(ids).logits > 0).nonzero().tolist()
+    assert predicted == [[b, 1, 2, 4] for b in range(4)]
+
+
+@pytest.mark.parametrize("representation", ["cls", "pooler", "mean"])
+def test_sequence_classification_shapes_and_loss(representation):
+    config = tiny_config()
+    model = BertForSequenceClassification(config, num_labels=3, representation=representation).eval()
+    ids = torch.randint(5, config.vocab_size, (4, 7))
+    labels = torch.tensor([0, 2, 1, 2])
+    out = model(ids, labels=labels)
+    assert out.logits.shape == (4, 3) and out.num_loss_terms == 4
+    torch.testing.assert_close(out.loss, torch.nn.functional.cross_entropy(out.logits, labels))
+    assert (model.bert.pooler is not None) == (representation == "pooler")
+
+
+def test_mean_pooling_ignores_padding():
+    hidden = torch.randn(2, 4, 3)
+    mask = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1]])
+    pooled = mean_pool(hidden, mask)
+    torch.testing.assert_close(pooled[0], hidden[0, :2].mean(0))
+    torch.testing.assert_close(pooled[1], hidden[1].mean(0))
+
+
+def test_multi_label_uses_bce_over_every_class():
+    config = tiny_config()
+    model = BertForSequenceClassification(config, num_labels=4, multi_label=True).eval()
+    labels = torch.tensor([[1.0, 0, 1, 0], [0, 0, 0, 1]])
+    out = model(torch.randint(5, config.vocab_size, (2, 6)), labels=labels)
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(out.logits, labels)
+    torch.testing.assert_close(out.loss, expected)
+    assert out.num_loss_terms == 8
+
+
+def test_bad_class_labels_are_one_clear_error_not_a_silent_ignore():
+    config = tiny_config()
+    model = BertForSequenceClassification(config, num_labels=3)
+    ids = torch.randint(5, config.vocab_size, (2, 5))
+    with pytest.raises(ValueError, match=r"contain -100.*\[0, num_labels=3\)"):
+        model(ids, labels=torch.tensor([1, -100]))  # torch would silently drop this example
+    with pytest.raises(ValueError, match="contain 39"):
+        model(ids, labels=torch.tensor([39, 0]))  # torch: "index 39 is out of bounds"
+
+
+def test_token_classification_scores_only_labelled_tokens():
+    config = tiny_config()
+    model = BertForTokenClassification(config, num_labels=5).eval()
+    ids = torch.randint(5, config.vocab_size, (2, 6))
+    labels = torch.tensor([[-100, 1, 2, -100, 0, -100], [-100, 4, -100, -100, -100, -100]])
+    out = model(ids, labels=labels)
+    keep = labels != -100
+    expected = torch.nn.functional.cross_entropy(out.logits[keep], labels[keep])
+    torch.testing.assert_close(out.loss, expected)
+    assert int(out.num_loss_terms) == 4
+    with pytest.raises(ValueError, match="contain 5"):
+        model(ids, labels=labels.masked_fill(labels == 4, 5))
