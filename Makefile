@@ -14,7 +14,7 @@ TORCH_SPEC ?= torch==2.13.0
 TASK ?= cls
 ARGS ?=
 
-.PHONY: setup setup-test test test-slow pretrain finetune convert bench docs clean
+.PHONY: setup setup-test test test-slow pretrain finetune convert bench bench-finetune docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,19 @@ test-slow: $(VENV)/.test
 
 pretrain: $(VENV)/.runtime
 	$(BIN)/python -m pretrain $(if $(CORPUS),--corpus $(CORPUS)) $(ARGS)
+
+# On the embedded cls data, also fine-tune from random init at equal steps and print both dev macro-F1 values.
+COMPARE := $(if $(and $(filter cls,$(TASK)),$(if $(DATA),,yes)),--compare-random)
+finetune: $(VENV)/.runtime
+	$(BIN)/python -m finetune --task $(TASK) $(if $(INIT),--init $(INIT)) $(if $(DATA),--data $(DATA)) $(COMPARE) $(ARGS)
+
+# The bench compares against transformers, so it needs the test extras.
+bench: $(VENV)/.test
+	$(BIN)/python -m bench.bench_mlm $(ARGS)
+
+# Real-data fine-tuning acceptance runs (SST-2, CoLA, CLUENER, Tianchi); needs ../shared/data. Long: see docs/results.md.
+bench-finetune: $(VENV)/.test
+	$(BIN)/python -m bench.finetune_real $(or $(ARGS),all)
 
 convert: $(VENV)/.runtime
 	@test -n "$(SRC)" -a -n "$(DST)" || { echo "usage: make convert SRC=<checkpoint folder or TF prefix> DST=<output folder> [ARGS='--to hf --model mlm']"; exit 2; }
