@@ -15,13 +15,9 @@ from dataclasses import dataclass, field, fields
 TASKS = ("cls", "pair", "ner")
 
 
-def option(default, help: str, type=None):
-    """A dataclass field that carries its CLI help and value type (needed when the default is None)."""
-    return field(default=default, metadata={"help": help, "type": type or (type_of(default))})
-
-
-def type_of(value):
-    return bool if isinstance(value, bool) else value.__class__
+def option(default, help: str, cast=None):
+    """A dataclass field that carries its CLI help and value type (`cast`, needed when the default is None)."""
+    return field(default=default, metadata={"help": help, "type": cast or type(default)})
 
 
 @dataclass

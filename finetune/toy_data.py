@@ -5,10 +5,11 @@ No real data ships with minibert, so each task writes its own default files on f
   * cls: the labelled split of the pretraining corpus generator (pretrain/corpus.py): Tianchi-shaped documents
     from the SAME generative "world" that `make pretrain` trains on, with 14 imbalanced classes. So
     runs/pretrain/final has seen this vocabulary and its phrase/topic structure, and should beat random init.
-  * pair: "are these two passages from the same document?" Passage A is a window of one corpus document;
-    B is another, non-overlapping window of the same document (label 1) or a window of a document of another
-    class (label 0). Same-document windows share a topic mixture, so the task is learnable, but only by
-    comparing A with B: segment IDs (token_type_ids 0 then 1) tell the model which is which. Chance = 50%.
+  * pair: paraphrase detection (like MRPC/QQP) on corpus passages. A is a window of a generated document. For
+    label 1, B is a noisy copy of A: half of its tokens replaced by random corpus tokens and neighbouring tokens
+    swapped; for label 0, B is a window of another document. Nothing in A or B alone gives the label away (both
+    are corpus-like text); the model must compare the two segments, which [SEP] and the segment IDs
+    (token_type_ids 0 then 1) separate. Chance = 50%.
   * ner: character-level Chinese sentences in CLUENER format with three entity types, each with honest cues
     and honest ambiguity: `name` = a surname + 1-2 given-name characters, `address` = 1-2 characters + 市/省/县,
     `company` = 2-3 characters + 公司/银行/集团. The body characters also occur in the filler text, so a model
@@ -26,7 +27,8 @@ from minibert.training.io import atomic_write_text
 
 SEED = 0
 CLS_DOCS = 3000  # labelled documents: 90% train, 10% dev (pretrain.corpus.generate_corpus's split)
-PAIR_DOCS, PAIR_TRAIN, PAIR_DEV, PAIR_WINDOW = 1200, 4000, 400, 48
+PAIR_DOCS, PAIR_TRAIN, PAIR_DEV, PAIR_WINDOW = 1200, 4000, 400, 32
+PAIR_REPLACE = 0.5  # share of a positive B's tokens replaced by random tokens
 NER_TRAIN, NER_DEV = 3000, 300
 
 SURNAMES = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗"
@@ -50,31 +52,35 @@ def default_cls_data(folder: Path) -> tuple[Path, Path]:
     return train, dev
 
 
-def _window(doc: np.ndarray, rng: np.random.Generator, avoid: tuple[int, int] | None = None) -> tuple[int, int]:
-    """A random [start, end) window of PAIR_WINDOW tokens, not overlapping `avoid` when possible."""
-    size = min(PAIR_WINDOW, len(doc) // 2)
-    for _ in range(20):
-        start = int(rng.integers(0, len(doc) - size + 1))
-        if avoid is None or start + size <= avoid[0] or start >= avoid[1]:
-            return start, start + size
-    return (0, size) if avoid is None or avoid[0] >= size else (len(doc) - size, len(doc))
+def _window(doc: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A random window of PAIR_WINDOW tokens."""
+    start = int(rng.integers(0, len(doc) - PAIR_WINDOW + 1))
+    return doc[start:start + PAIR_WINDOW]
 
 
-def _pair_rows(labels: np.ndarray, docs: list, count: int, rng: np.random.Generator) -> list[str]:
+def _noisy_copy(tokens: np.ndarray, vocabulary: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A paraphrase stand-in: replace PAIR_REPLACE of the tokens with random corpus tokens, swap some neighbours."""
+    copy = tokens.copy()
+    replaced = rng.random(len(copy)) < PAIR_REPLACE
+    copy[replaced] = rng.choice(vocabulary, size=int(replaced.sum()))
+    for i in np.flatnonzero(rng.random(len(copy) - 1) < 0.2):  # local word-order changes
+        copy[i], copy[i + 1] = copy[i + 1], copy[i]
+    return copy
+
+
+def _pair_rows(docs: list, count: int, rng: np.random.Generator) -> list[str]:
+    vocabulary = np.concatenate(docs)  # sampling from it follows the corpus frequencies
     rows = []
     for _ in range(count):
         a = int(rng.integers(len(docs)))
-        first = _window(docs[a], rng)
+        text_a = _window(docs[a], rng)
         same = bool(rng.random() < 0.5)
         if same:
-            b, second = a, _window(docs[a], rng, avoid=first)
+            text_b = _noisy_copy(text_a, vocabulary, rng)
         else:
-            others = np.flatnonzero(labels != labels[a])
-            b = int(rng.choice(others))
-            second = _window(docs[b], rng)
-        text_a = " ".join(map(str, docs[a][first[0]:first[1]].tolist()))
-        text_b = " ".join(map(str, docs[b][second[0]:second[1]].tolist()))
-        rows.append(f"{int(same)}\t{text_a}\t{text_b}")
+            other = int(rng.integers(len(docs) - 1))
+            text_b = _window(docs[other + (other >= a)], rng)  # any document but A's
+        rows.append(f"{int(same)}\t{' '.join(map(str, text_a.tolist()))}\t{' '.join(map(str, text_b.tolist()))}")
     return rows
 
 
@@ -85,13 +91,12 @@ def default_pair_data(folder: Path) -> tuple[Path, Path]:
     train, dev = folder / "train.tsv", folder / "dev.tsv"
     if not (train.is_file() and dev.is_file()):
         world = CorpusWorld(CorpusSpec(), np.random.default_rng([SEED, 0]))  # the corpus generator's world
-        labels, docs = world.sample_documents(PAIR_DOCS, np.random.default_rng([SEED, 3]))
-        long_enough = np.flatnonzero([len(d) >= 2 * PAIR_WINDOW for d in docs])
-        labels, docs = labels[long_enough], [docs[i] for i in long_enough]
-        cut = len(docs) * 9 // 10
+        _, docs = world.sample_documents(PAIR_DOCS, np.random.default_rng([SEED, 3]))
+        docs = [d for d in docs if len(d) >= PAIR_WINDOW]
+        cut = len(docs) * 9 // 10  # train and dev passages come from different documents
         rng = np.random.default_rng([SEED, 4])
-        for path, part, count in ((train, slice(0, cut), PAIR_TRAIN), (dev, slice(cut, None), PAIR_DEV)):
-            rows = _pair_rows(labels[part], docs[part], count, rng)
+        for path, part, count in ((train, docs[:cut], PAIR_TRAIN), (dev, docs[cut:], PAIR_DEV)):
+            rows = _pair_rows(part, count, rng)
             atomic_write_text(path, "label\ttext_a\ttext_b\n" + "\n".join(rows) + "\n")
     return train, dev
 

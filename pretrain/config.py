@@ -32,19 +32,26 @@ class PretrainConfig:
     out: str = field(default="runs/pretrain", metadata=_help("run folder: metrics, checkpoint, final/ model"))
     cache_dir: str = field(default=".cache/pretrain", metadata=_help(
         "encoded corpora and the generated default corpus (safe to delete)"))
-    max_len: int = field(default=128, metadata=_help("tokens per sequence, [CLS] and [SEP] included"))
+    # 64, not 128: at an equal token budget BERT-mini learned faster with shorter rows (15.8% vs 12.0% held-out
+    # accuracy after 1.6M tokens); use 128-512 for a long run on real data (positions beyond max_len stay untrained).
+    max_len: int = field(default=64, metadata=_help("tokens per sequence, [CLS] and [SEP] included"))
     pack: bool = field(default=True, metadata=_help("pack pieces densely (no padding) instead of one per row"))
     heldout_fraction: float = field(default=0.02, metadata=_help("share of DOCUMENTS held out for evaluation"))
-    mask_rate: float = field(default=0.15, metadata=_help("share of tokens to predict; 0.3 is the Cramming option"))
+    # 0.3 rather than BERT's 0.15: twice the predictions per forward pass, which helped in every short run we measured
+    # (Wettig et al. 2022, "Should You Mask 15% in Masked Language Modeling?"). Evaluation always masks 15%.
+    mask_rate: float = field(default=0.3, metadata=_help("share of tokens to predict: 0.15 (BERT) or 0.3"))
     # ---- model ---------------------------------------------------------------------------------------------------
     # Attention dropout 0: Cramming (Geiping & Goldstein 2022) found dropout hurts short, single-epoch pretraining;
     # it also lets the fused attention kernel skip the dropout mask (faster). Hidden dropout stays at BERT's 0.1.
     model: dict = field(default_factory=lambda: {"attention_probs_dropout_prob": 0.0}, metadata=_help(
         "BertConfig overrides on top of BERT-mini, e.g. --model.hidden_size 128 or --set num_hidden_layers=2"))
     # ---- optimisation --------------------------------------------------------------------------------------------
-    batch_size: int = field(default=32, metadata=_help("sequences per micro-batch per process"))
+    # The GLOBAL batch, so a run means the same on 1 CPU or 8 GPUs. 32 rows of 64 tokens: at a fixed token budget,
+    # more, smaller steps learned faster than fewer big ones in our short CPU runs.
+    batch_size: int = field(default=32, metadata=_help(
+        "GLOBAL batch: sequences per optimizer step, summed over processes and accumulation micro-batches"))
     gradient_accumulation: int = field(default=1, metadata=_help("micro-batches per optimizer step (梯度累积)"))
-    max_steps: int = field(default=600, metadata=_help("optimizer steps to train"))
+    max_steps: int = field(default=800, metadata=_help("optimizer steps to train"))
     lr: float = field(default=1e-3, metadata=_help("peak learning rate"))
     warmup_fraction: float = field(default=0.06, metadata=_help(
         "share of max_steps for the linear LR warmup (学习率预热); 6% as Izsak et al. 2021"))
@@ -53,10 +60,10 @@ class PretrainConfig:
     adam_beta2: float = field(default=0.98, metadata=_help("AdamW beta2; 0.98 as RoBERTa for large-LR stability"))
     grad_clip: float = field(default=1.0, metadata=_help("clip the global gradient norm (梯度裁剪); 0 = off"))
     # ---- evaluation, logging, checkpoints ------------------------------------------------------------------------
-    eval_every: int = field(default=100, metadata=_help("steps between held-out evaluations"))
-    eval_sequences: int = field(default=256, metadata=_help("held-out sequences per evaluation"))
+    eval_every: int = field(default=200, metadata=_help("steps between held-out evaluations"))
+    eval_sequences: int = field(default=512, metadata=_help("held-out sequences per evaluation"))
     log_every: int = field(default=10, metadata=_help("steps between metrics.jsonl lines"))
-    checkpoint_every: int = field(default=100, metadata=_help("steps between checkpoints (断点续训)"))
+    checkpoint_every: int = field(default=200, metadata=_help("steps between checkpoints (断点续训)"))
     # ---- runtime -------------------------------------------------------------------------------------------------
     seed: int = field(default=0, metadata=_help("seeds model init, data order, masking and dropout"))
     device: str = field(default="auto", metadata=_help("auto (CUDA if available), cpu, cuda, cuda:1"))

@@ -66,9 +66,13 @@ class DynamicMasking:
             raise ValueError(f"vocab: all {vocab_size} ids are special; a vocab needs real tokens to mask")
 
     @classmethod
-    def from_tokenizer(cls, tokenizer, mask_rate=0.15):
-        """The usual construction: the tokenizer's vocab size, its five special ids and its [MASK] id."""
-        return cls(tokenizer.vocab_size, tokenizer.special_ids, tokenizer.mask_id, mask_rate)
+    def from_tokenizer(cls, tokenizer, mask_rate=0.15, **fractions):
+        """The usual construction: the tokenizer's vocab size, its five special ids and its [MASK] id.
+
+        For evaluation, `mask_token_fraction=1.0, random_token_fraction=0.0` replaces every selected token by
+        [MASK]: accuracy then measures prediction from context alone, comparable with the unigram baseline.
+        """
+        return cls(tokenizer.vocab_size, tokenizer.special_ids, tokenizer.mask_id, mask_rate, **fractions)
 
     def __call__(self, input_ids, generator):
         """Masks a batch.

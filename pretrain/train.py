@@ -153,9 +153,9 @@ def train(cfg: PretrainConfig) -> dict:
     bar = tqdm(total=cfg.max_steps, initial=start_step, disable=not ctx.is_main, dynamic_ncols=True)
     window = {"tokens": 0, "flops": 0.0, "start": time.perf_counter()}
     last_checkpoint, final_eval = start_step, {}
+    B = cfg.batch_size // (W * k)  # rows per micro-batch
     for step in range(start_step + 1, cfg.max_steps + 1):
         rank_batch = next(batches)  # this rank's G/W rows, already masked
-        B = cfg.batch_size // (W * k)
         micro_batches = [{name: None if t is None else t[i * B:(i + 1) * B] for name, t in rank_batch.items()}
                          for i in range(k)]
         counts = [count_predictions(mb["labels"]) for mb in micro_batches]  # M_i per micro-batch
@@ -191,6 +191,7 @@ def train(cfg: PretrainConfig) -> dict:
                 f"training diverged at step {step}: loss {loss}, gradient norm {grad_norm.item()}; the last good "
                 f"checkpoint (step {last_checkpoint}) is kept at {checkpoint_path}. Lower --lr (now {cfg.lr}) or "
                 f"lengthen --warmup-fraction (now {cfg.warmup_fraction}) and start again")
+        lr = scheduler.get_last_lr()[0]  # the LR this step uses
         scaler.step(optimizer)  # skips the update if fp16 gradients overflowed
         scaler.update()
         scheduler.step()
@@ -202,15 +203,15 @@ def train(cfg: PretrainConfig) -> dict:
         window["tokens"] += tokens
         window["flops"] += tokens * training_flops_per_token(config, cfg.max_len, total / tokens)
         elapsed = time.perf_counter() - window["start"]
-        record = {"step": step, "loss": loss, "mlm_acc": correct_total / total, "lr": scheduler.get_last_lr()[0],
+        record = {"step": step, "loss": loss, "mlm_acc": correct_total / total, "lr": lr,
                   "grad_norm": grad_norm.item(), "tokens_per_s": window["tokens"] / elapsed,
                   "mfu": window["flops"] / elapsed / (W * peak_flops)}
         bar.update(1)
         bar.set_postfix_str(f"loss {loss:.3f} acc {record['mlm_acc']:.3f} lr {record['lr']:.1e} "
                             f"tok/s {record['tokens_per_s']:,.0f} MFU {record['mfu']:.0%}", refresh=False)
-        if ctx.is_main and (step % cfg.log_every == 0 or step == cfg.max_steps):
+        logged = step % cfg.log_every == 0 or step == cfg.max_steps
+        if ctx.is_main and logged:
             log.write(record)
-            window = {"tokens": 0, "flops": 0.0, "start": time.perf_counter()}
         if ctx.is_main and (step % cfg.eval_every == 0 or step == cfg.max_steps):
             final_eval = evaluate(model, heldout.epoch_batches(), device, amp_dtype, cfg.eval_sequences)
             log.write({"step": step, **final_eval})
@@ -223,6 +224,8 @@ def train(cfg: PretrainConfig) -> dict:
                                     scheduler=scheduler, scaler=scaler, data_state=batches.state_dict(),
                                     rng_states=rng_states)
             last_checkpoint = step
+        if logged:  # the next window starts after evaluation and checkpointing, so they don't count as training
+            window = {"tokens": 0, "flops": 0.0, "start": time.perf_counter()}
     bar.close()
 
     # ---- 6. final model, curve, summary --------------------------------------------------------------------------

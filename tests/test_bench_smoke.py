@@ -42,12 +42,12 @@ def test_bench_runs_tiny_and_writes_consistent_json_and_markdown(tmp_path):
             assert row["mfu"] == pytest.approx(row["tokens_per_s"] * row["useful_flops_per_token"]
                                                / block["matmul_peak_flops"])
             assert 0 < row["mfu"] <= row["mfu_vs_torch_matmul"]
-    # One verdict per target and sequence length, each agreeing with its own numbers.
-    assert len(report["targets"]) == 3 * 2
+    # One verdict per target, row and sequence length: (a) ratio; (b) ratio and MFU for each of its two rows.
+    assert len(report["targets"]) == (1 + 2 * 2) * 2
     for check in report["targets"]:
         assert check["met"] == (check["value"] >= check["target"])
 
     markdown = out_md.read_text()
     assert "| setting | T | implementation" in markdown
     assert report["machine"]["cpu"] in markdown and f"torch {report['machine']['torch']}" in markdown
-    assert markdown.count("| (a) |") == 2 and markdown.count("| (b) |") == 2
+    assert markdown.count("| (a) |") == 2 and markdown.count("| (b) |") == 4

@@ -282,3 +282,18 @@ def test_tiny_ner_end_to_end_with_hierarchical_positions(tmp_path, capsys, head)
     assert summary["history"][-1]["train_loss"] < summary["history"][0]["train_loss"]
     predicted = [json.loads(line) for line in (tmp_path / "run" / "predictions.json").read_text().splitlines()]
     assert len(predicted) == 16 and all(set(p) == {"text", "label"} for p in predicted)
+
+
+def test_config_precedence_defaults_json_flags(tmp_path):
+    from finetune.config import parse_config
+    write(tmp_path / "run.json", json.dumps({"lr": 1e-4, "epochs": 7, "head": "globalpointer"}))
+    cfg = parse_config(["--config", str(tmp_path / "run.json"), "--epochs", "2", "--head-lr", "none",
+                        "--no-progress", "--header", "false"])
+    assert (cfg.lr, cfg.epochs, cfg.head, cfg.head_lr, cfg.progress, cfg.header) == (1e-4, 2, "globalpointer",
+                                                                                       None, False, False)
+    assert parse_config([]).gradient_accumulation == 1
+    write(tmp_path / "typo.json", json.dumps({"learning_rate": 1e-4}))
+    with pytest.raises(ValueError, match="unknown field"):
+        parse_config(["--config", str(tmp_path / "typo.json")])
+    with pytest.raises(ValueError, match="--truncate 'middle'"):
+        parse_config(["--truncate", "middle"])

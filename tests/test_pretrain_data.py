@@ -143,6 +143,11 @@ def test_unigram_baseline_by_hand(tmp_path):
     # Add-one smoothed training unigram over the 2 real tokens: p(5)=4/6, p(6)=2/6.
     expected = np.exp(-(np.log(4 / 6) + 3 * np.log(2 / 6)) / 4)
     assert baseline["perplexity"] == pytest.approx(expected)
+    # With 80/10/10 masks a context-free model copies a shown token: right at the 10% unchanged positions and
+    # at the 10% random ones when the draw hits the original (1 of the 2 real tokens): 0.8·0.25 + 0.1 + 0.05.
+    masking = DynamicMasking.from_tokenizer(corpus.tokenizer)
+    assert unigram_baseline(corpus, [1], masking)["context_free_accuracy"] == pytest.approx(0.35)
+    assert unigram_baseline(corpus, [1])["context_free_accuracy"] == pytest.approx(0.25)
 
 
 # ------------------------------------------------------------------------------------------- segmenting
