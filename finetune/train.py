@@ -7,6 +7,7 @@
             divide the gradients by the number of terms, clip them   梯度裁剪 gradient clipping
             AdamW step (groups: weight decay, head LR, layer decay), LR schedule step (warmup + decay)
         evaluate on dev; print a stats row; keep the best checkpoint; stop early when dev stops improving
+        (with --eval-every N, also every N steps inside the epoch)
     draw the learning curve, write metrics.json
 
 Why backward the SUM and divide later? A step's loss must be the mean over EVERY term (example, labelled token,
@@ -136,13 +137,42 @@ def train(cfg: FinetuneConfig, prepared: Prepared) -> dict:
     tqdm.write(f"device {device}, precision {dtype or torch.float32}, {len(prepared.train_features)} train / "
                f"{len(prepared.dev_features)} dev examples, {total_steps} steps ({warmup_steps} warmup), "
                f"batch {cfg.batch_size} x {cfg.gradient_accumulation} accumulation")
-    history, best_score, best_epoch, epochs_without_gain, step = [], -math.inf, 0, 0, 0
+    history, step = [], 0
+    best = {"score": -math.inf, "epoch": 0, "metrics": None, "evaluations_without_gain": 0}
+
+    def dev_round(epoch: float, train_loss: float, seconds: float) -> bool:
+        """Evaluate on dev, print a stats row, keep the best checkpoint. Returns True when early stopping says stop."""
+        dev_loss, metrics, _ = evaluate(model, prepared, cfg, device, dtype)
+        score = metrics[spec.metric]
+        history.append({"epoch": epoch, "step": step, "train_loss": train_loss, "dev_loss": dev_loss,
+                        "seconds": seconds, **{k: metrics[k] for k in SHOWN_METRICS if k in metrics}})
+        log.write({"step": step, "epoch": epoch, "dev_loss": dev_loss, "dev_" + spec.metric: score})
+        shown = [k for k in SHOWN_METRICS if k in metrics]  # the task's metrics, in a fixed order
+        widths = [5, 10, 8] + [max(len(k), 8) for k in shown] + [6]
+        if len(history) == 1:  # 训练统计表 the training-stats table
+            tqdm.write(stats_row(["epoch", "train loss", "dev loss", *shown, "time"], widths))
+        tqdm.write(stats_row([f"{epoch:g}", f"{train_loss:.4f}", f"{dev_loss:.4f}",
+                              *[f"{metrics[k]:.4f}" for k in shown], f"{seconds:.0f}s"], widths))
+        model.train()  # evaluate() switched to eval mode
+        if score > best["score"]:
+            best.update(score=score, epoch=epoch, metrics=metrics, evaluations_without_gain=0)
+            save_finetuned(out_dir / "best", model, prepared.vocab_path,
+                           {"task": spec.task, "epoch": epoch, "step": step, "spec": spec.to_dict(),
+                            "config": cfg.to_dict(), "dev": {spec.metric: score}})
+            return False
+        best["evaluations_without_gain"] += 1
+        if cfg.patience and best["evaluations_without_gain"] >= cfg.patience:
+            tqdm.write(f"early stopping: dev {spec.metric} has not improved for {cfg.patience} evaluation(s)")
+            return True
+        return False
+
     bar = tqdm(total=total_steps, disable=not cfg.progress, desc="fine-tune", leave=False)
+    stop = False
     for epoch in range(1, cfg.epochs + 1):
         model.train()
         started = time.time()
         batches = bucketed_batches(lengths, cfg.batch_size, shuffle=True, seed=cfg.seed * 1000 + epoch)
-        epoch_loss, epoch_terms = 0.0, 0.0
+        period_loss, period_terms = 0.0, 0.0  # training loss since the last dev evaluation
         for first in range(0, len(batches), cfg.gradient_accumulation):
             if step >= total_steps:
                 break
@@ -161,46 +191,29 @@ def train(cfg: FinetuneConfig, prepared: Prepared) -> dict:
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
-            epoch_loss, epoch_terms = epoch_loss + step_loss * step_terms, epoch_terms + step_terms
+            period_loss, period_terms = period_loss + step_loss * step_terms, period_terms + step_terms
             lr = scheduler.get_last_lr()[0]
             log.write({"step": step, "epoch": epoch, "train_loss": step_loss, "lr": lr})
             bar.update(1)
             bar.set_postfix(epoch=epoch, loss=f"{step_loss:.4f}", lr=f"{lr:.2e}")
-
-        # ---- end of epoch: evaluate, report, keep the best, maybe stop
-        dev_loss, metrics, _ = evaluate(model, prepared, cfg, device, dtype)
-        train_loss = epoch_loss / max(epoch_terms, 1.0)
-        seconds = time.time() - started
-        score = metrics[spec.metric]
-        row = {"epoch": epoch, "step": step, "train_loss": train_loss, "dev_loss": dev_loss, "seconds": seconds,
-               **{k: metrics[k] for k in SHOWN_METRICS if k in metrics}}
-        history.append(row)
-        log.write({"step": step, "epoch": epoch, "dev_loss": dev_loss, "dev_" + spec.metric: score})
-        shown = [k for k in SHOWN_METRICS if k in metrics]  # the task's metrics, in a fixed order
-        widths = [5, 10, 8] + [max(len(k), 8) for k in shown] + [6]
-        if epoch == 1:  # 训练统计表 the training-stats table
-            tqdm.write(stats_row(["epoch", "train loss", "dev loss", *shown, "time"], widths))
-        tqdm.write(stats_row([epoch, f"{train_loss:.4f}", f"{dev_loss:.4f}", *[f"{metrics[k]:.4f}" for k in shown],
-                              f"{seconds:.0f}s"], widths))
-        if score > best_score:
-            best_score, best_epoch, epochs_without_gain = score, epoch, 0
-            best_metrics = metrics
-            save_finetuned(out_dir / "best", model, prepared.vocab_path,
-                           {"task": spec.task, "epoch": epoch, "spec": spec.to_dict(), "config": cfg.to_dict(),
-                            "dev": {spec.metric: score}})
-        else:
-            epochs_without_gain += 1
-            if cfg.patience and epochs_without_gain >= cfg.patience:
-                tqdm.write(f"early stopping: dev {spec.metric} has not improved for {cfg.patience} epoch(s)")
-                break
-        if step >= total_steps:
+            last_of_epoch = first + cfg.gradient_accumulation >= len(batches) or step >= total_steps
+            if cfg.eval_every and step % cfg.eval_every == 0 and not last_of_epoch:  # optional mid-epoch check
+                stop = dev_round(round(step / steps_per_epoch, 2), period_loss / max(period_terms, 1.0),
+                                 time.time() - started)
+                period_loss, period_terms, started = 0.0, 0.0, time.time()
+                if stop:
+                    break
+        if stop:
+            break
+        # ---- end of epoch: evaluate, report, keep the best, maybe stop early
+        if dev_round(epoch, period_loss / max(period_terms, 1.0), time.time() - started) or step >= total_steps:
             break
     bar.close()
 
     plot_curves(log_path, out_dir / "learning_curve.png", {"train loss": ("step", "train_loss"),
                                                           "dev loss": ("step", "dev_loss")},
                 title=f"{spec.task}: train vs dev loss (dev rising while train falls = overfitting)")
-    summary = {"metric": spec.metric, "best_epoch": best_epoch, "best": best_metrics, "steps": step,
+    summary = {"metric": spec.metric, "best_epoch": best["epoch"], "best": best["metrics"], "steps": step,
                "history": history, "spec": spec.to_dict(), "config": cfg.to_dict()}
     atomic_write_text(out_dir / "metrics.json", json.dumps(summary, indent=2, sort_keys=True) + "\n")
     atomic_write_text(out_dir / "finetune_config.json", json.dumps(cfg.to_dict(), indent=2, sort_keys=True) + "\n")
