@@ -61,7 +61,8 @@ def render_markdown(report: dict) -> str:
         f"**Machine:** {m['cpu']}, {m['logical_cores']} logical cores, torch {m['torch']}, transformers "
         f"{m['transformers']}, {m['torch_threads']} torch threads, Python {m['python']}; environment "
         f"{m['environment'] or 'default (no thread or allocator variables set)'}.", "",
-        f"**What is timed:** one training step (forward + MLM loss + backward + fused AdamW step), fp32 on the CPU, "
+        f"**What is timed:** one training step (forward + MLM loss + backward + fused AdamW step) on the CPU, in fp32 "
+        f"except the two bf16 rows, "
         f"BERT-mini (H{s['hidden_size']} L{s['num_hidden_layers']} A{s['num_attention_heads']} "
         f"I{s['intermediate_size']}), vocabulary V={s['vocab_size']:,}, batch {s['batch_size']}. The implementations "
         f"alternate step by step in one process; tokens/s = B·T ÷ the median of {s['rounds']} steps "
@@ -71,18 +72,22 @@ def render_markdown(report: dict) -> str:
         "one formula for both implementations. Two peaks are measured: torch's own matmul (MKL, which runs its "
         "AVX2 code on AMD CPUs) and oneDNN's GEMM (AVX-512 where the CPU has it). The MFU column divides by the "
         "larger, the hardware's; the last column by torch's matmul, the ceiling for any PyTorch fp32 training "
-        "step on this machine.", "",
-        "| setting | T | implementation | dropout hidden / attn | mask rate | attention_mask | tokens/s "
-        "| step s, median (min–max) | × transformers | MFU | MFU vs torch matmul |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "step on this machine. The bf16 rows divide by torch's bf16 matmul peak in both columns.", "",
+        "**× transformers** is the issue's ratio, against transformers' fp32 defaults; **same precision** compares "
+        "each bf16 row with transformers under the same bf16 autocast.", "",
+        "| setting | T | implementation | precision | dropout hidden / attn | mask rate | attention_mask | tokens/s "
+        "| step s, median (min–max) | × transformers | same precision | MFU | MFU vs torch matmul |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for block in report["results"]:
         for name, r in block["variants"].items():
             lines.append(
-                f"| {r['setting']} | {block['seq_len']} | {name} | {r['hidden_dropout']} / {r['attention_dropout']} "
+                f"| {r['setting']} | {block['seq_len']} | {name} | {r['precision']} "
+                f"| {r['hidden_dropout']} / {r['attention_dropout']} "
                 f"| {r['mask_rate']:.2f} | {'passed' if r['padding_mask'] else 'None (packed)'} "
                 f"| {r['tokens_per_s']:,.0f} | {r['step_s_median']:.3f} ({r['step_s_min']:.3f}–{r['step_s_max']:.3f}) "
-                f"| {r['ratio_vs_transformers']:.2f}× | {r['mfu']:.0%} | {r['mfu_vs_torch_matmul']:.0%} |")
+                f"| {r['ratio_vs_transformers']:.2f}× | {r['ratio_same_precision']:.2f}× | {r['mfu']:.0%} "
+                f"| {r['mfu_vs_torch_matmul']:.0%} |")
     lines += ["", "Matmul peaks in GFLOP/s (before / after the timed steps) and the 1-minute load average "
               "(before / after); a load above the core count means other processes shared the CPU:", ""]
     for block in report["results"]:

@@ -61,6 +61,16 @@ def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> torc
     return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)  # [B,H]
 
 
+def classifier_layers(config: BertConfig, num_labels: int,
+                      classifier_dropout: float | None) -> tuple[nn.Dropout, nn.Linear]:
+    """The dropout and the new [C,H] linear layer a classification head ends with. The linear layer is the only
+    part a checkpoint does not supply, so it gets BERT's own init (truncated normal, bias 0) here."""
+    dropout = config.hidden_dropout_prob if classifier_dropout is None else classifier_dropout
+    classifier = nn.Linear(config.hidden_size, num_labels)  # [C,H]
+    init_weights(classifier, config.initializer_range)
+    return nn.Dropout(dropout), classifier
+
+
 class BertForSequenceClassification(nn.Module):
     """文本分类 Text (or text-pair) classification.
 
@@ -85,10 +95,7 @@ class BertForSequenceClassification(nn.Module):
         self.representation = representation
         self.multi_label = multi_label
         self.bert = BertModel(config, add_pooling_layer=representation == "pooler")
-        dropout = config.hidden_dropout_prob if classifier_dropout is None else classifier_dropout
-        self.dropout = nn.Dropout(dropout)
-        self.classifier = nn.Linear(config.hidden_size, num_labels)  # [C,H]
-        init_weights(self.classifier, config.initializer_range)
+        self.dropout, self.classifier = classifier_layers(config, num_labels, classifier_dropout)  # -, [C,H]
 
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None,
                 attention_mask: torch.Tensor | None = None, labels: torch.Tensor | None = None) -> TaskOutput:
@@ -131,10 +138,7 @@ class BertForTokenClassification(nn.Module):
         self.config = config
         self.num_labels = num_labels
         self.bert = BertModel(config, add_pooling_layer=False)
-        dropout = config.hidden_dropout_prob if classifier_dropout is None else classifier_dropout
-        self.dropout = nn.Dropout(dropout)
-        self.classifier = nn.Linear(config.hidden_size, num_labels)  # [C,H]
-        init_weights(self.classifier, config.initializer_range)
+        self.dropout, self.classifier = classifier_layers(config, num_labels, classifier_dropout)  # -, [C,H]
 
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None,
                 attention_mask: torch.Tensor | None = None, labels: torch.Tensor | None = None) -> TaskOutput:

@@ -5,7 +5,8 @@ masks are seeded by (seed, step) alone, so every evaluation scores the SAME posi
 the number is then the model's doing, not the luck of a new mask draw.
 
 Perplexity = exp(mean cross-entropy over the masked positions): "as uncertain as a uniform choice among that many
-tokens". The unigram baseline (pretrain.data.unigram_baseline) is what a model that ignores context scores.
+tokens". The unigram baseline (`unigram_baseline` below) is what a model that ignores context scores; the held-out documents
+come from `split_documents`.
 
 Dimension legend: B rows, T max_len, M masked positions, V vocab.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 import itertools
 import math
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -50,3 +52,64 @@ def evaluate(model: nn.Module, batches, device: torch.device, amp_dtype: torch.d
     return {"eval_loss": loss, "eval_acc": correct / predictions,
             "eval_ppl": math.exp(min(loss, 700.0)),  # exp(>709) overflows a float
             "eval_predictions": predictions}
+
+
+def split_documents(num_docs, heldout_fraction=0.02, seed=0):
+    """Held-out split BY DOCUMENT (pieces of one document never straddle train and evaluation).
+
+    Returns:
+        (train_docs, heldout_docs): sorted int64 document indices; a seeded permutation makes the split
+        deterministic. At least one document is held out when heldout_fraction > 0.
+    """
+    if not 0.0 <= heldout_fraction < 1.0:
+        raise ValueError(f"heldout_fraction: got {heldout_fraction}, must be in [0, 1); use e.g. 0.02")
+    num_heldout = max(1, round(heldout_fraction * num_docs)) if heldout_fraction > 0 else 0
+    if num_heldout >= num_docs:
+        raise ValueError(f"heldout_fraction: {heldout_fraction} of {num_docs} document(s) leaves nothing to "
+                         "train on; use a corpus with more documents or heldout_fraction=0")
+    order = np.random.default_rng([seed, 1]).permutation(num_docs)
+    return np.sort(order[num_heldout:]), np.sort(order[:num_heldout])
+
+
+def unigram_baseline(corpus, heldout_docs, masking=None):
+    """The score of a model that ignores context: always predict the most frequent training token.
+
+    The masked positions are a uniform sample of the non-special tokens, so when every selected position shows
+    [MASK] its expected MLM accuracy is that token's share f of the held-out tokens. With 80/10/10 masking a
+    context-free model does better: at the 10% "unchanged" positions it sees the answer, so it can score
+    0.8·f + 0.1 without learning anything about context. Compare a model with `context_free_accuracy` when it is
+    evaluated with 80/10/10 masks, with `accuracy` when evaluated with [MASK] only (the cleaner test).
+    Perplexity: exp(cross-entropy of the held-out tokens under the add-one-smoothed training unigram distribution).
+
+    Args:
+        corpus: EncodedCorpus.
+        heldout_docs: held-out document indices; every other document counts as training data.
+        masking: the evaluation DynamicMasking; None assumes every selected position shows [MASK].
+    Returns:
+        dict(token_id, token, accuracy, context_free_accuracy, perplexity).
+    """
+    vocab_size, specials = corpus.tokenizer.vocab_size, corpus.tokenizer.special_ids
+    total_counts = np.zeros(vocab_size, np.int64)
+    for start in range(0, len(corpus.tokens), 1 << 24):  # 16M tokens at a time: bounded RAM on a big corpus
+        total_counts += np.bincount(corpus.tokens[start:start + (1 << 24)], minlength=vocab_size)
+    heldout_counts = np.zeros(vocab_size, np.int64)
+    for doc in heldout_docs:
+        heldout_counts += np.bincount(corpus.tokens[corpus.offsets[doc]:corpus.offsets[doc + 1]],
+                                      minlength=vocab_size)
+    total_counts[specials] = heldout_counts[specials] = 0  # [UNK], the one special in the cache, is never masked
+    train_counts = total_counts - heldout_counts
+    if heldout_counts.sum() == 0:
+        raise ValueError("heldout_docs: the held-out documents hold no real token; hold out more documents")
+    best = int(train_counts.argmax())
+    accuracy = float(heldout_counts[best] / heldout_counts.sum())
+    context_free = accuracy
+    if masking is not None:
+        shown_mask, shown_random = masking.mask_token_fraction, masking.random_token_fraction
+        shown_original = 1.0 - shown_mask - shown_random
+        visible = shown_original + shown_random  # the input token is shown: right if it is the original
+        copy_right = (shown_original + shown_random / len(masking.real_token_ids)) / visible if visible else 0.0
+        context_free = shown_mask * accuracy + visible * max(accuracy, copy_right)
+    smoothed = (train_counts + 1.0) / (train_counts.sum() + vocab_size - len(specials))  # add-one smoothing
+    cross_entropy = -(heldout_counts * np.log(smoothed)).sum() / heldout_counts.sum()
+    return dict(token_id=best, token=corpus.tokenizer.tokens[best], accuracy=accuracy,
+                context_free_accuracy=float(context_free), perplexity=float(np.exp(cross_entropy)))

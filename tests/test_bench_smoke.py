@@ -31,16 +31,18 @@ def test_bench_runs_tiny_and_writes_consistent_json_and_markdown(tmp_path):
         assert block["matmul_peak_flops"] >= block["torch_matmul_peak_flops"] > 0
         variants = block["variants"]
         assert {row["implementation"] for row in variants.values()} == {"transformers", "minibert"}
-        reference = [row for row in variants.values() if row["implementation"] == "transformers"]
-        assert len(reference) == 1 and reference[0]["ratio_vs_transformers"] == pytest.approx(1.0)
+        references = {row["precision"]: row for row in variants.values() if row["implementation"] == "transformers"}
+        assert set(references) == {"fp32", "bf16"} and references["fp32"]["ratio_vs_transformers"] == pytest.approx(1)
         for row in variants.values():
+            reference = references[row["precision"]]
+            assert row["ratio_same_precision"] == pytest.approx(row["tokens_per_s"] / reference["tokens_per_s"])
+            peak = block["bf16_matmul_peak_flops"] if row["precision"] == "bf16" else block["matmul_peak_flops"]
             assert len(row["step_s_all"]) == 2 and min(row["step_s_all"]) > 0
             assert row["step_s_min"] <= row["step_s_median"] <= row["step_s_max"]
             assert row["tokens_per_s"] == pytest.approx(2 * block["seq_len"] / row["step_s_median"])
-            assert row["ratio_vs_transformers"] == pytest.approx(row["tokens_per_s"] / reference[0]["tokens_per_s"])
+            assert row["ratio_vs_transformers"] == pytest.approx(row["tokens_per_s"] / references["fp32"]["tokens_per_s"])
             assert 0 < row["masked_fraction"] < 1 and row["useful_flops_per_token"] > 0
-            assert row["mfu"] == pytest.approx(row["tokens_per_s"] * row["useful_flops_per_token"]
-                                               / block["matmul_peak_flops"])
+            assert row["mfu"] == pytest.approx(row["tokens_per_s"] * row["useful_flops_per_token"] / peak)
             assert 0 < row["mfu"] <= row["mfu_vs_torch_matmul"]
     # One verdict per target, row and sequence length: (a) rows have a ratio target, (b) rows a ratio and an MFU.
     per_block = {"(a)": 1, "(b)": 2}
@@ -54,6 +56,6 @@ def test_bench_runs_tiny_and_writes_consistent_json_and_markdown(tmp_path):
     assert report["machine"]["cpu"] in markdown and f"torch {report['machine']['torch']}" in markdown
     busy = max(max(b["load_average_1min"]) for b in report["results"]) > report["machine"]["logical_cores"]
     assert ("shared the CPU with other processes" in markdown) == busy  # a noisy run says so
-    for setting in ("(a)", "(b)"):
+    for setting in ("(a)", "(b)", "bf16"):
         rows = sum(row["setting"] == setting for b in report["results"] for row in b["variants"].values())
-        assert rows >= 2 and markdown.count(f"| {setting} |") == rows
+        assert rows >= 2 and sum(line.startswith(f"| {setting} |") for line in markdown.splitlines()) == rows

@@ -8,7 +8,6 @@ difference left is the order of floating-point sums, so the weights agree to fp3
 """
 
 import json
-import socket
 import subprocess
 import sys
 
@@ -28,12 +27,6 @@ TINY = ["--model.hidden_size", "32", "--model.num_hidden_layers", "2", "--model.
         "--matmul-peak-gflops", "1", "--eval-sequences", "16", "--eval-every", "4", "--checkpoint-every", "4"]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def restore_threads():
     threads = torch.get_num_threads()
@@ -51,8 +44,9 @@ def args(tmp_path, out, *extra):
 
 def test_two_processes_match_one(tmp_path, restore_threads):
     train(parse_config(args(tmp_path, "single")))
-    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr",
-              "127.0.0.1", "--master_port", str(free_port()), "-m", "pretrain", *args(tmp_path, "ddp", "--gradient-accumulation", "2")]
+    # --standalone: torchrun picks a free local port itself (a port chosen here could be taken before it binds).
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "pretrain",
+              *args(tmp_path, "ddp", "--gradient-accumulation", "2")]
     done = subprocess.run(launch, cwd=REPO_ROOT, capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("held-out MLM accuracy") == 1, "only rank 0 may print the summary"

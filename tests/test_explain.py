@@ -204,7 +204,7 @@ def test_gradient_clipping_demo(demo):
 def test_head_tail_truncation_demo(demo):
     r, _ = demo("head_tail_truncation")
     assert r["head"] == (0, 509, 510) and r["tail"] == (490, 999, 510)
-    assert r["head+tail"] == (0, 999, 510)
+    assert r["head+tail"] == (0, 999, 510) and r["head_tokens"] == 128  # Sun et al. 2019: 128 + 382
 
 
 def test_hierarchical_positions_demo(demo):

@@ -82,6 +82,7 @@ def test_truncation_modes():
     assert truncate(ids, 10, "head").tolist() == list(range(10))
     assert truncate(ids, 10, "tail").tolist() == list(range(90, 100))
     assert truncate(ids, 12, "head+tail").tolist() == [0, 1, 2] + list(range(91, 100))  # 1/4 head, 3/4 tail
+    assert truncate(ids, 510 - 400, "head+tail")[:28].tolist() == list(range(28))  # round(110·128/510) = 28
     assert truncate(ids[:5], 10, "head+tail").tolist() == list(range(5))  # short texts are untouched
     with pytest.raises(ValueError, match="--truncate"):
         truncate(ids, 10, "middle")

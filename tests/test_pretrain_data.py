@@ -7,8 +7,8 @@ from conftest import require_shared
 
 from minibert.tokenizers import WhitespaceTokenizer
 from pretrain.batching import PretrainingBatches, segment_documents
-from pretrain.data import (build_vocab, detect_format, encode_texts, integer_id_table, iter_text_chunks,
-                           prepare_corpus, split_documents, unigram_baseline)
+from pretrain.data import build_vocab, detect_format, encode_texts, integer_id_table, iter_text_chunks, prepare_corpus
+from pretrain.evaluation import split_documents, unigram_baseline
 from pretrain.masking import DynamicMasking
 
 DOCS = ["5 6 7 8 9 10 11 12 13 14", "7 7 7", "", "9 8 7 6 5 4 3", "12 13 14 15 16 17 18 19 20 21 22 23 24"]

@@ -12,7 +12,7 @@ from .common import DemoContext, conclude, error_line, max_abs_diff, show, tiny_
 
 
 def head_tail_truncation(ctx: DemoContext) -> dict:
-    from finetune.features import HEAD_FRACTION, truncate  # the fine-tuning pipeline's own function
+    from finetune.features import truncate  # the fine-tuning pipeline's own function
 
     title("长文本截断 head+tail truncation: keep the start AND the end of a long document")
     document = np.arange(1000)  # token positions 0..999 of a 1000-token news article
@@ -23,10 +23,10 @@ def head_tail_truncation(ctx: DemoContext) -> dict:
         pieces = [f"{ids[0]}..{ids[-1]}"] if not len(gap) else [f"{ids[0]}..{ids[gap[0]]}",
                                                                  f"{ids[gap[0] + 1]}..{ids[-1]}"]
         show(f"{mode:10s} keeps {len(ids)} tokens", " + ".join(pieces))
-    head = int(budget * HEAD_FRACTION)
+    head = int(np.nonzero(np.diff(kept["head+tail"]) != 1)[0][0]) + 1  # where the kept head ends
     conclude(f"head+tail keeps the first {head} and the last {budget - head} tokens (Sun et al. 2019 found head 128 "
              f"+ tail 382 best): news states its topic in the lead and its conclusion at the end; the middle goes")
-    return {mode: (int(ids[0]), int(ids[-1]), len(ids)) for mode, ids in kept.items()}
+    return {**{mode: (int(ids[0]), int(ids[-1]), len(ids)) for mode, ids in kept.items()}, "head_tokens": head}
 
 
 def hierarchical_positions(ctx: DemoContext) -> dict:
