@@ -14,7 +14,7 @@ TORCH_SPEC ?= torch==2.13.0
 TASK ?= cls
 ARGS ?=
 
-.PHONY: setup setup-test test test-slow pretrain finetune convert bench bench-finetune docs clean
+.PHONY: setup setup-test test pretrain finetune convert bench bench-finetune docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,9 +34,6 @@ setup-test: $(VENV)/.test
 
 test: $(VENV)/.test
 	$(BIN)/python -m pytest -q
-
-test-slow: $(VENV)/.test
-	$(BIN)/python -m pytest -q -m slow
 
 pretrain: $(VENV)/.runtime
 	$(BIN)/python -m pretrain $(if $(CORPUS),--corpus $(CORPUS)) $(ARGS)
