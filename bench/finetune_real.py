@@ -102,7 +102,8 @@ def bench_cluener(out: Path, pretrain_steps: int, epochs: int) -> dict:
              "--eval-every", str(max(pretrain_steps // 4, 1)), "--overwrite"])
     common = ["--task", "ner", "--init", str(encoder / "final"), "--train", str(data / "train.json"),
               "--dev", str(data / "dev.json"), "--epochs", str(epochs), "--max-length", "64",
-              "--batch-size", "32", "--lr", "2e-4", "--head-lr", "1e-3", "--patience", "0"]
+              "--batch-size", "32", "--lr", "2e-4", "--head-lr", "1e-3", "--patience", "0",
+              "--encoder-dropout", "0.1"]
     results = {head: finetune(common + ["--head", head, "--out", str(folder / head)])
                for head in ("globalpointer", "softmax")}
     return {"task": "CLUENER, char-level encoder MLM-pretrained on CLUENER train text",
@@ -137,7 +138,8 @@ def bench_tianchi(out: Path, pretrain_steps: int, epochs: int, folds: int = 5) -
         result = finetune(["--task", "cls", "--init", str(encoder / "final"), "--train", str(fold_dir / "train.tsv"),
                            "--dev", str(fold_dir / "dev.tsv"), "--num-labels", "14", "--epochs", str(epochs),
                            "--max-length", "256", "--truncate", "head+tail", "--batch-size", "16",
-                           "--lr", "2e-4", "--head-lr", "1e-3", "--patience", "0", "--out", str(fold_dir / "run")])
+                           "--lr", "2e-4", "--head-lr", "1e-3", "--patience", "0", "--encoder-dropout", "0.1",
+                           "--out", str(fold_dir / "run")])
         pipeline.append(result["macro_f1"])
         vectorizer = TfidfVectorizer(token_pattern=r"\S+", ngram_range=(1, 2), sublinear_tf=True, min_df=2)
         features = vectorizer.fit_transform([texts[i] for i in train_index])

@@ -46,6 +46,9 @@ class FinetuneConfig:
     head: str = option("softmax", "ner head: softmax (BIO tags) | globalpointer (span scores)")
     globalpointer_head_size: int = option(64, "GlobalPointer query/key width D")
     dropout: float | None = option(None, "dropout before the classifier; default the encoder's", float)
+    encoder_dropout: float | None = option(None, "dropout inside the encoder (hidden and attention), e.g. BERT's "
+                                           "0.1; default: the checkpoint's config (make pretrain's models say 0: "
+                                           "they pretrain without dropout, as Cramming does)", float)
     max_length: int = option(256, "tokens per input including [CLS]/[SEP]")
     truncate: str = option("head+tail", "long texts: head | tail | head+tail")
     hierarchical_positions: bool = option(False, "extend the position table past its limit (α=0.4) when "

@@ -59,17 +59,19 @@ def prepare(cfg: FinetuneConfig) -> Prepared:
 
     out_dir = Path(cfg.out_dir)
     torch.manual_seed(cfg.seed)  # the head's (and, for --init random, the encoder's) initial weights
+    dropout = ({} if cfg.encoder_dropout is None else
+               {"hidden_dropout_prob": cfg.encoder_dropout, "attention_probs_dropout_prob": cfg.encoder_dropout})
     if cfg.init == "random":
         vocab_path = Path(cfg.vocab) if cfg.vocab else build_vocab(cfg, format_name, train_examples, out_dir)
         tokenizer = load_tokenizer(cfg.tokenizer or data.FORMATS[format_name]["tokenizer"], vocab_path)
         model_config = (BertConfig.from_json(cfg.model_config) if cfg.model_config
-                        else BertConfig.mini(tokenizer.vocab_size))
+                        else BertConfig.mini(tokenizer.vocab_size)).replace(**dropout)
         model = build_model(cfg, spec, model_config)
     else:
         # minibert, Hugging Face or Google TF checkpoints; the coverage report says what was loaded and what
         # (the task head, maybe the pooler) starts from scratch.
         cls, kwargs = model_class(cfg, spec)
-        loaded = load_pretrained(cls, cfg.init, **kwargs)
+        loaded = load_pretrained(cls, cfg.init, config_overrides=dropout, **kwargs)
         model, model_config = loaded.model, loaded.config
         notes.append(loaded.report.format())
         vocab_path = Path(cfg.vocab) if cfg.vocab else loaded.source.vocab_path

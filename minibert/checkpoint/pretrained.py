@@ -125,7 +125,7 @@ class LoadResult:
 
 
 def load_pretrained(model_cls, path, config: Optional[BertConfig] = None, require_vocab: bool = False,
-                    **model_kwargs) -> LoadResult:
+                    config_overrides: Optional[dict] = None, **model_kwargs) -> LoadResult:
     """Builds `model_cls(config, **model_kwargs)` and fills it from the checkpoint at `path`.
 
     Args:
@@ -133,6 +133,7 @@ def load_pretrained(model_cls, path, config: Optional[BertConfig] = None, requir
       path: minibert folder, HF folder, TF checkpoint prefix / .index file / folder.
       config: overrides the config.json / bert_config.json found beside the checkpoint.
       require_vocab: fail when no vocab.txt / tokenizer.json is beside the checkpoint.
+      config_overrides: fields replaced in the config before the model is built, e.g. the dropout to fine-tune with.
 
     Returns:
       LoadResult(model in eval mode, coverage report, opened source, config).
@@ -143,6 +144,7 @@ def load_pretrained(model_cls, path, config: Optional[BertConfig] = None, requir
             raise CheckpointError(f"no config.json or bert_config.json next to {source.path}: the model's sizes "
                                   "are unknown; copy the config that came with the checkpoint into that folder")
         config = BertConfig.from_json(source.config_path)
+    config = config.replace(**(config_overrides or {}))
     check_vocab_sizes(config, source, require_vocab)
     with torch.device("meta"):  # shapes only: no memory, and no time spent on a random init we overwrite
         skeleton = model_cls(config, **model_kwargs)
