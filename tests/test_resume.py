@@ -13,11 +13,10 @@ import sys
 
 import pytest
 import torch
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, pretrain_args
 from safetensors.torch import load_file
 
 from pretrain.config import parse_config
-from pretrain.corpus import generate_corpus
 from pretrain.train import train
 
 TINY = ["--model.hidden_size", "32", "--model.num_hidden_layers", "2", "--model.num_attention_heads", "4",
@@ -26,20 +25,11 @@ TINY = ["--model.hidden_size", "32", "--model.num_hidden_layers", "2", "--model.
         "--log-every", "1"]
 
 
-@pytest.fixture
-def restore_threads():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
 def run_args(tmp_path, out, *extra):
-    corpus = tmp_path / "corpus.tsv"
-    if not corpus.exists():
-        generate_corpus(corpus, num_docs=40, seed=3)
-    # Hidden dropout stays ON (0.1): resuming must also restore the RNG that draws dropout masks.
-    return ["--corpus", str(corpus), "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / out),
-            *TINY, "--max-steps", "8", "--checkpoint-every", "3", "--eval-every", "4", *extra]
+    # Hidden dropout ON (0.1, though the recipe pretrains without it): resuming must also restore the RNG that
+    # draws dropout masks.
+    return pretrain_args(tmp_path, out, TINY, 3, "--model.hidden_dropout_prob", "0.1", "--max-steps", "8",
+                         "--checkpoint-every", "3", "--eval-every", "4", *extra)
 
 
 def test_sigkill_then_resume_is_bit_identical(tmp_path, restore_threads):
