@@ -7,6 +7,8 @@ Exported:
     REPO_ROOT        the repository root (the folder that holds minibert/)
     SHARED_DATA      ../shared/data seen from the repo root (the course's shared folder; CI has it)
     require_shared   the path of a file/folder under SHARED_DATA, or a pytest skip with a clear reason
+    pretrain_args    the CLI arguments of a tiny `python -m pretrain` run on a small generated corpus
+    restore_threads  fixture: tests that pass --num-threads get torch's thread count back afterwards
     tiny_config      a small BertConfig (H32, L2, N4) for fast CPU tests, with keyword overrides
     seed_torch       autouse fixture: every test starts from torch.manual_seed(0), so failures reproduce
 """
@@ -36,6 +38,26 @@ def require_shared(subpath: str) -> Path:
         pytest.skip(f"../shared/data/{subpath} absent: this real-data test needs the course's shared folder "
                     f"(CI has it)")
     return path
+
+
+def pretrain_args(tmp_path: Path, out: str, tiny: list[str], corpus_seed: int, *extra: str) -> list[str]:
+    """Arguments of a tiny pretraining run: a 40-document generated corpus (written once per test), its cache and
+    the run's output under tmp_path, the test's TINY model/optimiser flags, then `extra` (later flags win)."""
+    from pretrain.corpus import generate_corpus
+
+    corpus = tmp_path / "corpus.tsv"
+    if not corpus.exists():
+        generate_corpus(corpus, num_docs=40, seed=corpus_seed)
+    return ["--corpus", str(corpus), "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / out),
+            *tiny, *extra]
+
+
+@pytest.fixture
+def restore_threads():
+    """`train(--num-threads 1)` changes torch's global thread count; put it back for the tests that follow."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
 
 
 def tiny_config(**overrides) -> BertConfig:

@@ -13,12 +13,11 @@ import sys
 
 import pytest
 import torch
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, pretrain_args
 from safetensors.torch import load_file
 
 from minibert import BertForMaskedLM
 from pretrain.config import parse_config
-from pretrain.corpus import generate_corpus
 from pretrain.train import train
 
 TINY = ["--model.hidden_size", "32", "--model.num_hidden_layers", "2", "--model.num_attention_heads", "4",
@@ -27,19 +26,8 @@ TINY = ["--model.hidden_size", "32", "--model.num_hidden_layers", "2", "--model.
         "--matmul-peak-gflops", "1", "--eval-sequences", "16", "--eval-every", "4", "--checkpoint-every", "4"]
 
 
-@pytest.fixture
-def restore_threads():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
 def args(tmp_path, out, *extra):
-    corpus = tmp_path / "corpus.tsv"
-    if not corpus.exists():
-        generate_corpus(corpus, num_docs=40, seed=5)
-    return ["--corpus", str(corpus), "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / out),
-            *TINY, *extra]
+    return pretrain_args(tmp_path, out, TINY, 5, *extra)
 
 
 def test_two_processes_match_one(tmp_path, restore_threads):

@@ -8,34 +8,23 @@ import math
 
 import pytest
 import torch
+from conftest import pretrain_args
 from safetensors.torch import load_file
 
-from minibert import BertConfig, BertForMaskedLM
+from minibert import BertForMaskedLM
 from minibert.checkpoint import from_pretrained
 from pretrain import train as train_module
 from pretrain.__main__ import main
 from pretrain.config import PretrainConfig, parse_config
-from pretrain.corpus import generate_corpus
-from pretrain.train import TrainingDiverged, train
+from pretrain.train import train
 
 TINY = ["--model.hidden_size", "32", "--model.num_hidden_layers", "2", "--model.num_attention_heads", "4",
         "--model.intermediate_size", "64", "--max-len", "32", "--batch-size", "8", "--lr", "3e-3",
         "--warmup-fraction", "0.1", "--num-threads", "1", "--matmul-peak-gflops", "1", "--eval-sequences", "32"]
 
 
-@pytest.fixture
-def restore_threads():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
 def args(tmp_path, out, *extra):
-    corpus = tmp_path / "corpus.tsv"
-    if not corpus.exists():
-        generate_corpus(corpus, num_docs=40, seed=1)
-    return ["--corpus", str(corpus), "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / out),
-            *TINY, *extra]
+    return pretrain_args(tmp_path, out, TINY, 1, *extra)
 
 
 def records(run):
