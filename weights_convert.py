@@ -9,17 +9,22 @@ or a folder with model.safetensors / pytorch_model.bin (minibert or HF names). S
 
 Steps: load into a minibert model (printing the coverage report: where every tensor went, or why it was
 skipped), write DST, then self-check: a fixed input through the loaded model gives finite outputs, and DST
-read back gives the same outputs. A bad input prints ONE line and exits with status 2, never a traceback.
+read back gives the same outputs. Everything is written into a temporary folder beside DST that is renamed to DST
+only after the self-check passes; SRC == DST is refused. A bad input prints ONE line and exits with status 2
+(`--debug` shows the traceback); every source tensor must be finite.
 """
 
 import argparse
 import sys
+from pathlib import Path
 
 import torch
 
 from minibert import BertForMaskedLM, BertForPreTraining, BertModel
 from minibert.checkpoint import CheckpointError, from_pretrained, load_pretrained, open_source, save_pretrained
 from minibert.checkpoint.convert import parts_present
+from minibert.cli import run_cli
+from minibert.training.io import staging_folder
 
 MODEL_CLASSES = {"base": BertModel, "mlm": BertForMaskedLM, "pretraining": BertForPreTraining}
 
@@ -57,27 +62,39 @@ def self_check(model, model_cls, dst: str) -> str:
     return f"self-check: fixed 2x8 input -> outputs finite (max |value| {largest:.4g}); {dst} reloads identically"
 
 
-def main(argv=None) -> int:
+def convert(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("src", help="TF checkpoint prefix/.index/folder, or a minibert/HF folder")
-    parser.add_argument("dst", help="output folder")
+    parser.add_argument("dst", help="output folder (must not exist yet, or be an earlier conversion's output)")
     parser.add_argument("--to", choices=("minibert", "hf"), default="minibert", help="output layout")
     parser.add_argument("--model", choices=("auto",) + tuple(MODEL_CLASSES), default="auto",
                         help="which minibert model to build (auto: keep every head the source has)")
     parser.add_argument("--verbose", action="store_true", help="list every tensor in the coverage report")
+    parser.add_argument("--debug", action="store_true", help="on an error, show the Python traceback too")
     args = parser.parse_args(argv)
-    try:
-        model_cls = choose_model_class(args.model, args.src)
-        result = load_pretrained(model_cls, args.src, require_vocab=True)
-        print(f"{result.source.format} checkpoint {result.source.path} -> minibert {model_cls.__name__}")
-        print(result.report.format(verbose=args.verbose))
-        save_pretrained(result.model, args.dst, format=args.to, vocab=result.source.vocab_path)
-        print(f"wrote {args.to} layout to {args.dst}")
-        print(self_check(result.model, model_cls, args.dst))
-    except (CheckpointError, ValueError, OSError) as error:  # user errors: one line, no traceback
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    src, dst = Path(args.src), Path(args.dst)
+    source_folder = src if src.is_dir() else src.parent
+    if dst.resolve() == source_folder.resolve() or dst.resolve() == src.resolve():
+        raise CheckpointError(f"DST {dst} is the source's own folder: converting in place would overwrite the "
+                              f"original; pass another output folder")
+    if dst.exists() and not dst.is_dir():
+        raise CheckpointError(f"DST {dst} is a file; pass a folder path")
+    model_cls = choose_model_class(args.model, args.src)
+    result = load_pretrained(model_cls, args.src, require_vocab=True)  # refuses NaN/inf weights, naming the first
+    print(f"{result.source.format} checkpoint {result.source.path} -> minibert {model_cls.__name__}")
+    print(result.report.format(verbose=args.verbose))
+    # Write into a temporary sibling folder and rename it into place only after the self-check: a failed or
+    # killed conversion never leaves a complete-looking (but wrong) model in DST.
+    with staging_folder(dst) as staging:
+        save_pretrained(result.model, staging, format=args.to, vocab=result.source.vocab_path)
+        print(self_check(result.model, model_cls, staging).replace(str(staging), str(dst)))
+    print(f"wrote {args.to} layout to {dst}")
     return 0
+
+
+def main(argv=None) -> int:
+    """Exit codes: 0 converted and self-checked, 1 failed while running, 2 bad input (see minibert/cli.py)."""
+    return run_cli(convert, argv)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,8 @@
 `--init auto` (the default) means: runs/pretrain/final for cls and pair (cls refuses to run without it; pair
 falls back to random init); random init for ner (the embedded NER data is Chinese characters, which the
 ID-corpus encoder has never seen).
-User errors print one line and exit with status 2, without a traceback.
+Errors print one line (`--debug` adds the traceback); exit codes 0 done, 1 failed while running, 2 bad input,
+130 interrupted (minibert/cli.py).
 """
 
 from __future__ import annotations
@@ -19,15 +20,15 @@ import json
 import sys
 from pathlib import Path
 
+from minibert.cli import run_cli
 from minibert.training.io import atomic_write_text
 
 from .checkpoints import CheckpointMissing
 from .config import FinetuneConfig, parse_config
-from .data import DataError
 from .predict import evaluate_file, predict_file
 from .prepare import prepare
 from .toy_data import default_data
-from .train import NonFiniteLoss, train
+from .train import train
 
 PRETRAINED = Path("runs/pretrain/final")
 
@@ -86,24 +87,25 @@ def run(cfg: FinetuneConfig) -> dict:
     return summary
 
 
-def main(argv: list[str] | None = None) -> int:
-    try:
-        cfg = parse_config(argv)
-        if cfg.load:
-            if not (cfg.predict or cfg.evaluate):
-                raise ValueError("--load skips training: also pass --predict FILE and/or --evaluate FILE")
-            if cfg.evaluate:
-                metrics = evaluate_file(cfg.load, cfg.evaluate, device=cfg.device)
-                shown = {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)}
-                print(f"{cfg.evaluate}: {json.dumps(shown)}")
-            if cfg.predict:
-                print(f"predictions: {predict_file(cfg.load, cfg.predict, device=cfg.device)}")
-            return 0
-        run(cfg)
-    except (DataError, CheckpointMissing, NonFiniteLoss, ValueError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+def _main(argv: list[str]) -> int:
+    cfg = parse_config(argv)
+    if cfg.load:
+        if not (cfg.predict or cfg.evaluate):
+            raise ValueError("--load skips training: also pass --predict FILE and/or --evaluate FILE")
+        if cfg.evaluate:
+            metrics = evaluate_file(cfg.load, cfg.evaluate, device=cfg.device)
+            shown = {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)}
+            print(f"{cfg.evaluate}: {json.dumps(shown)}")
+        if cfg.predict:
+            print(f"predictions: {predict_file(cfg.load, cfg.predict, device=cfg.device)}")
+        return 0
+    run(cfg)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Exit codes: 0 done, 1 failed while running, 2 bad input, 130 interrupted (see minibert/cli.py)."""
+    return run_cli(_main, argv)
 
 
 if __name__ == "__main__":

@@ -37,6 +37,8 @@ from minibert.training.optim import build_adamw, format_group_table, param_group
 from minibert.training.schedule import build_scheduler
 
 from .checkpoints import save_finetuned
+from minibert.cli import RunFailed
+
 from .config import FinetuneConfig
 from .features import bucketed_batches, collate
 from .prepare import Prepared
@@ -45,8 +47,18 @@ from .tasks import compute_metrics, decode, gold_labels
 SHOWN_METRICS = ("accuracy", "macro_f1", "mcc", "micro_f1", "precision", "recall", "f1")
 
 
-class NonFiniteLoss(RuntimeError):
-    """The loss became inf/NaN: training stops, the best checkpoint so far stays on disk."""
+class NonFiniteLoss(RunFailed):
+    """The loss became inf/NaN: training stops (exit 1), the best checkpoint so far stays on disk."""
+
+
+def nonfinite_message(step: int, loss: float, cfg: FinetuneConfig, out_dir: Path) -> str:
+    """Why the run stopped and what to change: the flags that can make the loss blow up, and the best checkpoint
+    only if one exists (nothing is kept before the first dev evaluation)."""
+    best = out_dir / "best"
+    kept = (f"the best checkpoint so far is in {best}" if (best / "model.safetensors").is_file()
+            else "no checkpoint was kept (none before the first dev evaluation)")
+    return (f"step {step}: the training loss is {loss}; lower --lr (now {cfg.lr}) or --head-lr (now {cfg.head_lr}), "
+            f"keep --max-grad-norm on (now {cfg.max_grad_norm}), or use --precision fp32; {kept}")
 
 
 @torch.no_grad()
@@ -181,8 +193,7 @@ def train(cfg: FinetuneConfig, prepared: Prepared) -> dict:
                              for index in batches[first:first + cfg.gradient_accumulation]]
             step_loss, step_terms = accumulate_gradients(model, micro_batches, scaler, device, dtype)
             if not math.isfinite(step_loss):
-                raise NonFiniteLoss(f"step {step + 1}: the training loss is {step_loss}; lower --lr (now {cfg.lr}) "
-                                    f"or use --precision fp32; the best checkpoint so far is in {out_dir / 'best'}")
+                raise NonFiniteLoss(nonfinite_message(step + 1, step_loss, cfg, out_dir))
             scaler.unscale_(optimizer)  # fp16: undo the loss scaling before clipping
             if cfg.max_grad_norm > 0:
                 torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)

@@ -14,50 +14,42 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+
+from .validation import ConfigError, check_fields, parse_text, rule
 
 ACTIVATIONS = ("gelu", "gelu_new", "relu")
 
 
 @dataclass
 class BertConfig:
-    vocab_size: int = 30522  # V: 词表大小 vocabulary size
-    hidden_size: int = 768  # H
-    num_hidden_layers: int = 12  # L
-    num_attention_heads: int = 12  # N; head size D = H / N
-    intermediate_size: int = 3072  # I: FFN inner width, 4H in the paper
-    hidden_act: str = "gelu"  # "gelu" (exact erf, Google BERT), "gelu_new" (tanh approx.), "relu"
-    hidden_dropout_prob: float = 0.1
-    attention_probs_dropout_prob: float = 0.1
-    max_position_embeddings: int = 512  # P: rows of the learned position table
-    type_vocab_size: int = 2  # segment A/B for token_type_ids
-    layer_norm_eps: float = 1e-12  # TF BERT's epsilon, inside the square root
-    initializer_range: float = 0.02  # std of the normal init (BERT's truncated normal, see model.init_weights)
-    pad_token_id: int = 0
+    # Each field declares its type and range once (minibert/validation.py); __post_init__ enforces them.
+    vocab_size: int = field(default=30522, metadata=rule(int, ge=1))  # V: 词表大小 vocabulary size
+    hidden_size: int = field(default=768, metadata=rule(int, ge=1))  # H
+    num_hidden_layers: int = field(default=12, metadata=rule(int, ge=1))  # L
+    num_attention_heads: int = field(default=12, metadata=rule(int, ge=1))  # N; head size D = H / N
+    intermediate_size: int = field(default=3072, metadata=rule(int, ge=1))  # I: FFN inner width, 4H in the paper
+    # "gelu" (exact erf, Google BERT), "gelu_new" (tanh approx.), "relu"
+    hidden_act: str = field(default="gelu", metadata=rule(str, choices=ACTIVATIONS))
+    hidden_dropout_prob: float = field(default=0.1, metadata=rule(float, ge=0, lt=1))
+    attention_probs_dropout_prob: float = field(default=0.1, metadata=rule(float, ge=0, lt=1))
+    max_position_embeddings: int = field(default=512, metadata=rule(int, ge=1))  # P: rows of the position table
+    type_vocab_size: int = field(default=2, metadata=rule(int, ge=1))  # segment A/B for token_type_ids
+    layer_norm_eps: float = field(default=1e-12, metadata=rule(float, gt=0))  # TF BERT's, inside the square root
+    # std of the normal init (BERT's truncated normal, see model.init_weights)
+    initializer_range: float = field(default=0.02, metadata=rule(float, gt=0))
+    pad_token_id: int = field(default=0, metadata=rule(int, ge=0))
 
     def __post_init__(self) -> None:
-        positive_ints = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
-                         "intermediate_size", "max_position_embeddings", "type_vocab_size")
-        for name in positive_ints:
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"BertConfig.{name}={value!r}: must be a positive integer")
+        check_fields(self, label=lambda name: f"BertConfig.{name}")
         if self.hidden_size % self.num_attention_heads != 0:
-            raise ValueError(
+            raise ConfigError(
                 f"BertConfig: hidden_size={self.hidden_size} is not divisible by num_attention_heads="
                 f"{self.num_attention_heads}; each head gets hidden_size/num_attention_heads dims, "
                 f"so pick e.g. num_attention_heads={_a_divisor(self.hidden_size, self.num_attention_heads)}")
-        if self.hidden_act not in ACTIVATIONS:
-            raise ValueError(f"BertConfig.hidden_act={self.hidden_act!r}: must be one of {ACTIVATIONS}")
-        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
-            p = getattr(self, name)
-            if not 0.0 <= p < 1.0:
-                raise ValueError(f"BertConfig.{name}={p}: must be in [0, 1)")
-        if not self.layer_norm_eps > 0:
-            raise ValueError(f"BertConfig.layer_norm_eps={self.layer_norm_eps}: must be > 0")
-        if not 0 <= self.pad_token_id < self.vocab_size:
-            raise ValueError(f"BertConfig.pad_token_id={self.pad_token_id}: must be in [0, vocab_size={self.vocab_size})")
+        if not self.pad_token_id < self.vocab_size:
+            raise ConfigError(f"BertConfig.pad_token_id={self.pad_token_id}: must be in [0, vocab_size={self.vocab_size})")
 
     @property
     def head_size(self) -> int:
@@ -73,10 +65,18 @@ class BertConfig:
 
     # ---- JSON in and out ---------------------------------------------------------------------------------------
     @classmethod
-    def from_dict(cls, d: dict) -> "BertConfig":
-        """Build from a dict, keeping the known keys and ignoring the rest (HF adds `architectures`, etc.)."""
+    def from_dict(cls, d: dict, source: str = "config") -> "BertConfig":
+        """Build from a dict, keeping the known keys and ignoring the rest (HF adds `architectures`, etc.).
+
+        Values are taken as they are (no "0.1" -> 0.1 coercion): a wrong type fails naming `source` and the field.
+        """
+        if not isinstance(d, dict):
+            raise ConfigError(f"{source}: expected a JSON object of BertConfig fields, got {type(d).__name__}")
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+        try:
+            return cls(**{k: v for k, v in d.items() if k in known})
+        except ConfigError as error:
+            raise ConfigError(f"{source}: {error}") from None
 
     @classmethod
     def from_json(cls, path: str | os.PathLike) -> "BertConfig":
@@ -92,46 +92,43 @@ class BertConfig:
         if not path.is_file():
             raise FileNotFoundError(f"config: file {path} does not exist; pass the path of a config.json")
         try:
-            d = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise ValueError(f"config: {path} is not valid JSON ({e}); check the file is a config.json") from None
-        return cls.from_dict(d)
+            d = json.loads(path.read_text(encoding="utf-8-sig"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ConfigError(f"config: {path} is not valid JSON ({e}); check the file is a config.json") from None
+        return cls.from_dict(d, source=str(path))
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     def to_json(self, path: str | os.PathLike, **extra) -> None:
         """Write config.json atomically (temp file + rename). `extra` adds keys such as HF's `architectures`."""
-        text = json.dumps({**self.to_dict(), **extra}, indent=2, sort_keys=True) + "\n"
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
+        from .training.io import atomic_write_text  # imports torch: only when writing
+
+        atomic_write_text(path, json.dumps({**self.to_dict(), **extra}, indent=2, sort_keys=True) + "\n")
 
     def replace(self, **overrides) -> "BertConfig":
         """A copy with some fields changed; validated again, so a bad override fails here."""
         unknown = set(overrides) - {f.name for f in fields(self)}
         if unknown:
-            raise ValueError(f"BertConfig: unknown field(s) {sorted(unknown)}; "
-                             f"valid fields are {[f.name for f in fields(self)]}")
+            raise ConfigError(f"BertConfig: unknown field(s) {sorted(unknown)}; "
+                              f"valid fields are {[f.name for f in fields(self)]}")
         return dataclasses.replace(self, **overrides)
+
+    @classmethod
+    def parse_override(cls, item: str) -> tuple[str, object]:
+        """One CLI override "FIELD=VALUE" -> (field, value cast by the field's declared rule)."""
+        rules = {f.name: f.metadata["rule"] for f in fields(cls)}
+        key, sep, text = item.partition("=")
+        if not sep or key not in rules:
+            raise ConfigError(f"config override {item!r}: expected FIELD=VALUE with FIELD one of {sorted(rules)}")
+        try:
+            return key, parse_text(rules[key], text)
+        except ValueError as error:
+            raise ConfigError(f"config override {item!r}: {error}") from None
 
     def apply_overrides(self, assignments: list[str]) -> "BertConfig":
         """CLI overrides such as ["hidden_size=128", "hidden_act=gelu_new"]; each value is cast to the field's type."""
-        # Cast by the DECLARED type, not the current value's: a config.json may hold `0` (an int) for a float
-        # field, and int("0.1") would then reject a valid override.
-        casts = {"int": int, "float": float, "str": str}  # annotations are strings (from __future__)
-        types = {f.name: casts[f.type] for f in fields(self)}
-        changes = {}
-        for item in assignments:
-            key, sep, value = item.partition("=")
-            if not sep or key not in types:
-                raise ValueError(f"config override {item!r}: expected FIELD=VALUE with FIELD one of {sorted(types)}")
-            try:
-                changes[key] = types[key](value)
-            except ValueError:
-                raise ValueError(f"config override {item!r}: {value!r} is not a valid {types[key].__name__}") from None
-        return self.replace(**changes)
+        return self.replace(**dict(self.parse_override(item) for item in assignments))
 
 
 def _a_divisor(hidden_size: int, wanted: int) -> int:

@@ -6,29 +6,27 @@
     python -m pretrain --out runs/tianchi --resume            # continue exactly where the run stopped
     torchrun --nproc_per_node 4 -m pretrain --corpus train_set.csv   # DDP: one process per GPU (or CPU share)
 
-All flags: `python -m pretrain --help`; their meaning and defaults: pretrain/config.py. A wrong flag or path
-prints one line and exits with status 2; a diverged run exits with status 1 and keeps its last good checkpoint.
+All flags: `python -m pretrain --help`; their meaning and defaults: pretrain/config.py. Errors print one line
+(`--debug` adds the traceback); exit codes: 0 done, 1 failed while running (e.g. diverged; the last good checkpoint
+is kept), 2 bad input, 130 interrupted (resumable).
 """
 
 import sys
 
-from pretrain.config import parse_config
-from pretrain.train import TrainingDiverged, train
+from minibert.cli import run_cli
 
 
 def main(argv=None) -> int:
-    try:
-        train(parse_config(argv))
-    except (ValueError, FileNotFoundError) as error:  # user errors: one line, no traceback
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except TrainingDiverged as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted; continue with --resume (from the last checkpoint)", file=sys.stderr)
-        return 130
-    return 0
+    """Exit codes: 0 done, 1 failed while running, 2 bad input, 130 interrupted (see minibert/cli.py)."""
+    from pretrain.config import parse_config  # imported here so that even an import-time error gets one line
+    from pretrain.train import train
+
+    def body(args: list[str]) -> int:
+        train(parse_config(args))
+        return 0
+
+    return run_cli(body, argv,
+                   resume_hint="continue with the same flags plus --resume (from the last checkpoint)")
 
 
 if __name__ == "__main__":

@@ -17,116 +17,103 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from minibert import BertConfig
-
-
-def _help(text: str, **kw) -> dict:
-    return {"help": text, **kw}
+from minibert.validation import DEVICE, ConfigError, check_fields, parse_text, rule, unknown_keys
 
 
 @dataclass
 class PretrainConfig:
     # ---- data ----------------------------------------------------------------------------------------------------
-    corpus: str | None = field(default=None, metadata=_help(
+    corpus: str | None = field(default=None, metadata=rule(str, optional=True, help=
         "corpus file: Tianchi TSV (header label\\ttext) or one document per line; default: the embedded corpus"))
-    vocab: str | None = field(default=None, metadata=_help("vocab.txt to use; default: build one from the corpus"))
-    out: str = field(default="runs/pretrain", metadata=_help("run folder: metrics, checkpoint, final/ model"))
-    cache_dir: str = field(default=".cache/pretrain", metadata=_help(
+    vocab: str | None = field(default=None, metadata=rule(str, optional=True, help="vocab.txt to use; default: build one from the corpus"))
+    out: str = field(default="runs/pretrain", metadata=rule(str, help="run folder: metrics, checkpoint, final/ model"))
+    cache_dir: str = field(default=".cache/pretrain", metadata=rule(str, help=
         "encoded corpora and the generated default corpus (safe to delete)"))
     # 64, not 128: at an equal token budget BERT-mini learned faster with shorter rows (15.8% vs 12.0% held-out
     # accuracy after 1.6M tokens); use 128-512 for a long run on real data (positions beyond max_len stay untrained).
-    max_len: int = field(default=64, metadata=_help("tokens per sequence, [CLS] and [SEP] included"))
-    pack: bool = field(default=True, metadata=_help("pack pieces densely (no padding) instead of one per row"))
-    heldout_fraction: float = field(default=0.02, metadata=_help("share of DOCUMENTS held out for evaluation"))
+    max_len: int = field(default=64, metadata=rule(int, ge=8, help="tokens per sequence, [CLS] and [SEP] included"))
+    pack: bool = field(default=True, metadata=rule(bool, help="pack pieces densely (no padding) instead of one per row"))
+    heldout_fraction: float = field(default=0.02, metadata=rule(float, gt=0, lt=0.5, help="share of DOCUMENTS held out for evaluation"))
     # 0.3 rather than BERT's 0.15: twice the predictions per forward pass, which helped in every short run we measured
     # (Wettig et al. 2022, "Should You Mask 15% in Masked Language Modeling?"). Evaluation always masks 15%.
-    mask_rate: float = field(default=0.3, metadata=_help("share of tokens to predict: 0.15 (BERT) or 0.3"))
+    mask_rate: float = field(default=0.3, metadata=rule(float, gt=0, lt=1, help="share of tokens to predict: 0.15 (BERT) or 0.3"))
     # ---- model ---------------------------------------------------------------------------------------------------
     # No dropout: Cramming (Geiping & Goldstein 2022) found dropout hurts short, single-epoch pretraining. Measured
     # here: held-out MLM accuracy 0.557 without dropout vs 0.422 with hidden dropout 0.1 (same 800 steps), and the
     # step skips its dropout masks (7% of a CPU step). Fine-tuning turns it back on (finetune --encoder-dropout 0.1).
     model: dict = field(default_factory=lambda: {"attention_probs_dropout_prob": 0.0, "hidden_dropout_prob": 0.0},
-                        metadata=_help(
-        "BertConfig overrides on top of BERT-mini, e.g. --model.hidden_size 128 or --set num_hidden_layers=2"))
+                        metadata=rule(dict, help=(
+        "BertConfig overrides on top of BERT-mini, e.g. --model.hidden_size 128 or --set num_hidden_layers=2")))
     # ---- optimisation --------------------------------------------------------------------------------------------
     # The GLOBAL batch, so a run means the same on 1 CPU or 8 GPUs. 32 rows of 64 tokens: at a fixed token budget,
     # more, smaller steps learned faster than fewer big ones in our short CPU runs.
-    batch_size: int = field(default=32, metadata=_help(
+    batch_size: int = field(default=32, metadata=rule(int, ge=1, help=
         "GLOBAL batch: sequences per optimizer step, summed over processes and accumulation micro-batches"))
-    gradient_accumulation: int = field(default=1, metadata=_help("micro-batches per optimizer step (梯度累积)"))
-    max_steps: int = field(default=800, metadata=_help("optimizer steps to train"))
-    lr: float = field(default=1e-3, metadata=_help("peak learning rate"))
-    warmup_fraction: float = field(default=0.06, metadata=_help(
+    gradient_accumulation: int = field(default=1, metadata=rule(int, ge=1, help="micro-batches per optimizer step (梯度累积)"))
+    max_steps: int = field(default=800, metadata=rule(int, ge=1, help="optimizer steps to train"))
+    lr: float = field(default=1e-3, metadata=rule(float, gt=0, lt=1, help="peak learning rate"))
+    warmup_fraction: float = field(default=0.06, metadata=rule(float, ge=0, le=1, help=
         "share of max_steps for the linear LR warmup (学习率预热); 6% as Izsak et al. 2021"))
-    schedule: str = field(default="linear", metadata=_help("decay after warmup", choices=("linear", "cosine")))
-    weight_decay: float = field(default=0.01, metadata=_help("AdamW weight decay on weight matrices (权重衰减)"))
-    adam_beta2: float = field(default=0.98, metadata=_help("AdamW beta2; 0.98 as RoBERTa for large-LR stability"))
-    grad_clip: float = field(default=1.0, metadata=_help("clip the global gradient norm (梯度裁剪); 0 = off"))
+    schedule: str = field(default="linear", metadata=rule(str, "decay after warmup", choices=("linear", "cosine")))
+    weight_decay: float = field(default=0.01, metadata=rule(float, ge=0, help="AdamW weight decay on weight matrices (权重衰减)"))
+    adam_beta2: float = field(default=0.98, metadata=rule(float, gt=0, lt=1, help="AdamW beta2; 0.98 as RoBERTa for large-LR stability"))
+    grad_clip: float = field(default=1.0, metadata=rule(float, ge=0, help="clip the global gradient norm (梯度裁剪); 0 = off"))
     # ---- evaluation, logging, checkpoints ------------------------------------------------------------------------
-    eval_every: int = field(default=200, metadata=_help("steps between held-out evaluations"))
-    eval_sequences: int = field(default=512, metadata=_help("held-out sequences per evaluation"))
-    log_every: int = field(default=10, metadata=_help("steps between metrics.jsonl lines"))
-    checkpoint_every: int = field(default=200, metadata=_help("steps between checkpoints (断点续训)"))
+    eval_every: int = field(default=200, metadata=rule(int, ge=1, help="steps between held-out evaluations"))
+    eval_sequences: int = field(default=512, metadata=rule(int, ge=1, help="held-out sequences per evaluation"))
+    log_every: int = field(default=10, metadata=rule(int, ge=1, help="steps between metrics.jsonl lines"))
+    checkpoint_every: int = field(default=200, metadata=rule(int, ge=1, help="steps between checkpoints (断点续训)"))
     # ---- runtime -------------------------------------------------------------------------------------------------
-    seed: int = field(default=0, metadata=_help("seeds model init, data order, masking and dropout"))
-    device: str = field(default="auto", metadata=_help("auto (CUDA if available), cpu, cuda, cuda:1"))
-    precision: str = field(default="auto", metadata=_help(
-        "auto = bf16 (or fp16) autocast on CUDA, fp32 on CPU", choices=("auto", "fp32", "bf16", "fp16")))
-    compile: bool = field(default=False, metadata=_help("torch.compile the model"))
-    num_threads: int = field(default=0, metadata=_help("torch CPU threads; 0 = torch's default"))
-    matmul_peak_gflops: float = field(default=0.0, metadata=_help(
+    seed: int = field(default=0, metadata=rule(int, ge=0, help="seeds model init, data order, masking and dropout"))
+    device: str = field(default="auto", metadata=rule(str, **DEVICE, help="auto (CUDA if available), cpu, cuda, cuda:1"))
+    precision: str = field(default="auto", metadata=rule(
+        str, "auto = bf16 (or fp16) autocast on CUDA, fp32 on CPU", choices=("auto", "fp32", "bf16", "fp16")))
+    compile: bool = field(default=False, metadata=rule(bool, help="torch.compile the model"))
+    num_threads: int = field(default=0, metadata=rule(int, ge=0, help="torch CPU threads; 0 = torch's default"))
+    matmul_peak_gflops: float = field(default=0.0, metadata=rule(float, ge=0, help=
         "MFU denominator per process in GFLOP/s (e.g. a datasheet peak); 0 = measure a matmul at start"))
-    resume: bool = field(default=False, metadata=_help("continue from <out>/checkpoint.pt exactly"))
-    overwrite: bool = field(default=False, metadata=_help("start over in an --out that holds an unfinished run"))
-    export_hf: bool = field(default=False, metadata=_help("also write <out>/final_hf/ in the Hugging Face layout"))
-    simulate_crash_at_step: int = field(default=0, metadata=_help(
+    resume: bool = field(default=False, metadata=rule(bool, help="continue from <out>/checkpoint.pt exactly"))
+    overwrite: bool = field(default=False, metadata=rule(bool, help="start over in an --out that holds an unfinished run"))
+    export_hf: bool = field(default=False, metadata=rule(bool, help="also write <out>/final_hf/ in the Hugging Face layout"))
+    simulate_crash_at_step: int = field(default=0, metadata=rule(int, ge=0, help=
         "testing only: SIGKILL this process in the middle of this step, to prove --resume continues exactly"))
 
     def __post_init__(self) -> None:
-        positive = ("max_len", "batch_size", "gradient_accumulation", "max_steps", "eval_every", "eval_sequences",
-                    "log_every", "checkpoint_every")
-        for name in positive:
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"--{name.replace('_', '-')}={value!r}: must be a positive integer")
-        if self.max_len < 8:
-            raise ValueError(f"--max-len={self.max_len}: need at least 8 tokens ([CLS] + text + [SEP])")
-        if not 0 <= self.warmup_fraction <= 1:
-            raise ValueError(f"--warmup-fraction={self.warmup_fraction}: must be in [0, 1], e.g. 0.06")
-        if not 0 < self.lr < 1:
-            raise ValueError(f"--lr={self.lr}: must be in (0, 1); BERT-mini pretrains well at 5e-4 to 1e-3")
-        if not 0 < self.heldout_fraction < 0.5:
-            raise ValueError(f"--heldout-fraction={self.heldout_fraction}: must be in (0, 0.5), e.g. 0.02")
-        if not 0 < self.mask_rate < 1:
-            raise ValueError(f"--mask-rate={self.mask_rate}: must be in (0, 1); use 0.15 (BERT) or 0.3 (Cramming)")
-        if self.grad_clip < 0 or self.weight_decay < 0 or not 0 < self.adam_beta2 < 1:
-            raise ValueError(f"--grad-clip={self.grad_clip}, --weight-decay={self.weight_decay}, --adam-beta2="
-                             f"{self.adam_beta2}: need grad_clip >= 0, weight_decay >= 0, 0 < adam_beta2 < 1")
+        check_fields(self, label=flag_name)  # every field's declared type and range (minibert/validation.py)
         if "vocab_size" in self.model:
-            raise ValueError("model override vocab_size: it comes from the vocab; pass --vocab instead")
+            raise ConfigError("model override vocab_size: it comes from the vocab; pass --vocab instead")
         positions = self.bert_config(vocab_size=100).max_position_embeddings  # fails now on a bad override
         if self.max_len > positions:
-            raise ValueError(f"--max-len={self.max_len} exceeds max_position_embeddings={positions}; lower --max-len "
-                             f"or add --model.max_position_embeddings {self.max_len}")
+            raise ConfigError(f"--max-len={self.max_len} exceeds max_position_embeddings={positions}; lower "
+                              f"--max-len or add --model.max_position_embeddings {self.max_len}")
 
     @property
     def warmup_steps(self) -> int:
         return round(self.warmup_fraction * self.max_steps)
 
     def bert_config(self, vocab_size: int) -> BertConfig:
-        """BERT-mini for `vocab_size`, with the `model` overrides applied."""
-        base = BertConfig.mini(vocab_size)
-        return base.apply_overrides([f"{key}={value}" for key, value in self.model.items()])
+        """BERT-mini for `vocab_size`, with the `model` overrides applied (typed values, checked by BertConfig)."""
+        try:
+            return BertConfig.mini(vocab_size).replace(**self.model)
+        except ConfigError as error:
+            raise ConfigError(f"model override: {error}") from None
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict, source: str) -> "PretrainConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"{source}: unknown field(s) {unknown}; valid fields are {sorted(known)}")
-        return cls(**values)
+    def from_dict(cls, values: dict, source: str | None = None) -> "PretrainConfig":
+        """Build from JSON-like values, naming `source` (e.g. the --config file) in any error."""
+        unknown_keys(cls, values, source or "config")
+        try:
+            return cls(**values)
+        except ConfigError as error:
+            raise ConfigError(f"{source}: {error}" if source else str(error)) from None
+
+
+def flag_name(name: str) -> str:
+    """The command-line spelling of a field: gradient_accumulation -> --gradient-accumulation."""
+    return "--" + name.replace("_", "-")
 
 
 class ModelOverride(argparse.Action):
@@ -139,6 +126,14 @@ class ModelOverride(argparse.Action):
         setattr(namespace, "model_set", overrides + [f"{field_name}={value}" if field_name else value])
 
 
+def _cli_type(field_rule):
+    """argparse type: the field's rule casts the string, so a flag is parsed exactly like `--set` and JSON."""
+    def cast(text: str):
+        return parse_text(field_rule, text)
+    cast.__name__ = field_rule.kind.__name__  # argparse names it in "invalid float value: 'x'"
+    return cast
+
+
 def build_parser() -> argparse.ArgumentParser:
     """One flag per PretrainConfig field (help text from the field), plus --model.<field> per BertConfig field."""
     model_fields = [f.name for f in fields(BertConfig) if f.name != "vocab_size"]
@@ -147,40 +142,48 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=f"model: --model.FIELD VALUE (or --set FIELD=VALUE) for FIELD in {', '.join(model_fields)}",
         argument_default=argparse.SUPPRESS)  # unset flags stay out of the namespace: the --config file keeps them
     parser.add_argument("--config", help="JSON file with PretrainConfig fields; flags given here override it")
+    parser.add_argument("--debug", action="store_true", help="on an error, show the Python traceback too")
     for f in fields(PretrainConfig):
-        flag, meta = "--" + f.name.replace("_", "-"), dict(f.metadata)
+        field_rule = f.metadata["rule"]
+        flag, meta = flag_name(f.name), {"help": f.metadata["help"]}
+        if field_rule.choices:
+            meta["choices"] = field_rule.choices
         if f.name == "model":
             parser.add_argument("--set", dest="model_set", action=ModelOverride, metavar="FIELD=VALUE", **meta)
         elif f.type == "bool":
             parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, **meta)
         else:
-            kind = {"int": int, "float": float}.get(f.type, str)
-            parser.add_argument(flag, dest=f.name, type=kind, metavar=f.name.upper(), **meta)
+            parser.add_argument(flag, dest=f.name, type=_cli_type(field_rule), metavar=f.name.upper(), **meta)
     for name in model_fields:
         parser.add_argument(f"--model.{name}", dest="model_set", action=ModelOverride, help=argparse.SUPPRESS)
     return parser
 
 
 def parse_config(argv: list[str] | None = None) -> PretrainConfig:
-    """Defaults, then --config JSON, then flags. Raises ValueError/FileNotFoundError with one line."""
+    """Defaults, then --config JSON, then flags. Raises ConfigError/FileNotFoundError with one line."""
     args = vars(build_parser().parse_args(argv))
+    args.pop("debug", None)  # read by minibert/cli.py, not a config field
     values: dict = {}
+    source = None
     if "config" in args:
         path = Path(args.pop("config"))
+        source = f"--config {path}"
         if not path.is_file():
             raise FileNotFoundError(f"--config {path}: file not found; pass a JSON file of PretrainConfig fields")
         try:
-            values = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as error:
-            raise ValueError(f"--config {path}: not valid JSON ({error})") from None
+            values = json.loads(path.read_text(encoding="utf-8-sig"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise ConfigError(f"--config {path}: not valid JSON ({error})") from None
         if not isinstance(values, dict):
-            raise ValueError(f"--config {path}: expected a JSON object of fields, got {type(values).__name__}")
+            raise ConfigError(f"--config {path}: expected a JSON object of fields, got {type(values).__name__}")
+        if not isinstance(values.get("model", {}), dict):
+            raise ConfigError(f"--config {path}: field \"model\" must be a JSON object of BertConfig fields")
     model = {**PretrainConfig().model, **values.get("model", {})}  # JSON model overrides add to the defaults
     for item in args.pop("model_set", []):
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"--set {item!r}: expected FIELD=VALUE, e.g. --set hidden_size=128")
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected FIELD=VALUE, e.g. --set hidden_size=128")
+        key, value = BertConfig.parse_override(item)  # cast by BertConfig's declared rule, like a JSON value
         model[key] = value
     values.update(args)
     values["model"] = model
-    return PretrainConfig.from_dict(values, source="config")
+    return PretrainConfig.from_dict(values, source=source)

@@ -34,6 +34,7 @@ from tqdm import tqdm
 
 from minibert import IGNORE_INDEX, BertForMaskedLM
 from minibert.checkpoint import save_pretrained
+from minibert.cli import RunFailed
 from minibert.training.accumulation import count_predictions, global_prediction_count, loss_weight
 from minibert.training.checkpoint import gather_rng_states, load_training_state, save_training_state
 from minibert.training.device import autocast, autocast_dtype, make_grad_scaler, move_batch
@@ -54,8 +55,18 @@ EVAL_BATCH_SIZE = 64
 EVAL_MASK_RATE = 0.15  # evaluate at BERT's rate whatever --mask-rate trains with, so runs stay comparable
 
 
-class TrainingDiverged(RuntimeError):
-    """The loss or the gradient became inf/NaN: the run stops and keeps its last good checkpoint."""
+class TrainingDiverged(RunFailed):
+    """The loss or the gradient became inf/NaN: the run stops (exit 1) and keeps its last good checkpoint."""
+
+
+def divergence_message(step: int, loss: float, grad_norm: float, cfg: PretrainConfig, checkpoint_path: Path,
+                       last_checkpoint: int) -> str:
+    """Names the flags that can make a run diverge (not only --lr) and a checkpoint only if one exists."""
+    kept = (f"the last good checkpoint (step {last_checkpoint}) is kept at {checkpoint_path}"
+            if checkpoint_path.is_file() else "no checkpoint was written yet")
+    return (f"training diverged at step {step}: loss {loss}, gradient norm {grad_norm}; {kept}. Lower --lr (now "
+            f"{cfg.lr}), lengthen --warmup-fraction (now {cfg.warmup_fraction}), keep --grad-clip on (now "
+            f"{cfg.grad_clip}) or check --set overrides (now {cfg.model}), then start again")
 
 
 def train(cfg: PretrainConfig) -> dict:
@@ -193,10 +204,8 @@ def train(cfg: PretrainConfig) -> dict:
         if not math.isfinite(loss) or (not scaler.is_enabled() and not math.isfinite(grad_norm.item())):
             # Stop BEFORE optimizer.step: the weights, and the checkpoint on disk, are still good.
             bar.close()
-            raise TrainingDiverged(
-                f"training diverged at step {step}: loss {loss}, gradient norm {grad_norm.item()}; the last good "
-                f"checkpoint (step {last_checkpoint}) is kept at {checkpoint_path}. Lower --lr (now {cfg.lr}) or "
-                f"lengthen --warmup-fraction (now {cfg.warmup_fraction}) and start again")
+            raise TrainingDiverged(divergence_message(step, loss, grad_norm.item(), cfg, checkpoint_path,
+                                                      last_checkpoint))
         lr = scheduler.get_last_lr()[0]  # the LR this step uses
         scaler.step(optimizer)  # skips the update if fp16 gradients overflowed
         scaler.update()

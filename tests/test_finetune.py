@@ -296,5 +296,5 @@ def test_config_precedence_defaults_json_flags(tmp_path):
     write(tmp_path / "typo.json", json.dumps({"learning_rate": 1e-4}))
     with pytest.raises(ValueError, match="unknown field"):
         parse_config(["--config", str(tmp_path / "typo.json")])
-    with pytest.raises(ValueError, match="--truncate 'middle'"):
+    with pytest.raises(ValueError, match="--truncate='middle'"):
         parse_config(["--truncate", "middle"])

@@ -116,6 +116,14 @@ def check_vocab_sizes(config: BertConfig, source: Source, require_vocab: bool) -
                               + f"; {verdict}: use the config and vocab the checkpoint was trained with")
 
 
+def require_finite(tensor: torch.Tensor, name: str, where) -> None:
+    """Refuses a NaN/inf weight, naming it: a model with one would train or predict NaN without a word."""
+    if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+        bad = (~torch.isfinite(tensor)).sum().item()
+        raise CheckpointError(f"{where}: tensor {name} holds {bad} NaN/inf value(s) of {tensor.numel()}; the "
+                              f"checkpoint is corrupt (or was saved after training diverged): use an earlier one")
+
+
 @dataclass
 class LoadResult:
     model: torch.nn.Module
@@ -138,6 +146,11 @@ def load_pretrained(model_cls, path, config: Optional[BertConfig] = None, requir
     Returns:
       LoadResult(model in eval mode, coverage report, opened source, config).
     """
+    if isinstance(config, dict):
+        config = BertConfig.from_dict(config, source="config=")
+    elif config is not None and not isinstance(config, BertConfig):
+        raise TypeError(f"config={config!r}: expected a BertConfig, a dict of its fields, or None (read the "
+                        f"config.json beside the checkpoint)")
     source = open_source(path)
     if config is None:
         if source.config_path is None:
@@ -157,6 +170,7 @@ def load_pretrained(model_cls, path, config: Optional[BertConfig] = None, requir
     targets = model.state_dict()
     with torch.no_grad():
         for name, tensor in apply_plan(plan, source.read).items():
+            require_finite(tensor, name, source.path)
             targets[name].copy_(tensor)  # state_dict tensors share storage with the parameters
     return LoadResult(model.eval(), plan.report, source, config)
 
@@ -178,11 +192,21 @@ def save_pretrained(model, directory, format: str = "minibert", vocab=None) -> P
     Returns:
       the directory.
     """
+    # Validate EVERY input before the first byte is written: a refusal never leaves a half-written folder.
     if format not in ("minibert", "hf"):
         raise CheckpointError(f"save_pretrained format={format!r}: expected 'minibert' or 'hf'")
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    if directory.exists() and not directory.is_dir():
+        raise CheckpointError(f"save_pretrained: {directory} is a file; pass a folder path")
+    if isinstance(vocab, (str, Path)):
+        vocab = Path(vocab)
+        if not vocab.is_file():
+            raise CheckpointError(f"vocab file {vocab} not found; pass the vocab.txt the model was trained with")
+    elif vocab is not None and not hasattr(vocab, "save"):
+        raise CheckpointError(f"save_pretrained vocab={vocab!r}: expected a vocab.txt path or a tokenizer")
     state = model.state_dict()
+    for name, tensor in state.items():
+        require_finite(tensor, name, f"save_pretrained({directory})")
     architecture = hf_io.hf_architecture(type(model).__name__, state)
     if format == "hf" and architecture == "BertForSequenceClassification" \
             and getattr(model, "representation", "pooler") != "pooler":
@@ -195,12 +219,10 @@ def save_pretrained(model, directory, format: str = "minibert", vocab=None) -> P
         config_dict = hf_io.hf_config_dict(model.config.to_dict(), architecture, num_labels)
     else:
         tensors, config_dict = state, {**model.config.to_dict(), "architectures": [type(model).__name__]}
+    directory.mkdir(parents=True, exist_ok=True)
     atomic_save_safetensors(tensors, directory / hf_io.SAFETENSORS, metadata={"format": "pt"})
     atomic_write_text(directory / "config.json", json.dumps(config_dict, indent=2, sort_keys=True) + "\n")
-    if isinstance(vocab, (str, Path)):
-        vocab = Path(vocab)
-        if not vocab.is_file():
-            raise CheckpointError(f"vocab file {vocab} not found; pass the vocab.txt the model was trained with")
+    if isinstance(vocab, Path):
         if vocab.resolve() != (directory / vocab.name).resolve():
             atomic_write_bytes(directory / vocab.name, vocab.read_bytes())
     elif vocab is not None:

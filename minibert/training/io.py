@@ -6,19 +6,68 @@ A rename within one filesystem is atomic on POSIX and Windows, so a reader sees 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
+import re
+import shutil
 import tempfile
 from pathlib import Path
 
 import torch
 
 
+TEMP_PATTERN = re.compile(r"^\..+\.pid(\d+)\.[^.]*\.tmp$")  # .<name>.pid<pid>.<random>.tmp, file or folder
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether process `pid` still runs (signal 0 checks without sending anything)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, owned by someone else
+        return True
+    return True
+
+
+def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
+    """Deletes the temporary files/folders a KILLED writer left in `folder`. A live run's temps are never
+    touched: each temp name carries its writer's pid, and only those of dead processes are removed.
+
+    Returns:
+        the removed paths.
+    """
+    folder, removed = Path(folder), []
+    if not folder.is_dir():
+        return removed
+    for entry in folder.iterdir():
+        found = TEMP_PATTERN.match(entry.name)
+        if found and int(found.group(1)) != os.getpid() and not _pid_alive(int(found.group(1))):
+            shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
+            removed.append(entry)
+    return removed
+
+
+def _umask() -> int:
+    mask = os.umask(0)  # the only way to read it is to set it; put it straight back
+    os.umask(mask)
+    return mask
+
+
+def temp_name(path: Path) -> str:
+    """The prefix of a temporary sibling of `path`: hidden, and tagged with this process's pid."""
+    return f".{path.name}.pid{os.getpid()}."
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    remove_stale_temps(path.parent)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temp_name(path), suffix=".tmp")
     try:
+        # mkstemp creates the file 0600; give it the mode a plain open() would (0666 minus the umask).
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -26,6 +75,32 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@contextlib.contextmanager
+def staging_folder(final: str | os.PathLike):
+    """Build a folder under a temporary name beside `final`; on success it replaces `final` in one rename.
+
+    On any error (or a kill) `final` is left as it was; the half-built folder is removed now, or by
+    remove_stale_temps on the next run if the process was killed.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(final.parent)
+    staging = Path(tempfile.mkdtemp(dir=final.parent, prefix=temp_name(final), suffix=".tmp"))
+    os.chmod(staging, 0o777 & ~_umask())
+    try:
+        yield staging
+        if final.exists():  # an earlier output: swap it out, then drop it
+            old = Path(tempfile.mkdtemp(dir=final.parent, prefix=temp_name(final), suffix=".tmp"))
+            os.replace(final, old / final.name)
+            os.replace(staging, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(staging, final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
         raise
 
 

@@ -1,0 +1,85 @@
+"""One error boundary and one exit-code table for every command-line tool (pretrain, finetune, weights_convert).
+
+Each CLI's `main(argv) -> int` hands its body to `run_cli`, the ONE place where errors are caught and printed:
+
+    error: <what went wrong, naming the user's input: file and line, flag, or JSON field>; <the fix>
+
+never a Python traceback (pass `--debug` to see one). Exit codes (README.md, "Exit codes"):
+
+    0    success, with valid outputs
+    1    the run failed while running (e.g. the loss diverged, the disk filled up); the cause is named
+    2    bad input or usage (a flag, a config value, a file that is missing, unreadable or malformed)
+    130  interrupted (Ctrl-C / SIGINT); a pretraining run continues with --resume
+"""
+
+from __future__ import annotations
+
+import errno
+import sys
+import traceback
+from typing import Callable
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+# An OSError with one of these numbers is the machine failing the run, not the user's input being wrong.
+RUNTIME_ERRNOS = {errno.ENOSPC: "the disk is full; free some space (or pick another --out) and run again",
+                  errno.EDQUOT: "the disk quota is exceeded; free some space and run again",
+                  errno.EIO: "an input/output error from the disk; check the device and run again"}
+INPUT_ERRNOS = {errno.EROFS: "the file system is read-only; pick a writable --out",
+                errno.EACCES: "permission denied; pick a path you may read/write",
+                errno.EPERM: "operation not permitted; pick a path you may read/write",
+                errno.ENOTDIR: "a path component is a file, not a folder; pick another path",
+                errno.EISDIR: "it is a folder where a file is expected; pass a file",
+                errno.ENOENT: "no such file or folder; check the path",
+                errno.EEXIST: "it already exists as something else; pick another path"}
+
+
+class RunFailed(RuntimeError):
+    """A run that started well and failed while running (exit 1); the message names the cause and the fix."""
+
+
+def describe_os_error(error: OSError) -> tuple[str, int]:
+    """One line for an OSError (`<strerror>: <file>; <fix>`) and its exit code (1 machine, 2 user input)."""
+    where = f" {error.filename}" if error.filename else ""
+    what = error.strerror or str(error)
+    if error.errno in RUNTIME_ERRNOS:
+        return f"cannot write{where}: {what}; {RUNTIME_ERRNOS[error.errno]}", EXIT_FAILED
+    fix = INPUT_ERRNOS.get(error.errno, "check the path")
+    return f"{where.strip() or 'a file'}: {what}; {fix}", EXIT_BAD_INPUT
+
+
+def run_cli(body: Callable[[list[str]], int | None], argv: list[str] | None, resume_hint: str = "") -> int:
+    """Runs `body(argv)` and turns any exception into one `error:` line and the documented exit code.
+
+    Args:
+        body: the CLI's work; parses argv itself (argparse's usage errors exit 2 as usual).
+        argv: the arguments (None: sys.argv[1:]). `--debug` is removed here and shows tracebacks.
+        resume_hint: said on Ctrl-C, e.g. "continue with --resume".
+    Returns:
+        the exit code.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
+    try:
+        code = body(argv)
+        return EXIT_OK if code is None else code
+    except SystemExit as stop:  # argparse: --help (0) and usage errors (2), already printed
+        return stop.code if isinstance(stop.code, int) else EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        message, code = f"interrupted{'; ' + resume_hint if resume_hint else ''}", EXIT_INTERRUPTED
+    except RunFailed as error:
+        message, code = str(error), EXIT_FAILED
+    except OSError as error:  # before ValueError: FileNotFoundError etc. get their fix from the errno
+        message, code = describe_os_error(error) if error.strerror else (str(error), EXIT_BAD_INPUT)
+    except ValueError as error:  # bad input (ConfigError, DataError, CheckpointError...): names input and fix
+        message, code = str(error), EXIT_BAD_INPUT
+    except MemoryError:
+        message, code = "out of memory; lower --batch-size or the model size", EXIT_FAILED
+    except Exception as error:  # a bug: still one line, with a way to get the details
+        message = f"unexpected {type(error).__name__}: {error}; rerun with --debug and report the traceback"
+        code = EXIT_FAILED
+    if debug:
+        traceback.print_exc()
+    print(f"error: {message}", file=sys.stderr)
+    return code
