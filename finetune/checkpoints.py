@@ -15,6 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 from minibert import BertConfig
+from minibert.checkpoint.pretrained import require_finite
 from minibert.training.io import atomic_save_safetensors, atomic_write_text
 
 VOCAB_FILES = ("tokenizer.json", "vocab.txt")
@@ -52,7 +53,17 @@ def read_finetuned(folder: str | Path) -> tuple[BertConfig, dict, dict[str, torc
     folder = Path(folder)
     if not (folder / "finetune.json").is_file():
         raise CheckpointMissing(f"--load {folder}: no finetune.json; pass the `best` folder of a fine-tuning run")
-    info = json.loads((folder / "finetune.json").read_text(encoding="utf-8"))
-    return BertConfig.from_json(folder / "config.json"), info, load_file(str(folder / "model.safetensors")), \
-        vocab_file(folder)
+    try:
+        info = json.loads((folder / "finetune.json").read_text(encoding="utf-8"))
+        if not isinstance(info, dict) or not isinstance(info.get("spec"), dict) or "config" not in info:
+            raise ValueError("finetune.json lacks its \"spec\" or \"config\" entry")
+        config = BertConfig.from_json(folder / "config.json")
+        state = load_file(str(folder / "model.safetensors"))
+    except Exception as error:  # json, safetensors and OS errors alike: one line naming the folder
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise CheckpointMissing(f"--load {folder}: a broken fine-tuned folder ({reason}); pass the `best` folder "
+                                f"of a finished fine-tuning run, or fine-tune again") from None
+    for name, tensor in state.items():
+        require_finite(tensor, name, f"--load {folder}")
+    return config, info, state, vocab_file(folder)
 

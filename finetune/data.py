@@ -22,6 +22,7 @@ Line numbers are 1-based lines of the file (a header is line 1), so `sed -n 7p f
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,7 +79,7 @@ def read_tsv(path: str | Path, columns: dict, multi_label: bool = False, with_la
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file; pass an existing TSV (see docs/finetune.md for the formats)")
-    lines = path.read_text(encoding="utf-8").splitlines()
+    lines = read_lines(path)
     text_col, text_b_col, label_col = columns["text_column"], columns["text_b_column"], columns["label_column"]
     first = 1 if columns["header"] else 0
     if not with_labels and columns["header"] and lines:
@@ -155,13 +156,57 @@ def label_set_report(train: list[TextExample], dev: list[TextExample]) -> str | 
     return "warning: label sets differ: " + "; ".join(parts)
 
 
+def resolve_overlapping_spans(examples: list[NerExample], policy: str, path) -> tuple[list[NerExample], str | None]:
+    """Overlapping or nested entity spans (CLUENER train.json line 1507 nests two companies in a book title).
+
+    A BIO tag sequence gives each character ONE tag, so the softmax head would silently overwrite one span with
+    another; GlobalPointer scores every (start, end) pair and keeps them all.
+
+    Args:
+        policy: "refuse" (raise, naming the count and the first line), "drop" (keep the first of each overlap,
+            by start then longest), or "keep".
+    Returns:
+        (examples, a note saying how many spans were dropped, or None).
+    """
+    if policy == "keep":
+        return examples, None
+    kept_examples, dropped, first_line = [], 0, None
+    for example in examples:
+        kept, end = [], -1
+        for entity in sorted(example.entities, key=lambda e: (e[1], -e[2], e[0])):
+            if entity[1] <= end:
+                dropped += 1
+                first_line = first_line or example.line
+            else:
+                kept.append(entity)
+                end = entity[2]
+        kept_examples.append(dataclasses.replace(example, entities=sorted(kept, key=lambda e: (e[1], e[2], e[0]))))
+    if dropped and policy == "refuse":
+        raise DataError(f"{path}: {dropped} entity span(s) overlap another (first on line {first_line}); the softmax "
+                        f"(BIO) head gives each character one tag and cannot learn them: use --head globalpointer, "
+                        f"or --overlapping-spans drop to train without them")
+    return kept_examples, (f"note: dropped {dropped} overlapping entity span(s) from {path} "
+                           f"(--overlapping-spans drop)" if dropped else None)
+
+
+def read_lines(path: Path) -> list[str]:
+    """The lines of a UTF-8 text file (a BOM is dropped); a decode error names the file and the first bad line."""
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder; pass the data file itself (or the folder with --data)")
+    try:
+        return path.read_bytes().decode("utf-8-sig").splitlines()
+    except UnicodeDecodeError:
+        from pretrain.readers import first_undecodable_line
+        raise DataError(first_undecodable_line(path)) from None
+
+
 def read_cluener(path: str | Path, with_labels: bool = True) -> list[NerExample]:
     """Read CLUENER JSON lines and check every span: inside the text, and covering the entity string."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file; pass a CLUENER-style JSON-lines file")
     examples, bad = [], []
-    for index, raw in enumerate(path.read_text(encoding="utf-8").splitlines()):
+    for index, raw in enumerate(read_lines(path)):
         line = index + 1
         if not raw.strip():
             continue
@@ -173,8 +218,16 @@ def read_cluener(path: str | Path, with_labels: bool = True) -> list[NerExample]
                             f"each line must look like {{\"text\": ..., \"label\": {{type: {{entity: [[s, e]]}}}}}}"
                             ) from None
         entities = []
-        for entity_type, mentions in (record.get("label") or {}).items() if with_labels else ():
+        labels = record.get("label") or {} if isinstance(record, dict) else None
+        if not isinstance(text, str) or not isinstance(labels, dict) or \
+                not all(isinstance(m, dict) for m in labels.values()):
+            raise DataError(f"{path}: line {line}: \"text\" must be a string and \"label\" an object "
+                            f"{{type: {{entity: [[start, end]]}}}}: {raw[:60]!r}")
+        for entity_type, mentions in labels.items() if with_labels else ():
             for surface, spans in mentions.items():
+                if not isinstance(spans, list):
+                    bad.append((line, f"{entity_type} {surface!r} spans {spans!r} is not a list of [start, end]"))
+                    continue
                 for span in spans:
                     if not (isinstance(span, list) and len(span) == 2 and all(isinstance(v, int) for v in span)):
                         bad.append((line, f"{entity_type} {surface!r} span {span!r} is not [start, end]"))

@@ -17,8 +17,8 @@ from minibert.tokenizers import WhitespaceTokenizer
 from . import data
 from .config import FinetuneConfig
 from .features import Feature
-from .tasks import (DEFAULT_FORMAT, TaskSpec, build_model, encode, load_tokenizer, make_spec, model_class,
-                    read_examples)
+from .tasks import (DEFAULT_FORMAT, TaskSpec, build_model, compute_metrics, encode, gold_labels, load_tokenizer,
+                    make_spec, model_class, read_examples)
 
 
 @dataclass
@@ -46,6 +46,17 @@ def build_vocab(cfg: FinetuneConfig, format_name: str, examples: list, out_dir: 
     return out_dir / "vocab.txt"
 
 
+def check_same_vocab(given: Path, own: Path) -> None:
+    """--vocab must list the same tokens, in the same order, as the checkpoint's own vocab: row i of the embedding
+    table means token i of the vocab it was trained with, so another order silently scrambles every input."""
+    if given.suffix != ".txt" or own.suffix != ".txt" or given.read_bytes() == own.read_bytes():
+        return
+    mine, theirs = given.read_text(encoding="utf-8").split("\n"), own.read_text(encoding="utf-8").split("\n")
+    index = next((i for i, (a, b) in enumerate(zip(mine, theirs)) if a != b), min(len(mine), len(theirs)))
+    raise ValueError(f"--vocab {given} differs from the vocab of --init ({own}) at line {index + 1}: token ids would "
+                     f"name other tokens than the model learnt; leave --vocab out to use the checkpoint's")
+
+
 def prepare(cfg: FinetuneConfig) -> Prepared:
     """Read, validate and encode the data; build the model and load the pretrained encoder."""
     format_name = cfg.format or DEFAULT_FORMAT[cfg.task]
@@ -56,6 +67,15 @@ def prepare(cfg: FinetuneConfig) -> Prepared:
         train_examples = train_examples[:cfg.max_train_examples]
     dev_examples = read_examples(cfg, format_name, cfg.dev)
     spec, notes = make_spec(cfg, format_name, train_examples, dev_examples)
+    # A --metric typo must fail now, not after the first epoch: score two dev examples against themselves.
+    sample = gold_labels(spec, dev_examples[:2])
+    metrics = [k for k, v in compute_metrics(spec, sample, sample).items() if isinstance(v, float)]
+    if spec.metric not in metrics:
+        raise ValueError(f"--metric {spec.metric!r}: not a metric of --task {cfg.task}; choose one of {sorted(metrics)}")
+    if cfg.task == "ner":  # BIO tags cannot hold nested spans: refuse them, or drop them when asked to
+        policy = cfg.overlapping_spans or ("refuse" if cfg.head == "softmax" else "keep")
+        train_examples, note = data.resolve_overlapping_spans(train_examples, policy, cfg.train)
+        notes += [note] if note else []
 
     out_dir = Path(cfg.out_dir)
     torch.manual_seed(cfg.seed)  # the head's (and, for --init random, the encoder's) initial weights
@@ -78,7 +98,12 @@ def prepare(cfg: FinetuneConfig) -> Prepared:
         if vocab_path is None:
             raise CheckpointError(f"--init {cfg.init}: no vocab.txt or tokenizer.json beside the checkpoint; copy "
                                   f"the vocabulary it was trained with there, or pass --vocab")
+        if cfg.vocab and loaded.source.vocab_path is not None:
+            check_same_vocab(Path(cfg.vocab), loaded.source.vocab_path)
         tokenizer = load_tokenizer(cfg.tokenizer or data.FORMATS[format_name]["tokenizer"], vocab_path)
+        if cfg.vocab and tokenizer.vocab_size != model_config.vocab_size:
+            raise ValueError(f"--vocab {cfg.vocab} has {tokenizer.vocab_size} entries but the model at --init has "
+                             f"{model_config.vocab_size} embedding rows; use the vocab.txt it was pretrained with")
     if tokenizer.vocab_size > model_config.vocab_size:
         raise ValueError(f"vocab {vocab_path} has {tokenizer.vocab_size} entries but the model's vocab_size is "
                          f"{model_config.vocab_size}; use the vocab.txt the model was pretrained with")

@@ -72,6 +72,9 @@ class PretrainConfig:
     num_threads: int = field(default=0, metadata=rule(int, ge=0, help="torch CPU threads; 0 = torch's default"))
     matmul_peak_gflops: float = field(default=0.0, metadata=rule(float, ge=0, help=
         "MFU denominator per process in GFLOP/s (e.g. a datasheet peak); 0 = measure a matmul at start"))
+    init: str | None = field(default=None, metadata=rule(str, optional=True, help=
+        "start a NEW run from these weights (a model folder such as runs/pretrain/final, or a run's checkpoint.pt) "
+        "with their vocab; fresh optimizer and schedule"))
     resume: bool = field(default=False, metadata=rule(bool, help="continue from <out>/checkpoint.pt exactly"))
     overwrite: bool = field(default=False, metadata=rule(bool, help="start over in an --out that holds an unfinished run"))
     export_hf: bool = field(default=False, metadata=rule(bool, help="also write <out>/final_hf/ in the Hugging Face layout"))

@@ -34,52 +34,12 @@ import numpy as np
 from tqdm import tqdm
 
 from minibert.tokenizers import SPECIAL_TOKENS, WhitespaceTokenizer
+from pretrain.readers import decode_texts, detect_format, iter_text_chunks  # noqa: F401 (detect_format re-exported)
 
-CACHE_FORMAT_VERSION = 1
-CHUNK_BYTES = 8 << 20             # read the corpus ~8 MB at a time
+CACHE_FORMAT_VERSION = 2  # 2: BOM stripped from one-document-per-line corpora
 PROGRESS_MIN_BYTES = 16 << 20     # progress bars only for files big enough to make you wait
 MAX_FAST_RAW_ID = 1 << 24         # integer fast path only for raw ids below this (its lookup table stays small)
 DIGITS_AND_WHITESPACE = b"0123456789 \t\r\n\x0b\x0c"
-
-
-def detect_format(path):
-    """Returns ("tsv", index of the `text` column) if the header names a `text` column, else ("lines", None)."""
-    with open(path, "rb") as f:
-        header = f.readline().removeprefix(b"\xef\xbb\xbf").rstrip(b"\r\n").split(b"\t")
-    names = [name.strip().decode("utf-8", "replace") for name in header]
-    return ("tsv", names.index("text")) if "text" in names else ("lines", None)
-
-
-def iter_text_chunks(path, corpus_format):
-    """Streams a corpus as lists of document texts (bytes), ~CHUNK_BYTES at a time.
-
-    Args:
-        path: the corpus file.
-        corpus_format: ("tsv", text column) or ("lines", None), see `detect_format`.
-    Yields:
-        (texts, bytes_read): a list of bytes objects, one per document, and the file bytes they came from.
-    """
-    kind, column = corpus_format
-    with open(path, "rb") as f:
-        line_number = 0
-        pending_bytes = 0
-        if kind == "tsv":
-            pending_bytes = len(f.readline())  # the header, counted with the first chunk
-            line_number = 1
-        while lines := f.readlines(CHUNK_BYTES):
-            texts = []
-            for line in lines:  # one step per document, never per token
-                line_number += 1
-                if kind == "lines":
-                    texts.append(line.rstrip(b"\r\n"))
-                    continue
-                fields = line.rstrip(b"\r\n").split(b"\t")
-                if len(fields) <= column:
-                    raise ValueError(f"{path}: line {line_number} has {len(fields)} tab-separated field(s), the "
-                                     f"`text` column is number {column + 1}; fix or delete that line")
-                texts.append(fields[column])
-            yield texts, pending_bytes + sum(len(line) for line in lines)
-            pending_bytes = 0
 
 
 def parse_integer_documents(texts):
@@ -138,7 +98,7 @@ def build_vocab(path, corpus_format, min_freq=1, max_size=None):
         for texts, bytes_read in iter_text_chunks(path, corpus_format):
             parsed = parse_integer_documents(texts)
             if parsed is None:  # not an ID corpus: the tokenizer's general (slower) builder
-                texts = (t.decode("utf-8") for chunk, _ in iter_text_chunks(path, corpus_format) for t in chunk)
+                texts = (t for chunk, _ in iter_text_chunks(path, corpus_format) for t in decode_texts(chunk, path))
                 return WhitespaceTokenizer.build(texts, min_freq=min_freq, max_size=max_size)
             chunk_counts = np.bincount(parsed[0])
             if len(chunk_counts) > len(counts):
@@ -149,7 +109,7 @@ def build_vocab(path, corpus_format, min_freq=1, max_size=None):
             bar.update(bytes_read)
     raw_ids = np.flatnonzero(counts >= max(min_freq, 1))
     if raw_ids.size == 0:
-        raise ValueError(f"{path}: no token occurs ≥ min_freq={min_freq} times; lower --min-freq or check the file")
+        raise ValueError(f"corpus: {path} holds no tokens; pass a file with at least one non-empty document")
     tokens = raw_ids.astype(str)
     order = np.lexsort((tokens, -counts[raw_ids]))  # last key is primary: count descending, then token string
     kept = tokens[order][: None if max_size is None else max_size - len(SPECIAL_TOKENS)]
@@ -172,14 +132,14 @@ def integer_id_table(tokenizer):
     return table
 
 
-def encode_texts(texts, tokenizer, table):
+def encode_texts(texts, tokenizer, table, path="corpus"):
     """Encodes a chunk of documents. Returns (ids int64 [total tokens], lengths int64 [len(texts)])."""
     parsed = parse_integer_documents(texts) if table is not None else None
     if parsed is not None:
         raw_ids, lengths = parsed
         inside = raw_ids < len(table)
         return np.where(inside, table[np.where(inside, raw_ids, 0)], tokenizer.unk_id), lengths
-    arrays = tokenizer.encode_ids_batch([text.decode("utf-8") for text in texts])
+    arrays = tokenizer.encode_ids_batch(decode_texts(texts, path))
     lengths = np.array([len(a) for a in arrays], dtype=np.int64)
     return (np.concatenate(arrays).astype(np.int64) if arrays else np.zeros(0, np.int64)), lengths
 
@@ -238,7 +198,7 @@ def prepare_corpus(corpus_path, vocab_path=None, cache_dir=".cache/pretrain", mi
     corpus_format = detect_format(corpus_path)
     corpus_digest = file_digest(corpus_path)
     if vocab_path is None:
-        vocab_dir = cache_dir / f"vocab-{_key(corpus_digest, corpus_format, min_freq, max_vocab_size)}"
+        vocab_dir = cache_dir / f"vocab-{_key(corpus_digest, corpus_format, min_freq, max_vocab_size, CACHE_FORMAT_VERSION)}"
         if (vocab_dir / "vocab.txt").exists():
             log(f"reusing cached vocab {vocab_dir / 'vocab.txt'}")
         else:
@@ -278,7 +238,7 @@ def _encode_to(directory, corpus_path, corpus_format, tokenizer):
     lengths, num_tokens, unk_tokens = [], 0, 0
     with open(directory / "tokens.bin", "wb") as out, _progress(corpus_path, "encoding corpus") as bar:
         for texts, bytes_read in iter_text_chunks(corpus_path, corpus_format):
-            ids, chunk_lengths = encode_texts(texts, tokenizer, table)
+            ids, chunk_lengths = encode_texts(texts, tokenizer, table, corpus_path)
             out.write(ids.astype(dtype).tobytes())
             lengths.append(chunk_lengths)
             num_tokens += len(ids)

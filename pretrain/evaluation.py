@@ -65,8 +65,9 @@ def split_documents(num_docs, heldout_fraction=0.02, seed=0):
         raise ValueError(f"heldout_fraction: got {heldout_fraction}, must be in [0, 1); use e.g. 0.02")
     num_heldout = max(1, round(heldout_fraction * num_docs)) if heldout_fraction > 0 else 0
     if num_heldout >= num_docs:
-        raise ValueError(f"heldout_fraction: {heldout_fraction} of {num_docs} document(s) leaves nothing to "
-                         "train on; use a corpus with more documents or heldout_fraction=0")
+        raise ValueError(f"corpus: {num_docs} document(s) leave nothing to train on once --heldout-fraction="
+                         f"{heldout_fraction} (at least one document) is held out; pretraining needs a corpus of at "
+                         f"least 2 documents (one per line, or one per TSV row)")
     order = np.random.default_rng([seed, 1]).permutation(num_docs)
     return np.sort(order[num_heldout:]), np.sort(order[:num_heldout])
 

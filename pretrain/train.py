@@ -39,7 +39,7 @@ from minibert.training.accumulation import count_predictions, global_prediction_
 from minibert.training.checkpoint import gather_rng_states, load_training_state, save_training_state
 from minibert.training.device import autocast, autocast_dtype, make_grad_scaler, move_batch
 from minibert.training.distributed import all_reduce_sum, init_distributed, shutdown_distributed
-from minibert.training.io import atomic_write_text
+from minibert.training.io import atomic_write_bytes, atomic_write_text
 from minibert.training.logs import MetricsLog, plot_curves
 from minibert.training.mfu import measure_matmul_peak, mfu, training_flops_per_token
 from minibert.training.optim import build_adamw, format_group_table, param_groups
@@ -50,6 +50,7 @@ from pretrain import corpus as corpus_module
 from pretrain.data import file_digest, prepare_corpus
 from pretrain.evaluation import evaluate, split_documents, unigram_baseline
 from pretrain.masking import DynamicMasking
+from pretrain.resume import check_fingerprint, choose_vocab, fingerprint, load_init_weights, read_digests, resolve_init
 
 EVAL_BATCH_SIZE = 64
 EVAL_MASK_RATE = 0.15  # evaluate at BERT's rate whatever --mask-rate trains with, so runs stay comparable
@@ -92,12 +93,14 @@ def train(cfg: PretrainConfig) -> dict:
     if ctx.is_main and cfg.corpus is None and not corpus_path.exists():
         say(f"generating the embedded default corpus into {corpus_path} (once)")
         corpus_module.generate_corpus(corpus_path)
+    init = resolve_init(cfg)  # --init: a new run from old weights, encoded with THEIR vocab
+    vocab_path = choose_vocab(cfg, init)
     if ctx.is_main:  # rank 0 encodes; the others then find the cache
-        corpus = prepare_corpus(corpus_path, cfg.vocab, cache_dir=cache_dir, log=say)
+        corpus = prepare_corpus(corpus_path, vocab_path, cache_dir=cache_dir, log=say)
     if W > 1:
         torch.distributed.barrier()
     if not ctx.is_main:
-        corpus = prepare_corpus(corpus_path, cfg.vocab, cache_dir=cache_dir, log=say)
+        corpus = prepare_corpus(corpus_path, vocab_path, cache_dir=cache_dir, log=say)
     tokenizer = corpus.tokenizer
     train_docs, heldout_docs = split_documents(corpus.num_docs, cfg.heldout_fraction, seed=cfg.seed)
     masking = DynamicMasking.from_tokenizer(tokenizer, cfg.mask_rate)
@@ -112,6 +115,9 @@ def train(cfg: PretrainConfig) -> dict:
     # ---- 3. model, optimizer, schedule, precision ----------------------------------------------------------------
     config = cfg.bert_config(tokenizer.vocab_size)
     model = BertForMaskedLM(config).to(device)
+    if init is not None:
+        load_init_weights(model, init[0])
+        say(f"initialised from {init[0]} (a new run: fresh optimizer and schedule)")
     torch.manual_seed(cfg.seed + ctx.rank)  # from here on, each rank draws its own dropout masks
     # 权重衰减 weight decay on weight matrices only, not biases/LayerNorm (Devlin et al. 2019; see optim.py).
     groups = param_groups(model, cfg.lr, cfg.weight_decay)
@@ -126,9 +132,12 @@ def train(cfg: PretrainConfig) -> dict:
     # ---- 4. resume -----------------------------------------------------------------------------------------------
     checkpoint_path, log = out / "checkpoint.pt", MetricsLog(out / "metrics.jsonl")
     start_step = 0
+    run_fingerprint = fingerprint(cfg, *read_digests(corpus), config.to_dict())  # resume is a contract: resume.py
     if cfg.resume:
         state = load_training_state(checkpoint_path, model=model, optimizer=optimizer, scheduler=scheduler,
-                                    scaler=scaler, rank=ctx.rank, world_size=W)
+                                    scaler=scaler, rank=ctx.rank, world_size=W,
+                                    check=lambda extra: check_fingerprint(extra.get("fingerprint"), run_fingerprint,
+                                                                          checkpoint_path))
         batches.load_state_dict(state["data"])
         start_step = state["step"]
         if ctx.is_main:  # drop log lines the killed run wrote after its last checkpoint: they will be redone
@@ -143,6 +152,7 @@ def train(cfg: PretrainConfig) -> dict:
         for stale in (log.path, checkpoint_path, out / "results.json"):
             stale.unlink(missing_ok=True)  # a fresh run starts fresh files
         atomic_write_text(out / "pretrain_config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
+        atomic_write_bytes(out / "vocab.txt", corpus.vocab_path.read_bytes())  # --resume and --init read it
 
     train_model = model
     if W > 1:
@@ -239,7 +249,7 @@ def train(cfg: PretrainConfig) -> dict:
             if ctx.is_main:
                 save_training_state(checkpoint_path, step=step, model=model, optimizer=optimizer,
                                     scheduler=scheduler, scaler=scaler, data_state=batches.state_dict(),
-                                    rng_states=rng_states)
+                                    rng_states=rng_states, extra={"fingerprint": run_fingerprint})
             last_checkpoint = step
         if logged:  # the next window starts after evaluation and checkpointing, so they don't count as training
             window = {"tokens": 0, "flops": 0.0, "start": time.perf_counter()}

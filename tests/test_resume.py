@@ -71,5 +71,5 @@ def test_resume_without_checkpoint_is_one_clear_line(tmp_path, capsys):
 
 def test_resume_rejects_a_different_data_setup(tmp_path, restore_threads):
     train(parse_config(run_args(tmp_path, "run", "--max-steps", "3")))
-    with pytest.raises(ValueError, match="resume with the same"):
-        train(parse_config(run_args(tmp_path, "run", "--max-len", "24", "--resume")))
+    with pytest.raises(ValueError, match="--max-len 32 -> 24.*--init .*final"):
+        train(parse_config(run_args(tmp_path, "run", "--max-len", "24", "--max-steps", "3", "--resume")))

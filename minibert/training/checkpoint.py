@@ -99,8 +99,12 @@ def save_training_state(path: str | os.PathLike, *, step: int, model: nn.Module,
 
 
 def load_training_state(path: str | os.PathLike, *, model: nn.Module, optimizer: torch.optim.Optimizer,
-                        scheduler, scaler: torch.amp.GradScaler | None, rank: int = 0, world_size: int = 1) -> dict:
+                        scheduler, scaler: torch.amp.GradScaler | None, rank: int = 0, world_size: int = 1,
+                        check=None) -> dict:
     """Restore model, optimizer, scheduler, scaler and this rank's RNGs from a checkpoint, in place.
+
+    `check(extra)`, if given, runs BEFORE anything is restored: it raises to refuse the checkpoint (e.g. when the
+    run's fingerprint differs), so a mismatch is reported as such, not as a tensor size error.
 
     Returns:
         {"step": int, "data": the saved data_state, "extra": dict}.
@@ -116,11 +120,21 @@ def load_training_state(path: str | os.PathLike, *, model: nn.Module, optimizer:
     except Exception as error:  # a truncated or foreign file: say which one, not a pickle traceback
         raise ValueError(f"resume: {path} is not a readable training checkpoint ({type(error).__name__}); "
                          f"delete it to start fresh") from None
-    if state.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"resume: {path} has format_version={state.get('format_version')}, this code reads "
+    if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION:
+        version = state.get("format_version") if isinstance(state, dict) else None
+        raise ValueError(f"resume: {path} has format_version={version}, this code reads "
                          f"{FORMAT_VERSION}; start a fresh run")
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
+    if not isinstance(state, dict) or not {"model", "optimizer", "rng", "step"} <= set(state):
+        raise ValueError(f"resume: {path} is not a minibert training checkpoint; delete it to start fresh")
+    if check is not None:
+        check(state.get("extra", {}))
+    try:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+    except (RuntimeError, ValueError) as error:
+        first = str(error).strip().splitlines()[-1].strip()
+        raise ValueError(f"resume: {path} does not fit this model/optimizer ({first}); resume with the flags "
+                         f"of the run that wrote it") from None
     scheduler.load_state_dict(state["scheduler"])
     if scaler is not None and state["scaler"] is not None:
         scaler.load_state_dict(state["scaler"])

@@ -1,0 +1,131 @@
+"""断点续训 Resume is a contract: a run continues only with exactly what it started with.
+
+A checkpoint records a FINGERPRINT of the run: the corpus and vocab digests (the bytes, not the paths), the model
+config, and every flag that changes the data stream or the schedule. `--resume` compares it with the new command
+line and refuses ANY difference in one line that names what changed. The trap it closes: a corpus with the same
+shape but other IDs, or a new `--lr`, would otherwise train on silently, and `vocab.txt` would label embedding rows
+with the wrong tokens.
+
+To continue from the old weights with other settings, start a NEW run from them: `--init <out>/final` (or
+`--init <out>/checkpoint.pt` for an unfinished run), which gets a fresh optimizer and schedule and keeps the
+model's vocab.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import fields
+from pathlib import Path
+
+import torch
+
+from minibert.checkpoint import CheckpointError, load_pretrained
+from minibert.checkpoint.pretrained import require_finite
+from pretrain.config import PretrainConfig, flag_name
+from pretrain.data import file_digest
+
+# The only flags that may differ on --resume: where and how fast the run executes, how often it reports, and
+# which files it reads them from (the bytes are compared through the digests). Every OTHER field of
+# PretrainConfig is in the fingerprint, so a new flag joins the contract without any change here.
+MAY_CHANGE = ("device", "num_threads", "compile", "matmul_peak_gflops", "log_every", "eval_every",
+              "eval_sequences", "checkpoint_every", "resume", "overwrite", "export_hf", "simulate_crash_at_step",
+              "out", "cache_dir", "corpus", "vocab", "init")
+
+
+def fingerprint(cfg: PretrainConfig, corpus_digest: str, vocab_digest: str, model_config: dict) -> dict:
+    """What a resumed run must share with the run that wrote the checkpoint (the flags as the user gave them)."""
+    flags = {f.name: getattr(cfg, f.name) for f in fields(cfg) if f.name not in MAY_CHANGE and f.name != "model"}
+    return {"corpus": corpus_digest, "vocab": vocab_digest, "model": model_config, **flags}
+
+
+def check_fingerprint(saved: dict | None, current: dict, checkpoint: Path) -> None:
+    """Raises ValueError naming every difference between the checkpoint's fingerprint and this run's."""
+    final = checkpoint.parent / "final"
+    weights = final if (final / "model.safetensors").is_file() else checkpoint
+    hint = (f"to go on with these settings, start a new run from the old weights: --init {weights} with another "
+            f"--out (or --overwrite)")
+    if saved is None:
+        raise ValueError(f"resume: {checkpoint} records no run fingerprint (an older minibert wrote it), so a "
+                         f"resume cannot be checked; {hint}")
+    changed = []
+    for key in sorted(set(saved) | set(current)):
+        before, after = saved.get(key), current.get(key)
+        if before == after:
+            continue
+        if key in ("corpus", "vocab"):
+            changed.append(f"the {key} file's contents (digest {str(before)[:8]} -> {str(after)[:8]})")
+        elif key == "model":
+            diff = {k: (before.get(k), after.get(k)) for k in set(before) | set(after) if before.get(k) != after.get(k)}
+            changed.append("the model config " + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in sorted(diff.items())))
+        else:
+            changed.append(f"{flag_name(key)} {before} -> {after}")
+    if changed:
+        allowed = ", ".join(flag_name(name) for name in MAY_CHANGE[:8])
+        raise ValueError(f"resume: this run differs from the one in {checkpoint}: {'; '.join(changed)}. Only "
+                         f"{allowed} may change on --resume; {hint}")
+
+
+def resolve_init(cfg: PretrainConfig) -> tuple[Path, Path] | None:
+    """For --init: (weights path, the vocab.txt that labels its embedding rows), or None without --init.
+
+    A model folder (<out>/final, or any minibert/HF folder) carries its vocab.txt; a run's checkpoint.pt uses the
+    vocab.txt its run folder holds. A --vocab that differs from it is refused: rows would get the wrong tokens.
+    """
+    if cfg.init is None:
+        return None
+    if cfg.resume:
+        raise ValueError("--init starts a NEW run from old weights, --resume continues one exactly: pass only one")
+    path = Path(cfg.init)
+    folder = path.parent if path.is_file() else path
+    vocab = folder / "vocab.txt"
+    if not path.exists():
+        raise FileNotFoundError(f"--init {path}: not found; pass a model folder such as runs/pretrain/final, or a "
+                                f"run's checkpoint.pt")
+    if not vocab.is_file():
+        raise FileNotFoundError(f"--init {path}: no vocab.txt in {folder}; the model's vocabulary is needed to "
+                                f"keep token ids meaning the same tokens")
+    if cfg.vocab is not None and file_digest(cfg.vocab) != file_digest(vocab):
+        raise ValueError(f"--vocab {cfg.vocab} differs from the vocab of --init ({vocab}): the embedding rows "
+                         f"would be read as other tokens; leave --vocab out to use the model's")
+    return path, vocab
+
+
+def choose_vocab(cfg: PretrainConfig, init: tuple[Path, Path] | None) -> str | None:
+    """The vocab.txt to encode with: --init's, else --vocab, else on --resume the run's own <out>/vocab.txt (so a
+    resumed run never rebuilds a vocab), else None (build one from the corpus)."""
+    if init is not None:
+        return str(init[1])
+    own = Path(cfg.out) / "vocab.txt"
+    if cfg.vocab is None and cfg.resume and own.is_file():
+        return str(own)
+    return cfg.vocab
+
+
+def load_init_weights(model: torch.nn.Module, path: Path) -> None:
+    """Fills `model` (built from this run's config) with the --init weights; every tensor must be finite."""
+    if path.is_file():
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)["model"]
+        except Exception as error:
+            raise ValueError(f"--init {path}: not a readable training checkpoint ({type(error).__name__}); pass "
+                             f"a run's checkpoint.pt or a model folder") from None
+        for name, tensor in state.items():
+            require_finite(tensor, name, f"--init {path}")
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as error:
+            first = str(error).strip().splitlines()[-1].strip()
+            raise ValueError(f"--init {path}: its model does not match this run's config ({first}); use the same "
+                             f"--set/--model overrides as the run that wrote it") from None
+        return
+    try:
+        loaded = load_pretrained(type(model), path, config=model.config).model
+    except CheckpointError as error:
+        raise ValueError(f"--init {path}: {error}") from None
+    model.load_state_dict(loaded.state_dict())
+
+
+def read_digests(corpus) -> tuple[str, str]:
+    """(corpus digest, vocab digest) of an EncodedCorpus, from the cache's meta.json and the vocab file."""
+    meta = json.loads((corpus.directory / "meta.json").read_text())
+    return meta["corpus_digest"], file_digest(corpus.vocab_path)
