@@ -23,7 +23,7 @@ import torch
 from minibert import BertForMaskedLM, BertForPreTraining, BertModel
 from minibert.checkpoint import CheckpointError, from_pretrained, load_pretrained, open_source, save_pretrained
 from minibert.checkpoint.convert import parts_present
-from minibert.cli import run_cli
+from minibert.cli import OneLineParser, run_cli
 from minibert.training.io import staging_folder
 
 MODEL_CLASSES = {"base": BertModel, "mlm": BertForMaskedLM, "pretraining": BertForPreTraining}
@@ -63,7 +63,7 @@ def self_check(model, model_cls, dst: str) -> str:
 
 
 def convert(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = OneLineParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("src", help="TF checkpoint prefix/.index/folder, or a minibert/HF folder")
     parser.add_argument("dst", help="output folder (must not exist yet, or be an earlier conversion's output)")
     parser.add_argument("--to", choices=("minibert", "hf"), default="minibert", help="output layout")

@@ -12,6 +12,7 @@ import dataclasses
 import json
 from dataclasses import dataclass, field, fields
 
+from minibert.cli import OneLineParser
 from minibert.validation import DEVICE, ConfigError, check_fields, parse_text, rule, unknown_keys
 
 TASKS = ("cls", "pair", "ner")
@@ -120,13 +121,16 @@ class FinetuneConfig:
 def _cli_type(field_rule):
     """argparse type: the field's rule casts the string ('none' means None for optional fields)."""
     def cast(text: str):
-        return parse_text(field_rule, text)
+        try:
+            return parse_text(field_rule, text)
+        except ValueError as error:  # argparse shows an ArgumentTypeError's own words
+            raise argparse.ArgumentTypeError(str(error)) from None
     cast.__name__ = field_rule.kind.__name__
     return cast
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m finetune", description="Fine-tune a minibert encoder "
+    parser = OneLineParser(prog="python -m finetune", description="Fine-tune a minibert encoder "
                                      "(docs/finetune.md). Flags override --config JSON, which overrides defaults.")
     parser.add_argument("--config", help="JSON file of FinetuneConfig fields")
     parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,

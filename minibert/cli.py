@@ -14,6 +14,7 @@ never a Python traceback (pass `--debug` to see one). Exit codes (README.md, "Ex
 
 from __future__ import annotations
 
+import argparse
 import errno
 import sys
 import traceback
@@ -32,6 +33,18 @@ INPUT_ERRNOS = {errno.EROFS: "the file system is read-only; pick a writable --ou
                 errno.EISDIR: "it is a folder where a file is expected; pass a file",
                 errno.ENOENT: "no such file or folder; check the path",
                 errno.EEXIST: "it already exists as something else; pick another path"}
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is ONE line (`error: argument --lr: ...; see --help`), not the usage wall, and
+    no abbreviations: `--epoch 1` is a typo to report, not a silent `--epochs 1`."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, allow_abbrev=False, **kwargs)
+
+    def error(self, message: str):
+        print(f"error: {message}; see {self.prog} --help", file=sys.stderr)
+        raise SystemExit(EXIT_BAD_INPUT)
 
 
 class RunFailed(RuntimeError):

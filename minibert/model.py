@@ -209,6 +209,9 @@ def sparse_mlm_logits(bert: BertModel, head: MLMHead, sequence: torch.Tensor,
     vocab = bert.embeddings.word_embeddings.weight  # [V,H], the tied decoder
     if labels is None:
         return head(sequence, vocab), None, None  # [B,T,V]
+    if labels.shape != sequence.shape[:2] or labels.dtype != torch.long:  # metadata only: no device sync
+        raise ValueError(f"labels have shape {tuple(labels.shape)} and dtype {labels.dtype}; expected the input_ids "
+                         f"shape {tuple(sequence.shape[:2])} and torch.long (token IDs, {IGNORE_INDEX} elsewhere)")
     selected = labels != IGNORE_INDEX  # [B,T] bool
     targets = labels[selected]  # [M]
     num_predictions = targets.numel()

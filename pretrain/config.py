@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from minibert import BertConfig
+from minibert.cli import OneLineParser
 from minibert.validation import DEVICE, ConfigError, check_fields, parse_text, rule, unknown_keys
 
 
@@ -132,7 +133,10 @@ class ModelOverride(argparse.Action):
 def _cli_type(field_rule):
     """argparse type: the field's rule casts the string, so a flag is parsed exactly like `--set` and JSON."""
     def cast(text: str):
-        return parse_text(field_rule, text)
+        try:
+            return parse_text(field_rule, text)
+        except ValueError as error:  # argparse shows an ArgumentTypeError's own words
+            raise argparse.ArgumentTypeError(str(error)) from None
     cast.__name__ = field_rule.kind.__name__  # argparse names it in "invalid float value: 'x'"
     return cast
 
@@ -140,7 +144,7 @@ def _cli_type(field_rule):
 def build_parser() -> argparse.ArgumentParser:
     """One flag per PretrainConfig field (help text from the field), plus --model.<field> per BertConfig field."""
     model_fields = [f.name for f in fields(BertConfig) if f.name != "vocab_size"]
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m pretrain", description="MLM pretraining of a minibert BERT (see docs/pretrain.md).",
         epilog=f"model: --model.FIELD VALUE (or --set FIELD=VALUE) for FIELD in {', '.join(model_fields)}",
         argument_default=argparse.SUPPRESS)  # unset flags stay out of the namespace: the --config file keeps them
