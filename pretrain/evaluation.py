@@ -54,9 +54,11 @@ def evaluate(model: nn.Module, batches, device: torch.device, amp_dtype: torch.d
             "eval_predictions": predictions}
 
 
-def split_documents(num_docs, heldout_fraction=0.02, seed=0):
+def split_documents(num_docs, heldout_fraction=0.02, seed=0, source="corpus"):
     """Held-out split BY DOCUMENT (pieces of one document never straddle train and evaluation).
 
+    Args:
+        source: the corpus path, for the error message.
     Returns:
         (train_docs, heldout_docs): sorted int64 document indices; a seeded permutation makes the split
         deterministic. At least one document is held out when heldout_fraction > 0.
@@ -65,7 +67,7 @@ def split_documents(num_docs, heldout_fraction=0.02, seed=0):
         raise ValueError(f"heldout_fraction: got {heldout_fraction}, must be in [0, 1); use e.g. 0.02")
     num_heldout = max(1, round(heldout_fraction * num_docs)) if heldout_fraction > 0 else 0
     if num_heldout >= num_docs:
-        raise ValueError(f"corpus: {num_docs} document(s) leave nothing to train on once --heldout-fraction="
+        raise ValueError(f"{source}: {num_docs} document(s) leave nothing to train on once --heldout-fraction="
                          f"{heldout_fraction} (at least one document) is held out; pretraining needs a corpus of at "
                          f"least 2 documents (one per line, or one per TSV row)")
     order = np.random.default_rng([seed, 1]).permutation(num_docs)

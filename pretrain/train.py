@@ -102,7 +102,8 @@ def train(cfg: PretrainConfig) -> dict:
     if not ctx.is_main:
         corpus = prepare_corpus(corpus_path, vocab_path, cache_dir=cache_dir, log=say)
     tokenizer = corpus.tokenizer
-    train_docs, heldout_docs = split_documents(corpus.num_docs, cfg.heldout_fraction, seed=cfg.seed)
+    train_docs, heldout_docs = split_documents(corpus.num_docs, cfg.heldout_fraction, seed=cfg.seed,
+                                                 source=corpus_path)
     masking = DynamicMasking.from_tokenizer(tokenizer, cfg.mask_rate)
     # Each rank receives its 1/W of every global batch; rows AND masks depend only on (seed, epoch, step), so W
     # processes see exactly what one process would (tests/test_ddp.py), and resuming needs only {epoch, step}.

@@ -47,6 +47,11 @@ def _open_safetensors(path: Path):
 
 def load_torch_bin(path: Path) -> Dict[str, torch.Tensor]:
     """Loads a pytorch_model.bin with the restricted unpickler; refuses pickles that carry code."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not (head.startswith(b"PK\x03\x04") or head.startswith(b"\x80")):  # torch's zip format, or a raw pickle
+        raise CheckpointError(f"{path} is not a weight file (it starts with {head!r}, not a torch zip or pickle; a "
+                              f"text or JSON file?); pass a model folder, a .safetensors/.bin file or a TF prefix")
     try:
         state = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
