@@ -1,0 +1,175 @@
+"""Hostile input, part 3: fine-tuning data and folders, and the Python API. In-process through main(argv)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import tiny_config
+from hostile import assert_outcome, run_cli
+
+from minibert import BertConfig, BertForMaskedLM
+from minibert.checkpoint import CheckpointError, save_pretrained
+
+NESTED = {"text": "读了浙商银行的书", "label": {"book": {"浙商银行的书": [[2, 7]]}, "company": {"浙商银行": [[2, 5]]}}}
+PLAIN = {"text": "我在北京工作", "label": {"address": {"北京": [[2, 3]]}}}
+QUICK = ["--init", "random", "--epochs", "1", "--max-length", "16", "--batch-size", "4", "--no-progress"]
+
+
+def ner_file(path, records):
+    path.write_text("\n".join(r if isinstance(r, str) else json.dumps(r, ensure_ascii=False) for r in records) + "\n",
+                    encoding="utf-8")
+    return path
+
+
+def tsv(path, text):
+    path.write_bytes(text if isinstance(text, bytes) else text.encode("utf-8"))
+    return path
+
+
+# (id, task, train file content, extra flags, words)
+DATA_CASES = [
+    ("labels not integers", "cls", "label\ttext\nx\t1 2 3\n1\t4 5\n", [], ["label", "line 2"]),
+    ("short rows", "cls", "label\ttext\n1\n0\t4 5\n", [], ["line 2", "columns"]),
+    ("latin-1 TSV", "cls", b"label\ttext\n1\tcaf\xe9\n", [], ["line 2", "UTF-8"]),
+    ("empty TSV", "cls", "", [], ["no examples"]),
+    ("label column 9", "cls", "label\ttext\n1\t4 5\n", ["--label-column", "9"], ["columns"]),
+    ("NER not JSON", "ner", ["{not json"], [], ["line 1", "JSON"]),
+    ("NER text not a string", "ner", [{"text": 5, "label": {}}], [], ["line 1", "text"]),
+    ("NER label a list", "ner", [{"text": "ab", "label": ["x"]}], [], ["line 1", "label"]),
+    ("NER spans not a list", "ner", [{"text": "ab", "label": {"t": {"a": 0}}}], [], ["line 1", "span"]),
+    ("NER span outside", "ner", [{"text": "ab", "label": {"t": {"ab": [[0, 5]]}}}], [], ["line 1", "outside"]),
+    ("NER nested, BIO head", "ner", [PLAIN, NESTED], [], ["1 entity span", "line 2", "--head globalpointer",
+                                                        "--overlapping-spans drop"]),
+]
+
+
+@pytest.mark.parametrize("case_id, task, content, extra, words", DATA_CASES, ids=[c[0] for c in DATA_CASES])
+def test_bad_finetune_data(case_id, task, content, extra, words, capsys, tmp_path):
+    if task == "ner":
+        train = ner_file(tmp_path / "train.json", content)
+        dev = ner_file(tmp_path / "dev.json", [PLAIN])
+    else:
+        train, dev = tsv(tmp_path / "train.tsv", content), tsv(tmp_path / "dev.tsv", "label\ttext\n0\t1 2\n")
+    argv = ["--task", task, "--train", train, "--dev", dev, "--out", tmp_path / "out", *QUICK, *extra]
+    assert_outcome(*run_cli("finetune", argv, capsys)[::2], 2, words)
+
+
+@pytest.mark.parametrize("head, extra, kept", [("softmax", ["--overlapping-spans", "drop"], 1),
+                                               ("globalpointer", [], 2)])
+def test_overlapping_spans_drop_or_globalpointer(head, extra, kept, capsys, tmp_path):
+    train = ner_file(tmp_path / "train.json", [NESTED, PLAIN] * 4)
+    argv = ["--task", "ner", "--train", train, "--dev", train, "--out", tmp_path / "out", "--head", head,
+            *QUICK, *extra]
+    code, out, err = run_cli("finetune", argv, capsys)
+    assert_outcome(code, err, 0)
+    assert ("dropped 4 overlapping" in out) == (head == "softmax")
+    from finetune.data import read_cluener, resolve_overlapping_spans
+    examples, _ = resolve_overlapping_spans(read_cluener(train), "drop" if extra else "keep", train)
+    assert len(examples[0].entities) == kept
+
+
+def test_globalpointer_encodes_and_decodes_nested_spans():
+    """GlobalPointer keeps both nested spans in its labels and decodes a nested pair of scores as two entities."""
+    import numpy as np
+
+    from finetune.data import NerExample
+    from finetune.features import Feature, encode_ner
+    from finetune.tasks import TaskSpec, decode
+    from minibert.tokenizers import WhitespaceTokenizer
+
+    text = NESTED["text"]
+    tokenizer = WhitespaceTokenizer(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + sorted(set(text)), "test")
+    example = NerExample(text, [("book", 2, 7), ("company", 2, 5)], 1)
+    feature = encode_ner(tokenizer, [example], 16, ["book", "company"], "spans")[0]
+    assert feature.label.tolist() == [[0, 3, 8], [1, 3, 6]]  # token = char + 1 ([CLS])
+    spec = TaskSpec("ner", "cluener", "spans", 2, ["book", "company"], "f1", ("ner",))
+    scores = torch.full((1, 2, 10, 10), -10.0)  # [B, types, T, T]
+    scores[0, 0, 3, 8] = scores[0, 1, 3, 6] = 5.0
+    to_char = np.array([-1] + list(range(len(text))) + [-1])
+    predicted = decode(spec, scores, [Feature(feature.input_ids, None, None, to_char)], 0.5)
+    assert predicted == [{("book", 2, 7), ("company", 2, 5)}]
+
+
+@pytest.mark.parametrize("case_id, make, words", [
+    ("empty folder", lambda p: None, ["--load", "finetune.json"]),
+    ("garbage finetune.json", lambda p: (p / "finetune.json").write_text("{oops"), ["--load", "broken"]),
+    ("no weights", lambda p: (p / "finetune.json").write_text('{"spec": {}, "config": {}}'), ["--load", "broken"]),
+])
+def test_broken_load_folder(case_id, make, words, capsys, tmp_path):
+    folder = tmp_path / "best"
+    folder.mkdir()
+    make(folder)
+    (tmp_path / "p.tsv").write_text("text\n1 2\n")
+    argv = ["--load", folder, "--predict", tmp_path / "p.tsv"]
+    assert_outcome(*run_cli("finetune", argv, capsys)[::2], 2, words)
+
+
+def test_vocab_must_match_the_checkpoint(capsys, tmp_path):
+    model = BertForMaskedLM(tiny_config(vocab_size=12))
+    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [str(i) for i in range(7)]
+    (tmp_path / "vocab.txt").write_text("\n".join(tokens) + "\n")
+    save_pretrained(model, tmp_path / "enc", vocab=tmp_path / "vocab.txt")
+    (tmp_path / "swapped.txt").write_text("\n".join(tokens[:5] + tokens[6:] + tokens[5:6]) + "\n")
+    (tmp_path / "small.txt").write_text("\n".join(tokens[:8]) + "\n")
+    train = tsv(tmp_path / "t.tsv", "label\ttext\n0\t1 2\n1\t3 4\n")
+    for vocab, words in (("swapped.txt", ["line 6", "--vocab"]), ("small.txt", ["--vocab"])):
+        argv = ["--task", "cls", "--train", train, "--dev", train, "--init", tmp_path / "enc", "--vocab",
+                tmp_path / vocab, "--out", tmp_path / "o", "--no-progress"]
+        assert_outcome(*run_cli("finetune", argv, capsys)[::2], 2, words)
+
+
+# ---- the Python API: (id, call, exception type, words)
+API_CASES = [
+    ("string dropout", lambda: BertConfig(hidden_dropout_prob="0.1"), ValueError, ["hidden_dropout_prob", "str"]),
+    ("bool layers", lambda: BertConfig(num_hidden_layers=True), ValueError, ["num_hidden_layers"]),
+    ("nan eps", lambda: BertConfig(layer_norm_eps=float("nan")), ValueError, ["layer_norm_eps"]),
+    ("negative init range", lambda: BertConfig(initializer_range=-1.0), ValueError, ["initializer_range"]),
+    ("from_dict list", lambda: BertConfig.from_dict([1]), ValueError, ["JSON object"]),
+    ("from_dict string int", lambda: BertConfig.from_dict({"hidden_size": "256"}), ValueError, ["hidden_size"]),
+    ("PretrainConfig nan lr", lambda: __import__("pretrain.config").config.PretrainConfig(lr=float("nan")),
+     ValueError, ["--lr"]),
+    ("FinetuneConfig bool string", lambda: __import__("finetune.config").config.FinetuneConfig(multi_label="false"),
+     ValueError, ["--multi-label"]),
+    ("labels wrong shape", lambda: BertForMaskedLM(tiny_config())(torch.ones(2, 5, dtype=torch.long),
+                                                                  labels=torch.ones(2, 4, dtype=torch.long)),
+     ValueError, ["labels", "shape"]),
+    ("labels wrong dtype", lambda: BertForMaskedLM(tiny_config())(torch.ones(2, 5, dtype=torch.long),
+                                                                  labels=torch.ones(2, 5)), ValueError, ["dtype"]),
+    ("float token ids", lambda: BertForMaskedLM(tiny_config())(torch.ones(2, 5)), ValueError, ["input_ids"]),
+    ("config not a config", lambda: BertForMaskedLM.from_pretrained(".", config=5), TypeError, ["config=5"]),
+    ("save NaN model", lambda: save_pretrained(nan_model(), "never-written"), CheckpointError, ["NaN"]),
+]
+
+
+def nan_model():
+    model = BertForMaskedLM(tiny_config())
+    with torch.no_grad():
+        model.bert.embeddings.word_embeddings.weight[3, 0] = float("inf")
+    return model
+
+
+@pytest.mark.parametrize("case_id, call, error, words", API_CASES, ids=[c[0] for c in API_CASES])
+def test_api_refuses_in_one_line(case_id, call, error, words, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(error) as info:
+        call()
+    assert "\n" not in str(info.value)
+    for word in words:
+        assert word in str(info.value)
+    assert not (tmp_path / "never-written").exists()
+
+
+def test_save_pretrained_writes_nothing_with_a_missing_vocab(tmp_path):
+    with pytest.raises(CheckpointError, match="nope.txt"):
+        save_pretrained(BertForMaskedLM(tiny_config()), tmp_path / "m", vocab=tmp_path / "nope.txt")
+    assert not (tmp_path / "m").exists()
+
+
+def test_from_pretrained_accepts_a_config_dict(tmp_path):
+    model = BertForMaskedLM(tiny_config())
+    (tmp_path / "vocab.txt").write_text("\n".join(str(i) for i in range(97)) + "\n")
+    save_pretrained(model, tmp_path / "m", vocab=tmp_path / "vocab.txt")
+    loaded = BertForMaskedLM.from_pretrained(tmp_path / "m", config=model.config.to_dict())
+    assert torch.equal(loaded.bert.embeddings.word_embeddings.weight, model.bert.embeddings.word_embeddings.weight)
