@@ -26,6 +26,7 @@ only, so the full-vocabulary logits transformers computes at unmasked positions 
 
 Dimension legend: B batch size, T sequence length, V vocabulary size.
 Run: `python -m bench.bench_mlm` (writes bench/results.json and docs/bench.md); `--help` lists the knobs.
+`--device cuda` runs the same comparison on a GPU, every row in bf16 (`make gpu-check` calls it; docs/gpu.md).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from pathlib import Path
 import torch
 
 from minibert import BertConfig, BertForMaskedLM
+from minibert.model import prediction_positions
 from minibert.training.io import atomic_write_text
 from minibert.training.mfu import measure_matmul_peak, training_flops_per_token
 from pretrain.config import PretrainConfig
@@ -66,9 +68,12 @@ class Variant:
     mask_rate: float  # fraction of positions that get an MLM label
     padding_mask: bool  # True: pass attention_mask as a tokenizer would; False: packed, attention_mask=None
     precision: str = "fp32"  # "fp32", or "bf16" for bf16 autocast
+    compile: bool = False  # torch.compile the model (GPU recipe rows; compile time is reported apart)
 
 
-def variants() -> dict[str, Variant]:
+def variants(device_type: str = "cpu") -> dict[str, Variant]:
+    """The rows. On a GPU every row runs under bf16 autocast, SDPA attention and fused AdamW (transformers supports
+    all three), so the ratios compare implementations, not precisions; the recipe row adds torch.compile."""
     recipe = PretrainConfig()  # the defaults `make pretrain` runs
     model = recipe.bert_config(vocab_size=DEFAULT_VOCAB_SIZE)
     pretrain = dict(hidden_dropout=model.hidden_dropout_prob, attention_dropout=model.attention_probs_dropout_prob,
@@ -78,6 +83,10 @@ def variants() -> dict[str, Variant]:
         "minibert, equal hyperparameters": Variant("(a)", "minibert", 0.1, 0.1, 0.15, padding_mask=True),
         "minibert, make pretrain recipe": Variant("(b)", "minibert", mask_rate=recipe.mask_rate, **pretrain),
     }
+    if device_type == "cuda":
+        return {name: Variant(v.setting, v.implementation, v.hidden_dropout, v.attention_dropout, v.mask_rate,
+                              v.padding_mask, precision="bf16", compile=v.setting == "(b)")
+                for name, v in rows.items()}
     if recipe.mask_rate != 0.15:  # also show the recipe at BERT's rate: more predictions cost more head FLOPs
         rows["minibert, recipe at 15% masking"] = Variant("(b)", "minibert", mask_rate=0.15, **pretrain)
     rows["transformers defaults, bf16 autocast"] = Variant("bf16", "transformers", 0.1, 0.1, 0.15,
@@ -94,8 +103,9 @@ def build_model(variant: Variant, config: BertConfig) -> torch.nn.Module:
     if variant.implementation == "transformers":
         import transformers  # bench/test-only dependency, never imported by minibert itself
 
-        # minibert's config uses HF's field names, so the same dict builds the HF model.
-        return transformers.BertForMaskedLM(transformers.BertConfig(**config.to_dict())).train()
+        # minibert's config uses HF's field names, so the same dict builds the HF model; SDPA attention as ours.
+        hf_config = transformers.BertConfig(**config.to_dict(), attn_implementation="sdpa")
+        return transformers.BertForMaskedLM(hf_config).train()
     return BertForMaskedLM(config).train()
 
 
@@ -117,21 +127,27 @@ def make_batches(config: BertConfig, batch_size: int, seq_len: int, mask_rate: f
     return batches
 
 
-def make_train_step(model: torch.nn.Module, batches: list[dict], padding_mask: bool, precision: str = "fp32"):
-    """A closure that runs one training step on the next batch (cycling through `batches`)."""
+def make_train_step(model: torch.nn.Module, batches: list[dict], padding_mask: bool, precision: str = "fp32",
+                    device: torch.device = torch.device("cpu"), compile_model: bool = False):
+    """A closure that runs one training step on the next batch (cycling through `batches`), on `device`."""
+    model = model.to(device)
     params = list({id(p): p for p in model.parameters()}.values())  # transformers' tied decoder shows up twice
     optimizer = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.01, fused=True)
     # A tokenizer returns attention_mask = 1 everywhere for a batch without padding; packed batches pass None.
-    masks = [torch.ones_like(b["input_ids"]) if padding_mask else None for b in batches]  # [B,T] or None
+    masks = [torch.ones_like(b["input_ids"]).to(device) if padding_mask else None for b in batches]  # [B,T] or None
+    if isinstance(model, BertForMaskedLM):  # as pretrain's data path does: masked positions found and ids checked
+        batches = [{**b, "prediction_positions": prediction_positions(b["labels"])} for b in batches]  # on the CPU,
+        model.bert.check_inputs = False  # so a GPU step never waits for the host; the ids are ours and in range
+    batches = [{k: v.to(device) for k, v in b.items()} for b in batches]
+    forward = torch.compile(model) if compile_model else model
     position = [0]
 
     def step() -> None:
         i = position[0] % len(batches)
         position[0] += 1
         # Autocast covers the forward pass and the loss only; backward runs each op in its forward's dtype.
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-            loss = model(input_ids=batches[i]["input_ids"], attention_mask=masks[i],
-                         labels=batches[i]["labels"]).loss
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            loss = forward(attention_mask=masks[i], **batches[i]).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -139,19 +155,26 @@ def make_train_step(model: torch.nn.Module, batches: list[dict], padding_mask: b
     return step
 
 
-def time_alternating(steps: dict, rounds: int, warmup: int) -> dict[str, list[float]]:
-    """Seconds per step for each named step function, run round-robin; the order rotates every round."""
+def time_alternating(steps: dict, rounds: int, warmup: int, sync=lambda: None) -> tuple[dict, dict]:
+    """Seconds per step for each named step function, run round-robin; the order rotates every round. `sync`
+    waits for the device (a GPU step only queues work). Returns (timed seconds, warm-up seconds) per name."""
     names = list(steps)
-    for _ in range(warmup):  # first steps pay for memory allocation and thread-pool start-up
-        for name in names:
+    warmup_seconds = {}
+    for name in names:  # first steps pay for allocation, thread-pool start-up and torch.compile
+        start = time.perf_counter()
+        for _ in range(warmup):
             steps[name]()
+        sync()
+        warmup_seconds[name] = time.perf_counter() - start
     seconds = {name: [] for name in names}
     for r in range(rounds):
         for name in names[r % len(names):] + names[:r % len(names)]:
+            sync()
             start = time.perf_counter()
             steps[name]()
+            sync()
             seconds[name].append(time.perf_counter() - start)
-    return seconds
+    return seconds, warmup_seconds
 
 
 def onednn_matmul_peak(size: int, repeats: int = 5) -> float | None:
@@ -177,51 +200,54 @@ def onednn_matmul_peak(size: int, repeats: int = 5) -> float | None:
     return 2 * size ** 3 / best
 
 
-def measure_peaks(size: int) -> dict[str, float]:
-    """The matmul peaks in FLOP/s: torch's own fp32 matmul, oneDNN's fp32 GEMM where available, and torch's
-    bf16 matmul (the yardstick of the bf16 rows)."""
-    cpu = torch.device("cpu")
-    peaks = {"torch_matmul": measure_matmul_peak(cpu, torch.float32, size=size)}
-    onednn = onednn_matmul_peak(size)
+def measure_peaks(size: int, device: torch.device = torch.device("cpu")) -> dict[str, float]:
+    """The matmul peaks in FLOP/s: torch's own fp32 matmul, oneDNN's fp32 GEMM where available (CPU), and
+    torch's bf16 matmul (the yardstick of the bf16 rows)."""
+    peaks = {"torch_matmul": measure_matmul_peak(device, torch.float32, size=size)}
+    onednn = onednn_matmul_peak(size) if device.type == "cpu" else None
     if onednn is not None:
         peaks["onednn"] = onednn
-    return {**peaks, BF16_PEAK: measure_matmul_peak(cpu, torch.bfloat16, size=size)}
+    return {**peaks, BF16_PEAK: measure_matmul_peak(device, torch.bfloat16, size=size)}
 
 
 def bench_seq_len(config: BertConfig, seq_len: int, args) -> dict:
     """Time every variant at one sequence length; returns the measured rows and the matmul peaks."""
-    steps, fractions = {}, {}
-    for i, (name, variant) in enumerate(variants().items()):
+    steps, fractions, device = {}, {}, torch.device(args.device)
+    for i, (name, variant) in enumerate(variants(device.type).items()):
         torch.manual_seed(args.seed + i)
         batches = make_batches(config, args.batch_size, seq_len, variant.mask_rate, args.num_batches, args.seed)
         fractions[name] = statistics.fmean((b["labels"] != IGNORE_INDEX).float().mean().item() for b in batches)
-        steps[name] = make_train_step(build_model(variant, config), batches, variant.padding_mask, variant.precision)
-    peaks = [measure_peaks(args.peak_size)]
+        steps[name] = make_train_step(build_model(variant, config), batches, variant.padding_mask, variant.precision,
+                                      device, variant.compile)
+    peaks = [measure_peaks(args.peak_size, device)]
     load_before = os.getloadavg()[0]
-    seconds = time_alternating(steps, args.rounds, args.warmup)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    seconds, warmup_seconds = time_alternating(steps, args.rounds, args.warmup, sync)
     load_after = os.getloadavg()[0]
-    peaks.append(measure_peaks(args.peak_size))
+    peaks.append(measure_peaks(args.peak_size, device))
     # The best each GEMM showed, before or after the timed steps: a conservative denominator on a noisy machine.
     torch_peak = max(p["torch_matmul"] for p in peaks)
     hardware_peak = max(max(v for k, v in p.items() if k != BF16_PEAK) for p in peaks)  # the best fp32 GEMM
     bf16_peak = max(p[BF16_PEAK] for p in peaks)
 
     rows = {}
-    for name, variant in variants().items():
+    for name, variant in variants(device.type).items():
         median = statistics.median(seconds[name])
         tokens_per_s = args.batch_size * seq_len / median
         flops_per_token = training_flops_per_token(config, seq_len, fractions[name])
         peak, reachable = (bf16_peak, bf16_peak) if variant.precision == "bf16" else (hardware_peak, torch_peak)
         rows[name] = {**asdict(variant), "tokens_per_s": tokens_per_s, "step_s_median": median,
                       "step_s_min": min(seconds[name]), "step_s_max": max(seconds[name]),
-                      "step_s_all": seconds[name], "masked_fraction": fractions[name],
+                      "step_s_all": seconds[name], "warmup_s": warmup_seconds[name],
+                      "masked_fraction": fractions[name],
                       "useful_flops_per_token": flops_per_token,
                       "mfu": tokens_per_s * flops_per_token / peak,
                       "mfu_vs_torch_matmul": tokens_per_s * flops_per_token / reachable}
     references = {row["precision"]: row["tokens_per_s"] for row in rows.values()
                   if row["implementation"] == "transformers"}
     for row in rows.values():
-        row["ratio_vs_transformers"] = row["tokens_per_s"] / references["fp32"]  # the issue's ratio: vs fp32 HF
+        # the issue's ratio: vs fp32 transformers on a CPU; on a GPU every row is bf16, so vs bf16 transformers
+        row["ratio_vs_transformers"] = row["tokens_per_s"] / references.get("fp32", references[row["precision"]])
         row["ratio_same_precision"] = row["tokens_per_s"] / references[row["precision"]]
     return {"seq_len": seq_len, "matmul_peak_flops": hardware_peak, "torch_matmul_peak_flops": torch_peak,
             "bf16_matmul_peak_flops": bf16_peak,
@@ -240,6 +266,8 @@ def parse_args(argv=None):
     p.add_argument("--peak-size", type=int, default=2048, help="side of the square matmuls that measure the peaks")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tiny", action="store_true", help="a tiny model (H32 L1 A2 I64): a seconds-long smoke run")
+    p.add_argument("--model", choices=["mini", "base"], default="mini", help="BERT-mini (H256 L4) or BERT-base")
+    p.add_argument("--device", default="cpu", help="cpu, or cuda: every row in bf16 with SDPA and fused AdamW")
     p.add_argument("--json", type=Path, default=REPO_ROOT / "bench" / "results.json")
     p.add_argument("--markdown", type=Path, default=REPO_ROOT / "docs" / "bench.md")
     return p.parse_args(argv)
@@ -249,7 +277,7 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    config = BertConfig.mini(args.vocab_size)
+    config = BertConfig.mini(args.vocab_size) if args.model == "mini" else BertConfig(vocab_size=args.vocab_size)
     if args.tiny:
         config = config.replace(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
     if max(args.seq_lens) > config.max_position_embeddings or min(args.seq_lens) < 3:
@@ -268,8 +296,9 @@ def main(argv=None) -> dict:
               "settings": settings, "results": results}
     report["targets"] = check_targets(results)
     atomic_write_text(args.json, json.dumps(report, indent=2) + "\n")
-    atomic_write_text(args.markdown, render_markdown(report))
-    print(f"wrote {args.json} and {args.markdown}")
+    if args.device == "cpu":  # docs/bench.md describes a CPU run; a GPU run is reported by bench/gpu_check.py
+        atomic_write_text(args.markdown, render_markdown(report))
+    print(f"wrote {args.json}" + (f" and {args.markdown}" if args.device == "cpu" else ""))
     return report
 
 

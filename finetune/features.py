@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from minibert import IGNORE_INDEX
+from minibert.training.accumulation import count_predictions
 
 TRUNCATE_MODES = ("head", "tail", "head+tail")
 HEAD_FRACTION = 128 / 510  # head+tail: Sun et al. 2019 keep 128 of 510 tokens from the start (~1/4)
@@ -186,3 +187,16 @@ def collate(features: list[Feature], pad_id: int, label_kind: str, num_labels: i
         spans[torch.from_numpy(rows), index[:, 0], index[:, 1], index[:, 2]] = 1.0
         batch["labels"] = spans
     return batch
+
+
+def count_loss_terms(labels: torch.Tensor, label_kind: str) -> int:
+    """n_i of one collated batch: how many terms its head's mean loss averages over (minibert/heads.py), counted
+    on the CPU labels BEFORE the forward pass, as gradient accumulation needs (minibert/training/accumulation.py).
+
+    "class" [B]: B examples; "multi" [B,C]: B·C binary terms; "tags" [B,T]: the tokens not labelled −100;
+    "spans" [B,C,T,T]: B·C (example, entity type) rows."""
+    if label_kind == "tags":
+        return count_predictions(labels)
+    if label_kind == "spans":
+        return labels.shape[0] * labels.shape[1]
+    return labels.numel()

@@ -2,19 +2,23 @@
 
     for each epoch:
         for each optimizer step:
-            for each of `gradient_accumulation` micro-batches:     梯度累积 gradient accumulation
-                forward (autocast on CUDA), backward the SUM of the per-term losses
-            divide the gradients by the number of terms, clip them   梯度裁剪 gradient clipping
-            AdamW step (groups: weight decay, head LR, layer decay), LR schedule step (warmup + decay)
+            count the loss terms n_i of each micro-batch on the CPU    梯度累积 gradient accumulation
+            for each of `gradient_accumulation` micro-batches:
+                forward (autocast on CUDA), backward loss_i · n_i / Σn
+            clip the gradients, AdamW step, LR schedule step           梯度裁剪 gradient clipping
         evaluate on dev; print a stats row; keep the best checkpoint; stop early when dev stops improving
         (with --eval-every N, also every N steps inside the epoch)
     draw the learning curve, write metrics.json
 
-Why backward the SUM and divide later? A step's loss must be the mean over EVERY term (example, labelled token,
-(example, type) row) of every micro-batch. Averaging the micro-batch means instead ("divide each loss by the
-number of accumulation steps") over-weights the terms of a small micro-batch, e.g. the last one of an epoch, or
-one with few labelled tokens. Gradients are linear in the loss, so dividing the summed gradient by the total
-term count equals dividing each micro-batch's loss sum by it (tests/test_finetune.py checks 4×8 == 32).
+Gradient accumulation follows the one rule of minibert/training/accumulation.py, shared with pretraining: a
+step's loss is the mean over EVERY term (example, labelled token, (example, type) row) of every micro-batch, so
+micro-batch i is weighted by n_i / Σn. Averaging the micro-batch means instead ("divide each loss by the number
+of accumulation steps") over-weights the terms of a small micro-batch, e.g. the last one of an epoch, or one with
+few labelled tokens (tests/test_finetune.py checks 4 unequal micro-batches == 1 batch of 32).
+
+The GPU never waits for the host: the step's loss stays on the device, and the per-step losses are read (one
+sync) every LOG_EVERY steps and before every dev evaluation, which is also when a non-finite loss is caught. The
+checkpoint is written only after that check, so it never holds non-finite weights.
 
 Dimension legend: B batch, T sequence length, C labels.
 """
@@ -30,6 +34,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from minibert.training.accumulation import global_prediction_count, loss_weight
 from minibert.training.device import autocast, autocast_dtype, make_grad_scaler, move_batch, pick_device
 from minibert.training.io import atomic_write_text
 from minibert.training.logs import MetricsLog, plot_curves
@@ -40,11 +45,12 @@ from .checkpoints import save_finetuned
 from minibert.cli import RunFailed
 
 from .config import FinetuneConfig
-from .features import bucketed_batches, collate
+from .features import bucketed_batches, collate, count_loss_terms
 from .prepare import Prepared
 from .tasks import compute_metrics, decode, gold_labels
 
 SHOWN_METRICS = ("accuracy", "macro_f1", "mcc", "micro_f1", "precision", "recall", "f1")
+LOG_EVERY = 20  # steps between reads of the device-side losses (each read makes the host wait for the GPU)
 
 
 class NonFiniteLoss(RunFailed):
@@ -88,29 +94,29 @@ def evaluate(model, prepared: Prepared, cfg: FinetuneConfig, device, dtype, feat
     return loss_sum / max(terms, 1.0), metrics, predictions
 
 
-def accumulate_gradients(model, micro_batches: list[dict], scaler, device, dtype) -> tuple[float, float]:
+def accumulate_gradients(model, micro_batches: list[dict], label_kind: str, scaler, device,
+                         dtype) -> tuple[torch.Tensor, int]:
     """梯度累积 Gradient accumulation for ONE optimizer step: forward and backward every micro-batch, leaving in
     `.grad` the gradient of the mean loss over all terms of all micro-batches (see the module docstring).
 
     Args:
-        micro_batches: collated batches (dicts of [B,T] tensors and labels), moved to `device` here.
+        micro_batches: collated CPU batches (dicts of [B,T] tensors and labels), moved to `device` here.
+        label_kind: how their labels count loss terms (finetune/features.py:count_loss_terms).
         scaler: the GradScaler (a no-op unless fp16); gradients stay scaled, unscale_ them before clipping.
     Returns:
-        (mean loss over all terms, number of terms).
+        (mean loss over all terms as a 0-d tensor ON `device`: reading it is a host sync, number of terms).
     """
-    loss_sum, total_terms = 0.0, 0.0
-    for batch in micro_batches:
+    counts = [count_loss_terms(batch["labels"], label_kind) for batch in micro_batches]  # n_i, on the CPU
+    total = global_prediction_count(counts, device)  # Σn, before any backward
+    step_loss = torch.zeros((), device=device)
+    for batch, count in zip(micro_batches, counts):
         batch = move_batch(batch, device)
         with autocast(device, dtype):
             out = model(**batch)
-        terms = float(out.num_loss_terms)  # examples, labelled tokens, or (example, type) rows
-        scaler.scale(out.loss * terms).backward()  # the SUM over this micro-batch's terms
-        loss_sum += out.loss.item() * terms
-        total_terms += terms
-    for p in model.parameters():
-        if p.grad is not None:
-            p.grad.div_(max(total_terms, 1.0))  # sum over all terms -> mean over all terms
-    return loss_sum / max(total_terms, 1.0), total_terms
+        weighted = out.loss * loss_weight(count, total)  # loss_i · n_i / Σn
+        scaler.scale(weighted).backward()
+        step_loss += weighted.detach().float()
+    return step_loss, total
 
 
 def stats_row(values: list, widths: list[int]) -> str:
@@ -132,7 +138,7 @@ def train(cfg: FinetuneConfig, prepared: Prepared) -> dict:
     groups = param_groups(model, cfg.lr, cfg.weight_decay, head_lr=cfg.head_lr, head_prefixes=spec.head_prefixes,
                           layer_decay=cfg.layer_decay)
     tqdm.write(format_group_table(groups))
-    optimizer = build_adamw(groups)
+    optimizer = build_adamw(groups, fused=device.type == "cuda")  # fused: one kernel for all parameters
     batches_per_epoch = math.ceil(len(prepared.train_features) / cfg.batch_size)
     steps_per_epoch = math.ceil(batches_per_epoch / cfg.gradient_accumulation)
     total_steps = cfg.epochs * steps_per_epoch if cfg.max_steps is None else min(cfg.max_steps,
@@ -152,8 +158,23 @@ def train(cfg: FinetuneConfig, prepared: Prepared) -> dict:
     history, step = [], 0
     best = {"score": -math.inf, "epoch": 0, "metrics": None, "evaluations_without_gain": 0}
 
+    pending = []  # (log record, loss tensor on the device) of the steps whose loss has not been read yet
+
+    def read_losses() -> None:
+        """Read the pending steps' losses in ONE host sync and log them; stop at the first non-finite one."""
+        if not pending:
+            return
+        values = torch.stack([loss for _, loss in pending]).tolist()
+        for (record, _), value in zip(pending, values):
+            if not math.isfinite(value):
+                raise NonFiniteLoss(nonfinite_message(record["step"], value, cfg, out_dir))
+            log.write({**record, "train_loss": value})
+        bar.set_postfix(epoch=pending[-1][0]["epoch"], loss=f"{values[-1]:.4f}", lr=f"{pending[-1][0]['lr']:.2e}")
+        pending.clear()
+
     def dev_round(epoch: float, train_loss: float, seconds: float) -> bool:
         """Evaluate on dev, print a stats row, keep the best checkpoint. Returns True when early stopping says stop."""
+        read_losses()  # first: a non-finite loss must stop the run before a checkpoint is written
         dev_loss, metrics, _ = evaluate(model, prepared, cfg, device, dtype)
         score = metrics[spec.metric]
         history.append({"epoch": epoch, "step": step, "train_loss": train_loss, "dev_loss": dev_loss,
@@ -184,16 +205,15 @@ def train(cfg: FinetuneConfig, prepared: Prepared) -> dict:
         model.train()
         started = time.time()
         batches = bucketed_batches(lengths, cfg.batch_size, shuffle=True, seed=cfg.seed * 1000 + epoch)
-        period_loss, period_terms = 0.0, 0.0  # training loss since the last dev evaluation
+        period_loss, period_terms = torch.zeros((), device=device), 0  # training loss since the last dev round
         for first in range(0, len(batches), cfg.gradient_accumulation):
             if step >= total_steps:
                 break
             micro_batches = [collate([prepared.train_features[i] for i in index], prepared.tokenizer.pad_id,
                                      spec.label_kind, spec.num_labels)
                              for index in batches[first:first + cfg.gradient_accumulation]]
-            step_loss, step_terms = accumulate_gradients(model, micro_batches, scaler, device, dtype)
-            if not math.isfinite(step_loss):
-                raise NonFiniteLoss(nonfinite_message(step + 1, step_loss, cfg, out_dir))
+            step_loss, step_terms = accumulate_gradients(model, micro_batches, spec.label_kind, scaler, device,
+                                                         dtype)
             scaler.unscale_(optimizer)  # fp16: undo the loss scaling before clipping
             if cfg.max_grad_norm > 0:
                 torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
@@ -203,22 +223,23 @@ def train(cfg: FinetuneConfig, prepared: Prepared) -> dict:
             optimizer.zero_grad(set_to_none=True)
             step += 1
             period_loss, period_terms = period_loss + step_loss * step_terms, period_terms + step_terms
-            lr = scheduler.get_last_lr()[0]
-            log.write({"step": step, "epoch": epoch, "train_loss": step_loss, "lr": lr})
+            pending.append(({"step": step, "epoch": epoch, "lr": scheduler.get_last_lr()[0]}, step_loss))
+            if step % LOG_EVERY == 0:
+                read_losses()
             bar.update(1)
-            bar.set_postfix(epoch=epoch, loss=f"{step_loss:.4f}", lr=f"{lr:.2e}")
             last_of_epoch = first + cfg.gradient_accumulation >= len(batches) or step >= total_steps
             if cfg.eval_every and step % cfg.eval_every == 0 and not last_of_epoch:  # optional mid-epoch check
-                stop = dev_round(round(step / steps_per_epoch, 2), period_loss / max(period_terms, 1.0),
+                stop = dev_round(round(step / steps_per_epoch, 2), period_loss.item() / max(period_terms, 1),
                                  time.time() - started)
-                period_loss, period_terms, started = 0.0, 0.0, time.time()
+                period_loss, period_terms, started = torch.zeros((), device=device), 0, time.time()
                 if stop:
                     break
         if stop:
             break
         # ---- end of epoch: evaluate, report, keep the best, maybe stop early
-        if dev_round(epoch, period_loss / max(period_terms, 1.0), time.time() - started) or step >= total_steps:
+        if dev_round(epoch, period_loss.item() / max(period_terms, 1), time.time() - started) or step >= total_steps:
             break
+    read_losses()
     bar.close()
 
     plot_curves(log_path, out_dir / "learning_curve.png", {"train loss": ("step", "train_loss"),

@@ -197,13 +197,35 @@ class MLMHead(nn.Module):
         return F.linear(h, word_embeddings, self.bias)  # [..., V] = h Eᵀ + b
 
 
-def sparse_mlm_logits(bert: BertModel, head: MLMHead, sequence: torch.Tensor,
-                      labels: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+def check_mlm_labels(labels: torch.Tensor, vocab_size: int) -> None:
+    """One clear line for an MLM label outside [0, V) (an IndexError on CPU, a device-side assert on CUDA).
+    labels: [B,T] or [M]. On a GPU tensor this is a host sync: training loops call it on the CPU batch."""
+    targets = labels[labels != IGNORE_INDEX]  # [M]
+    if targets.numel() == 0:
+        return
+    lo, hi = torch.aminmax(targets)
+    if lo < 0 or hi >= vocab_size:
+        bad = lo.item() if lo < 0 else hi.item()
+        raise ValueError(f"labels contains {bad}, outside [0, vocab_size={vocab_size}); use the original "
+                         f"token ID at predicted positions and {IGNORE_INDEX} everywhere else")
+
+
+def prediction_positions(labels: torch.Tensor) -> torch.Tensor:
+    """The flat indices [M] of the labelled positions of labels [B,T], in row-major order. How many there are is
+    data-dependent, so on a GPU the host must wait for the answer: compute it on the CPU batch and copy it along."""
+    return (labels.reshape(-1) != IGNORE_INDEX).nonzero().squeeze(1)  # [M]
+
+
+def sparse_mlm_logits(bert: BertModel, head: MLMHead, sequence: torch.Tensor, labels: torch.Tensor | None,
+                      positions: torch.Tensor | None = None
+                      ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """Run the MLM head only where it is needed.
 
     With labels, gather the M labelled positions first and project only those onto the vocabulary ("sparse
     MLM", as google-research/bert's gather_indexes and Cramming, Geiping & Goldstein 2022). At 15% masking this
     skips 85% of the [*,H]x[H,V] projection, often the largest matmul in a small BERT.
+    positions: [M] flat indices of the labelled positions (prediction_positions), or None to find them here,
+    which on a GPU costs a host sync (M decides the shape of everything after the gather).
     Returns (logits [M,V] or [B,T,V], loss or None, M or None).
     """
     vocab = bert.embeddings.word_embeddings.weight  # [V,H], the tied decoder
@@ -212,16 +234,13 @@ def sparse_mlm_logits(bert: BertModel, head: MLMHead, sequence: torch.Tensor,
     if labels.shape != sequence.shape[:2] or labels.dtype != torch.long:  # metadata only: no device sync
         raise ValueError(f"labels have shape {tuple(labels.shape)} and dtype {labels.dtype}; expected the input_ids "
                          f"shape {tuple(sequence.shape[:2])} and torch.long (token IDs, {IGNORE_INDEX} elsewhere)")
-    selected = labels != IGNORE_INDEX  # [B,T] bool
-    targets = labels[selected]  # [M]
-    num_predictions = targets.numel()
-    if num_predictions and head.check_labels and not torch.compiler.is_compiling():
-        lo, hi = torch.aminmax(targets)
-        if lo < 0 or hi >= vocab.shape[0]:
-            bad = lo.item() if lo < 0 else hi.item()
-            raise ValueError(f"labels contains {bad}, outside [0, vocab_size={vocab.shape[0]}); use the original "
-                             f"token ID at predicted positions and {IGNORE_INDEX} everywhere else")
-    logits = head(sequence[selected], vocab)  # [M,H] -> [M,V]
+    if positions is None:
+        if head.check_labels and not torch.compiler.is_compiling():
+            check_mlm_labels(labels, vocab.shape[0])
+        positions = prediction_positions(labels)  # [M]
+    targets = labels.reshape(-1)[positions]  # [M]
+    num_predictions = positions.shape[0]
+    logits = head(sequence.reshape(-1, sequence.shape[-1])[positions], vocab)  # [M,H] -> [M,V]
     # Mean over the M real predictions only; averaging over padded prediction slots would dilute the loss.
     # Sum / max(M, 1) rather than reduction="mean": a micro-batch with no prediction then adds 0, not NaN.
     loss = F.cross_entropy(logits.float(), targets, reduction="sum") / max(num_predictions, 1)
@@ -241,10 +260,14 @@ class BertForMaskedLM(PretrainedMixin, nn.Module):
         self.mlm_head.apply(lambda module: init_weights(module, config.initializer_range))
 
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None,
-                attention_mask: torch.Tensor | None = None, labels: torch.Tensor | None = None) -> MaskedLMOutput:
-        """labels: [B,T], the original token ID at positions to predict and -100 elsewhere (or None)."""
+                attention_mask: torch.Tensor | None = None, labels: torch.Tensor | None = None,
+                prediction_positions: torch.Tensor | None = None) -> MaskedLMOutput:
+        """labels: [B,T], the original token ID at positions to predict and -100 elsewhere (or None).
+        prediction_positions: [M] their flat indices, computed on the CPU (model.prediction_positions) so that
+        a GPU step never waits for the host; None finds them here. The caller then vouches for the labels."""
         sequence = self.bert(input_ids, token_type_ids, attention_mask).last_hidden_state  # [B,T,H]
-        logits, loss, num_predictions = sparse_mlm_logits(self.bert, self.mlm_head, sequence, labels)
+        logits, loss, num_predictions = sparse_mlm_logits(self.bert, self.mlm_head, sequence, labels,
+                                                          prediction_positions)
         return MaskedLMOutput(loss=loss, logits=logits, num_predictions=num_predictions)
 
 

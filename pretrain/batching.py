@@ -23,9 +23,13 @@ single-process run), and `state_dict()` = {epoch, step} is all a checkpoint need
 
 Dimension legend: B rows per rank (= G / world_size), G global batch, T max_len, P pieces.
 """
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import torch
 
+from minibert.model import prediction_positions
 from pretrain.masking import DynamicMasking
 
 
@@ -123,10 +127,13 @@ class PretrainingBatches:
 
     def __next__(self):
         batch = self.batch(self.epoch, self.step)
-        self.step += 1
-        if self.step == self.steps_per_epoch:
-            self.epoch, self.step = self.epoch + 1, 0
+        self.epoch, self.step = self.position(1)
         return batch
+
+    def position(self, ahead=0):
+        """(epoch, step) of the batch `ahead` batches after the next one."""
+        epochs, step = divmod(self.step + ahead, self.steps_per_epoch)
+        return self.epoch + epochs, step
 
     def epoch_batches(self):
         """Every batch of epoch 0, in order, without moving the iterator (for evaluation)."""
@@ -194,3 +201,53 @@ class PretrainingBatches:
         source = np.where(is_cls | is_sep, 0, self.piece_starts[piece] + offset - 1)
         body = np.asarray(self.tokens[source], dtype=np.int64)                     # [G,T]
         return np.where(is_cls, self.cls_id, np.where(is_sep, self.sep_id, body))
+
+
+def split_micro_batches(batch, k):
+    """梯度累积 Cut one rank's batch [G/W,T] into k micro-batches [B,T] and add each one's `prediction_positions`
+    [M_i], the flat indices of its masked tokens: found here on the CPU, so the GPU never has to tell the host
+    how many there are (minibert/model.py:sparse_mlm_logits). Pinned inputs give pinned outputs."""
+    B = len(batch["input_ids"]) // k
+    parts = []
+    for i in range(k):
+        part = {name: None if t is None else t[i * B:(i + 1) * B] for name, t in batch.items()}  # views: still pinned
+        positions = prediction_positions(part["labels"])  # [M_i]
+        part["prediction_positions"] = positions.pin_memory() if part["labels"].is_pinned() else positions
+        parts.append(part)
+    return parts
+
+
+class Prefetcher:
+    """预取 Prefetching: build the next batches in a background thread while the device trains on this one.
+
+    Masking, gathering rows and pinning run on the CPU; on a GPU they would otherwise sit between two steps while
+    the GPU idles. A batch is a pure function of its (epoch, step) (see the module docstring), so the thread simply
+    works `depth` positions ahead, and `state_dict()` stays the position of the batch the LOOP takes next: a
+    checkpoint never records batches that were prefetched but not trained on.
+
+    Args:
+        batches: the PretrainingBatches to read ahead.
+        prepare: applied to each batch in the thread as well (e.g. splitting into micro-batches).
+        depth: how many batches to hold ready.
+    """
+
+    def __init__(self, batches, prepare=lambda batch: batch, depth=2):
+        self.batches, self.prepare, self.depth = batches, prepare, depth
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch")
+        self.ahead = deque()  # futures of the next batches, in order
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        while len(self.ahead) < self.depth:
+            epoch, step = self.batches.position(len(self.ahead))
+            self.ahead.append(self.pool.submit(lambda e=epoch, s=step: self.prepare(self.batches.batch(e, s))))
+        prepared = self.ahead.popleft().result()
+        self.batches.epoch, self.batches.step = self.batches.position(1)
+        return prepared
+
+    def close(self):
+        """Stop the thread (batches already being built are finished and dropped)."""
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        self.ahead.clear()

@@ -32,7 +32,8 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from minibert import IGNORE_INDEX, BertForMaskedLM
+from minibert import BertForMaskedLM
+from minibert.model import check_inputs, check_mlm_labels
 from minibert.checkpoint import save_pretrained
 from minibert.cli import RunFailed
 from minibert.training.accumulation import count_predictions, global_prediction_count, loss_weight
@@ -44,7 +45,7 @@ from minibert.training.logs import MetricsLog, plot_curves
 from minibert.training.mfu import measure_matmul_peak, mfu, training_flops_per_token
 from minibert.training.optim import build_adamw, format_group_table, param_groups
 from minibert.training.schedule import build_scheduler
-from pretrain.batching import PretrainingBatches
+from pretrain.batching import Prefetcher, PretrainingBatches, split_micro_batches
 from pretrain.config import PretrainConfig
 from pretrain import corpus as corpus_module
 from pretrain.data import file_digest, prepare_corpus
@@ -178,15 +179,28 @@ def train(cfg: PretrainConfig) -> dict:
         f"{peak_flops / 1e9:.0f} GFLOP/s per process")
 
     # ---- 5. the loop ---------------------------------------------------------------------------------------------
+    # Nothing in a step makes the host wait for the GPU: ids and labels are checked on the CPU batch (so the model's
+    # own checks are switched off), masked positions are found on the CPU, and the loss, accuracy and an "all
+    # finite" record stay on the device until a log or checkpoint step reads them in one go. On a GPU the next
+    # batches are built, checked and pinned in a background thread (pretrain/batching.py:Prefetcher).
+    model.bert.check_inputs, model.mlm_head.check_labels = False, False
+
+    def prepare(rank_batch: dict) -> list[dict]:
+        micro_batches = split_micro_batches(rank_batch, k)  # k micro-batches of B rows, with their positions
+        for micro in micro_batches:
+            check_inputs(config, micro["input_ids"], micro["token_type_ids"], micro["attention_mask"],
+                         config.max_position_embeddings)
+            check_mlm_labels(micro["labels"], config.vocab_size)
+        return micro_batches
+
+    source = Prefetcher(batches, prepare) if device.type == "cuda" else map(prepare, batches)
     bar = tqdm(total=cfg.max_steps, initial=start_step, disable=not ctx.is_main, dynamic_ncols=True)
     window = {"tokens": 0, "flops": 0.0, "start": time.perf_counter()}
     last_checkpoint, final_eval = start_step, {}
-    B = cfg.batch_size // (W * k)  # rows per micro-batch
+    first_nonfinite = torch.zeros((), dtype=torch.long, device=device)  # first step with an inf/NaN (0 = none)
     for step in range(start_step + 1, cfg.max_steps + 1):
-        rank_batch = next(batches)  # this rank's G/W rows, already masked
-        micro_batches = [{name: None if t is None else t[i * B:(i + 1) * B] for name, t in rank_batch.items()}
-                         for i in range(k)]
-        counts = [count_predictions(mb["labels"]) for mb in micro_batches]  # M_i per micro-batch
+        micro_batches = next(source)  # this rank's G/W rows as k micro-batches, already masked and checked
+        counts = [len(mb["prediction_positions"]) for mb in micro_batches]  # M_i per micro-batch
         total = global_prediction_count(counts, device)  # ΣM over micro-batches AND ranks, before any backward
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)
@@ -202,7 +216,7 @@ def train(cfg: PretrainConfig) -> dict:
                 # loss_i is a mean over M_i; weighting by M_i/ΣM (·W under DDP) makes the summed gradient that of
                 # the mean over ALL masked tokens of the global batch (see minibert/training/accumulation.py).
                 scaler.scale(out_i.loss * loss_weight(counts[i], total, W)).backward()
-            targets = micro["labels"][micro["labels"] != IGNORE_INDEX]  # [M_i]
+            targets = micro["labels"].reshape(-1)[micro["prediction_positions"]]  # [M_i]
             loss_sum += out_i.loss.detach().float() * counts[i]
             correct += (out_i.logits.detach().argmax(dim=-1) == targets).sum()
         if step == cfg.simulate_crash_at_step:  # testing: die mid-step, after work the checkpoint doesn't hold
@@ -210,13 +224,10 @@ def train(cfg: PretrainConfig) -> dict:
         # 梯度裁剪 gradient clipping of the global norm (Pascanu et al. 2013); with grad_clip 0 only measured.
         scaler.unscale_(optimizer)  # clip the true gradients, not the fp16-scaled ones
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or math.inf)
-        loss_total, correct_total = all_reduce_sum([loss_sum.item(), correct.item()], device)
-        loss = loss_total / total
-        if not math.isfinite(loss) or (not scaler.is_enabled() and not math.isfinite(grad_norm.item())):
-            # Stop BEFORE optimizer.step: the weights, and the checkpoint on disk, are still good.
-            bar.close()
-            raise TrainingDiverged(divergence_message(step, loss, grad_norm.item(), cfg, checkpoint_path,
-                                                      last_checkpoint))
+        finite = torch.isfinite(loss_sum)  # fp16: inf gradients are the scaler's business (it skips the step)
+        if not scaler.is_enabled():
+            finite &= torch.isfinite(grad_norm)
+        first_nonfinite = torch.where((first_nonfinite == 0) & ~finite, step, first_nonfinite)
         lr = scheduler.get_last_lr()[0]  # the LR this step uses
         scaler.step(optimizer)  # skips the update if fp16 gradients overflowed
         scaler.update()
@@ -225,19 +236,30 @@ def train(cfg: PretrainConfig) -> dict:
 
         # ---- logging: tokens/s and MFU count real (non-padding) tokens; FLOPs use the masked-only vocab head
         tokens = W * sum(int(mb["attention_mask"].sum()) if mb["attention_mask"] is not None
-                         else mb["input_ids"].numel() for mb in micro_batches)  # approximately global
+                         else mb["input_ids"].numel() for mb in micro_batches)  # CPU tensors; approximately global
         window["tokens"] += tokens
         window["flops"] += tokens * training_flops_per_token(config, cfg.max_len, total / tokens)
-        elapsed = time.perf_counter() - window["start"]
-        record = {"step": step, "loss": loss, "mlm_acc": correct_total / total, "lr": lr,
-                  "grad_norm": grad_norm.item(), "tokens_per_s": window["tokens"] / elapsed,
-                  "mfu": window["flops"] / elapsed / (W * peak_flops)}
         bar.update(1)
-        bar.set_postfix_str(f"loss {loss:.3f} acc {record['mlm_acc']:.3f} lr {record['lr']:.1e} "
-                            f"tok/s {record['tokens_per_s']:,.0f} MFU {record['mfu']:.0%}", refresh=False)
         logged = step % cfg.log_every == 0 or step == cfg.max_steps
-        if ctx.is_main and logged:
-            log.write(record)
+        checkpointing = step % cfg.checkpoint_every == 0 or step == cfg.max_steps
+        if logged or checkpointing:  # the host reads the device: this step's metrics and the "all finite" record
+            loss_total, correct_total, nonfinite_ranks = all_reduce_sum(
+                [loss_sum.item(), correct.item(), float(first_nonfinite.item() > 0)], device)
+            loss = loss_total / total
+            if nonfinite_ranks:
+                # Stop BEFORE any checkpoint or export holds the non-finite weights: the one on disk is still good.
+                bar.close()
+                raise TrainingDiverged(divergence_message(first_nonfinite.item() or step, loss, grad_norm.item(),
+                                                          cfg, checkpoint_path, last_checkpoint))
+        if logged:
+            elapsed = time.perf_counter() - window["start"]
+            record = {"step": step, "loss": loss, "mlm_acc": correct_total / total, "lr": lr,
+                      "grad_norm": grad_norm.item(), "tokens_per_s": window["tokens"] / elapsed,
+                      "mfu": window["flops"] / elapsed / (W * peak_flops)}
+            bar.set_postfix_str(f"loss {loss:.3f} acc {record['mlm_acc']:.3f} lr {record['lr']:.1e} "
+                                f"tok/s {record['tokens_per_s']:,.0f} MFU {record['mfu']:.0%}", refresh=False)
+            if ctx.is_main:
+                log.write(record)
         if ctx.is_main and (step % cfg.eval_every == 0 or step == cfg.max_steps):
             final_eval = evaluate(model, heldout.epoch_batches(), device, amp_dtype, cfg.eval_sequences)
             log.write({"step": step, **final_eval})
@@ -245,7 +267,7 @@ def train(cfg: PretrainConfig) -> dict:
                 peak_flops = max(peak_flops, measure_matmul_peak(device, amp_dtype or torch.float32))
             tqdm.write(f"step {step}: held-out MLM loss {final_eval['eval_loss']:.3f}, accuracy "
                        f"{final_eval['eval_acc']:.3f}, perplexity {final_eval['eval_ppl']:.1f}")
-        if step % cfg.checkpoint_every == 0 or step == cfg.max_steps:
+        if checkpointing:
             rng_states = gather_rng_states()  # a collective: every rank takes part, rank 0 writes
             if ctx.is_main:
                 save_training_state(checkpoint_path, step=step, model=model, optimizer=optimizer,
@@ -255,6 +277,8 @@ def train(cfg: PretrainConfig) -> dict:
         if logged:  # the next window starts after evaluation and checkpointing, so they don't count as training
             window = {"tokens": 0, "flops": 0.0, "start": time.perf_counter()}
     bar.close()
+    if isinstance(source, Prefetcher):
+        source.close()
 
     # ---- 6. final model, curve, summary --------------------------------------------------------------------------
     result = {}

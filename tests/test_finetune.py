@@ -156,12 +156,13 @@ def test_accumulated_gradient_equals_the_full_batch_gradient():
     lengths = [4, 9, 6, 12] * 8  # 32 examples of different lengths
     features = [Feature(np.random.randint(5, 97, n), None, int(np.random.randint(3))) for n in lengths]
     scaler = make_grad_scaler(torch.device("cpu"), None)
-    full_loss, _ = accumulate_gradients(model, [collate(features, 0, "class", 3)], scaler, "cpu", None)
+    full_loss, _ = accumulate_gradients(model, [collate(features, 0, "class", 3)], "class", scaler, "cpu", None)
     full = gradients(model)
     model.zero_grad(set_to_none=True)
     chunks = [features[:5], features[5:16], features[16:24], features[24:]]  # unequal micro-batches
-    loss, terms = accumulate_gradients(model, [collate(c, 0, "class", 3) for c in chunks], scaler, "cpu", None)
-    assert terms == 32 and loss == pytest.approx(full_loss, abs=1e-6)
+    loss, terms = accumulate_gradients(model, [collate(c, 0, "class", 3) for c in chunks], "class", scaler, "cpu",
+                                       None)
+    assert terms == 32 and loss.item() == pytest.approx(full_loss.item(), abs=1e-6)
     for name, grad in gradients(model).items():
         torch.testing.assert_close(grad, full[name], atol=1e-6, rtol=1e-5)
 
@@ -175,11 +176,11 @@ def test_token_accumulation_weights_micro_batches_by_labelled_tokens():
         return Feature(np.random.randint(5, 97, n), None, label)
     features = [feature(10, 8), feature(10, 1), feature(6, 4), feature(8, 2)]
     scaler = make_grad_scaler(torch.device("cpu"), None)
-    accumulate_gradients(model, [collate(features, 0, "tags", 3)], scaler, "cpu", None)
+    accumulate_gradients(model, [collate(features, 0, "tags", 3)], "tags", scaler, "cpu", None)
     full = gradients(model)
     model.zero_grad(set_to_none=True)
     _, terms = accumulate_gradients(model, [collate(features[:1], 0, "tags", 3), collate(features[1:], 0, "tags", 3)],
-                                    scaler, "cpu", None)
+                                    "tags", scaler, "cpu", None)
     assert terms == 15
     for name, grad in gradients(model).items():
         torch.testing.assert_close(grad, full[name], atol=1e-6, rtol=1e-5)

@@ -13,6 +13,7 @@ from torch import nn
 from conftest import tiny_config
 from minibert import IGNORE_INDEX, BertConfig, BertForMaskedLM, BertForPreTraining, BertModel
 from minibert.layers import LayerNorm
+from minibert.model import prediction_positions
 
 
 def random_labels(ids: torch.Tensor, rate: float = 0.3, attention_mask: torch.Tensor | None = None):
@@ -101,6 +102,10 @@ def test_sparse_mlm_loss_equals_full_logits_loss(padded):
     # the loss is the MEAN over the M labelled positions (not a sum, not over all B*T)
     per_position = F.cross_entropy(full_logits[selected], ids[selected], reduction="none")
     assert abs(sparse.loss.item() - per_position.mean().item()) <= 1e-6
+    # Positions found on the CPU beforehand (the training loops' sync-free path) give the very same bits.
+    given = model(ids, attention_mask=attention_mask, labels=labels,
+                  prediction_positions=prediction_positions(labels))
+    assert torch.equal(given.logits, sparse.logits) and torch.equal(given.loss, sparse.loss)
 
 
 def test_pretraining_loss_is_mlm_plus_nsp():

@@ -6,7 +6,7 @@ import torch
 from conftest import require_shared
 
 from minibert.tokenizers import WhitespaceTokenizer
-from pretrain.batching import PretrainingBatches, segment_documents
+from pretrain.batching import Prefetcher, PretrainingBatches, segment_documents, split_micro_batches
 from pretrain.data import build_vocab, detect_format, encode_texts, integer_id_table, iter_text_chunks, prepare_corpus
 from pretrain.evaluation import split_documents, unigram_baseline
 from pretrain.masking import DynamicMasking
@@ -233,6 +233,32 @@ def test_resume_from_state_dict_is_exact(tmp_path, pack):
     assert not torch.equal(reference[0]["input_ids"], reference[uninterrupted.steps_per_epoch]["input_ids"])
     with pytest.raises(ValueError, match="resume with the same"):
         batches(corpus, pack=pack, batch_size=2).load_state_dict(killed.state_dict())
+
+
+def test_prefetcher_yields_the_serial_sequence_and_keeps_the_consumer_position(tmp_path):
+    """The GPU loop's background thread must change nothing: same batches, same order, and a checkpoint taken
+    mid-run records the batch the loop takes next, not how far the thread has read ahead."""
+    corpus = open_corpus(tmp_path, docs=[" ".join(map(str, range(5, 5 + n))) for n in range(3, 60)])
+    serial = batches(corpus, pack=True)
+    reference = [split_micro_batches(next(serial), 2) for _ in range(serial.steps_per_epoch + 3)]
+    source = batches(corpus, pack=True)
+    prefetched = Prefetcher(source, lambda b: split_micro_batches(b, 2), depth=3)
+    for step, expected in enumerate(reference, start=1):
+        got = next(prefetched)
+        for part, want in zip(got, expected):
+            for name in ("input_ids", "labels", "prediction_positions"):
+                assert torch.equal(part[name], want[name]), (step, name)
+        assert source.state_dict()["step"] == step % source.steps_per_epoch  # the consumer's position
+    prefetched.close()
+
+
+def test_micro_batch_positions_are_the_masked_tokens(tmp_path):
+    batch = next(batches(open_corpus(tmp_path), batch_size=4))
+    parts = split_micro_batches(batch, 2)
+    assert [len(p["input_ids"]) for p in parts] == [2, 2]
+    for part in parts:
+        flat = part["labels"].reshape(-1)
+        assert torch.equal(part["prediction_positions"], torch.nonzero(flat != -100).squeeze(1))
 
 
 def test_clear_errors_for_bad_batch_settings(tmp_path):

@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterator, List, Tuple
 
-import google_crc32c
 import numpy as np
 
 from .errors import CheckpointError
@@ -53,6 +52,14 @@ def _unmask(masked_crc: int) -> int:
     """Inverse of TF/LevelDB crc32c::Mask: ((crc >> 15) | (crc << 17)) + 0xa282ead8 (mod 2**32)."""
     rotated = (masked_crc - CRC_MASK_DELTA) & 0xFFFFFFFF
     return ((rotated >> 17) | (rotated << 15)) & 0xFFFFFFFF
+
+
+def _crc32c(data: bytes) -> int:
+    """crc32c of `data`. google-crc32c is imported here, not at the top: only reading a TF bundle needs it, so
+    training and conversion of other formats work on machines without it (e.g. a GPU box with a preinstalled torch)."""
+    import google_crc32c
+
+    return google_crc32c.value(data)
 
 
 def _read_varint(buf: bytes, pos: int) -> Tuple[int, int]:
@@ -180,7 +187,7 @@ class TFCheckpoint:
                 f"{path}: block at offset {offset} uses compression type {compression} (1 = snappy); "
                 "only uncompressed indexes (TF's default) are supported: re-save the checkpoint with TF defaults")
         stored_crc = _unmask(struct.unpack_from("<I", data, end + 1)[0])
-        if google_crc32c.value(data[offset:end + 1]) != stored_crc:  # crc covers contents + type byte
+        if _crc32c(data[offset:end + 1]) != stored_crc:  # crc covers contents + type byte
             raise CheckpointError(f"{path}: crc32c mismatch in index block at offset {offset}: the index file is corrupt")
         block = data[offset:end]
         num_restarts = struct.unpack_from("<I", block, len(block) - 4)[0]
@@ -222,7 +229,7 @@ class TFCheckpoint:
             raise CheckpointError(
                 f"{path} is truncated: variable {name!r} needs bytes {info.offset}..{info.offset + info.size} "
                 f"but the file has {path.stat().st_size} bytes; download it again")
-        if google_crc32c.value(raw) != info.crc32c:
+        if _crc32c(raw) != info.crc32c:
             raise CheckpointError(f"crc32c mismatch for TF variable {name!r} in {path}: the data file is corrupt; download it again")
         array = np.frombuffer(raw, dtype=np.dtype(np_dtype).newbyteorder(">" if self.big_endian else "<"))
         array = array.astype(np_dtype, copy=True).reshape(info.shape)  # copy: writable, native byte order
