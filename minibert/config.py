@@ -27,7 +27,7 @@ class BertConfig:
     num_hidden_layers: int = 12  # L
     num_attention_heads: int = 12  # N; head size D = H / N
     intermediate_size: int = 3072  # I: FFN inner width, 4H in the paper
-    hidden_act: str = "gelu"  # "gelu" (exact erf, Google BERT), "gelu_new" (tanh approx.), "relu"
+    hidden_act: str = "gelu"  # "gelu" (exact erf), "gelu_new" (tanh approx.; see layers.activation), "relu"
     hidden_dropout_prob: float = 0.1
     attention_probs_dropout_prob: float = 0.1
     max_position_embeddings: int = 512  # P: rows of the learned position table
