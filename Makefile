@@ -4,6 +4,7 @@
 #   make finetune TASK=cls        fine-tune (cls | pair | ner); INIT=, DATA=, ARGS= override the defaults
 #   make convert SRC=... DST=...  convert a Google TF / Hugging Face / minibert checkpoint
 #   make bench                    speed vs transformers, MFU against a measured matmul peak
+#   make lecture                  the from-zero lecture path (docs/lecture/), every code block, full sizes
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -14,7 +15,7 @@ TORCH_SPEC ?= torch==2.13.0
 TASK ?= cls
 ARGS ?=
 
-.PHONY: setup setup-test test pretrain finetune convert bench bench-finetune docs clean
+.PHONY: setup setup-test test pretrain finetune convert bench bench-finetune docs lecture clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -63,6 +64,10 @@ convert: $(VENV)/.runtime
 
 docs: $(VENV)/.runtime
 	$(BIN)/python docs/architecture.py
+
+# Runs every code block of docs/lecture/NN_*.md in order (make test runs them too, with tiny sizes).
+lecture: $(VENV)/.runtime
+	$(BIN)/python docs/lecture/run.py
 
 clean:
 	rm -rf runs .cache
