@@ -6,6 +6,7 @@
 #   make bench                    speed vs transformers, MFU against a measured matmul peak
 #   make gpu-check                prove and measure the CUDA path on one GPU in 4 minutes (docs/gpu.md);
 #                                 SETUP=none PYTHON=python3 uses the machine's preinstalled torch, DEVICE=cpu smoke
+#   make lecture                  the from-zero lecture path (docs/lecture/), every code block, full sizes
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -18,7 +19,7 @@ ARGS ?=
 DEVICE ?= cuda
 SETUP ?= venv
 
-.PHONY: setup setup-test test pretrain finetune convert bench bench-finetune gpu-check docs clean
+.PHONY: setup setup-test test pretrain finetune convert bench bench-finetune gpu-check docs lecture clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -74,6 +75,10 @@ convert: $(VENV)/.runtime
 
 docs: $(VENV)/.runtime
 	$(BIN)/python docs/architecture.py
+
+# Runs every code block of docs/lecture/NN_*.md in order (make test runs them too, with tiny sizes).
+lecture: $(VENV)/.runtime
+	$(BIN)/python docs/lecture/run.py
 
 clean:
 	rm -rf runs .cache

@@ -30,11 +30,11 @@ class BertConfig:
     num_hidden_layers: int = field(default=12, metadata=rule(int, ge=1))  # L
     num_attention_heads: int = field(default=12, metadata=rule(int, ge=1))  # N; head size D = H / N
     intermediate_size: int = field(default=3072, metadata=rule(int, ge=1))  # I: FFN inner width, 4H in the paper
-    # "gelu" (exact erf, Google BERT), "gelu_new" (tanh approx.), "relu"
+    # "gelu" (exact erf), "gelu_new" (tanh approx.; see layers.activation), "relu"
     hidden_act: str = field(default="gelu", metadata=rule(str, choices=ACTIVATIONS))
     hidden_dropout_prob: float = field(default=0.1, metadata=rule(float, ge=0, lt=1))
     attention_probs_dropout_prob: float = field(default=0.1, metadata=rule(float, ge=0, lt=1))
-    max_position_embeddings: int = field(default=512, metadata=rule(int, ge=1))  # P: rows of the position table
+    max_position_embeddings: int = field(default=512, metadata=rule(int, ge=1))  # P: rows of the learned position table
     type_vocab_size: int = field(default=2, metadata=rule(int, ge=1))  # segment A/B for token_type_ids
     layer_norm_eps: float = field(default=1e-12, metadata=rule(float, gt=0))  # TF BERT's, inside the square root
     # std of the normal init (BERT's truncated normal, see model.init_weights)

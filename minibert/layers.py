@@ -45,8 +45,10 @@ class LayerNorm(nn.Module):
 
 
 def activation(name: str, x: torch.Tensor) -> torch.Tensor:
-    """The config's `hidden_act`. BERT was trained with exact (erf) GELU; "gelu_new" is the tanh approximation
-    of Hendrycks & Gimpel 2016 used by GPT-2 and some checkpoints, and they differ by up to ~1e-3."""
+    """The config's `hidden_act`. "gelu" is the exact (erf) GELU; "gelu_new" is the tanh approximation of Hendrycks
+    & Gimpel 2016 (GPT-2). Google's 2018 BERT checkpoints were trained with the erf form, but google-research/bert's
+    `gelu` became the tanh form in February 2019, so models pretrained with that code since then (Datawhale's Task 6
+    among them) used tanh even though their config says "gelu". The two differ by at most ~1e-3 per value."""
     if name == "gelu":
         return F.gelu(x)  # 0.5 x (1 + erf(x / sqrt 2))
     if name == "gelu_new":

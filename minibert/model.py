@@ -180,7 +180,8 @@ class MLMHead(nn.Module):
     """The masked-LM head: transform (dense, act, LayerNorm), then a decoder TIED to the word embeddings.
 
     Tying (Press & Wolf 2017) reuses the [V,H] input embedding as the output projection: no second V×H matrix,
-    and rare tokens' output vectors get gradient through their input use too. Only the bias [V] is the head's own.
+    and rare tokens' output vectors get gradient through their input use too. The head's own parameters are the
+    transform (dense [H,H] and LayerNorm [H]) and the output bias [V]; only the [V,H] decoder matrix is shared.
     """
 
     def __init__(self, config: BertConfig):

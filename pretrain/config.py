@@ -1,7 +1,7 @@
 """PretrainConfig: every knob of an MLM pretraining run, as one dataclass = the CLI flags = a JSON file.
 
 Three ways to set a field, later ones winning:
-    1. the defaults below: the recipe `make pretrain` runs (BERT-mini on the embedded corpus, ~7 min on 2 CPU cores);
+    1. the defaults below: the recipe `make pretrain` runs (BERT-mini on the embedded corpus, about 5 min on 2 CPU cores, see docs/results.md);
     2. `--config run.json`: a JSON object with any of the fields, e.g. {"lr": 5e-4, "model": {"hidden_size": 128}};
     3. command-line flags: `--lr 5e-4`, and for the model `--model.hidden_size 128` or `--set hidden_size=128`.
 

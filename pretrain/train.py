@@ -8,9 +8,10 @@
     6. the final model in minibert format, the loss curve, held-out accuracy next to the unigram baseline
 
 The recipe: MLM only, no next-sentence prediction (RoBERTa, Liu et al. 2019, found NSP does not help), dynamic
-masking, sparse MLM head and attention dropout 0 (Cramming, Geiping & Goldstein 2022), a large LR with warmup and
-linear decay to 0 (Izsak et al. 2021, "How to Train BERT with an Academic Budget"). Mask rate 0.15 as Devlin et
-al. 2019; Wettig et al. 2022 show higher rates (0.3-0.4) can do better, hence --mask-rate.
+masking, sparse MLM head, attention AND hidden dropout 0 (Cramming, Geiping & Goldstein 2022), a large LR with
+warmup and linear decay to 0 (Izsak et al. 2021, "How to Train BERT with an Academic Budget"). The mask rate is
+PretrainConfig.mask_rate (above BERT's 0.15: Wettig et al. 2022 show higher rates can do better); evaluation
+always masks 0.15.
 
 Dimension legend: G global batch (rows per optimizer step, all processes), W processes, k gradient_accumulation,
 B = G / (W·k) rows per micro-batch, T max_len, V vocab, M masked positions.

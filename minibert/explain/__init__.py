@@ -33,6 +33,9 @@ CONCEPTS = (
     Concept("token_type_ids", "inputs", "token_type_ids", "段嵌入 token_type_ids / segment embeddings"),
     Concept("ignore_index", "inputs", "ignore_index", "标签 -100 / ignore_index"),
     Concept("device_side_assert", "inputs", "device_side_assert", "设备端断言 device-side assert: debug on the CPU"),
+    Concept("segments", "questions_finetune", "segments", "段 two or three segments, t1 + '[SEP]' + t2"),
+    Concept("chinese_ner_wordpiece", "questions_finetune", "chinese_ner_wordpiece",
+            "中文 NER 与 WordPiece: per character, iphone ##12"),
     # the model
     Concept("attention_mask", "model_parts", "attention_mask", "注意力掩码 attention mask and padding"),
     Concept("layer_norm", "model_parts", "layer_norm", "层归一化 LayerNorm"),
@@ -41,6 +44,11 @@ CONCEPTS = (
     Concept("sparse_mlm", "model_parts", "sparse_mlm", "稀疏 MLM 头 sparse MLM head"),
     Concept("attention_heatmap", "attention_map", "attention_heatmap", "注意力热力图 attention heatmap"),
     Concept("fp16_mask", "precision", "fp16_mask", "混合精度 fp16 attention-mask overflow"),
+    Concept("positions_not_input", "questions_model", "positions_not_input", "位置编码 why position is not an input"),
+    Concept("heads_together", "questions_model", "heads_together", "多头 the heads are trained together"),
+    Concept("train_eval_mode", "questions_model", "train_eval_mode", "train()/eval() and self.training"),
+    Concept("causal_vs_bidirectional", "questions_model", "causal_vs_bidirectional",
+            "编码器 vs 编码器-解码器 encoder-only vs encoder-decoder"),
     # pretraining
     Concept("mlm_masking", "pretraining", "mlm_masking", "掩码语言模型 MLM masking 80/10/10"),
     # the optimizer and the training step
@@ -58,6 +66,13 @@ CONCEPTS = (
     Concept("global_pointer", "ner", "global_pointer", "全局指针 GlobalPointer with 旋转位置编码 RoPE"),
     Concept("mcc_vs_accuracy", "finetuning", "mcc_vs_accuracy", "马修斯相关系数 MCC vs accuracy"),
     Concept("overfitting", "finetuning", "overfitting", "过拟合 overfitting in the dev loss"),
+    Concept("output_shapes", "questions_finetune", "output_shapes", "输出维度 NER [B,T,C] vs sentence [B,C]"),
+    Concept("sentence_vector", "questions_finetune", "sentence_vector", "句向量 [CLS] vs pooler vs mean pooling"),
+    Concept("weighted_vs_macro_f1", "questions_finetune", "weighted_vs_macro_f1", "加权 vs 宏平均 F1"),
+    Concept("crf_mask", "crf", "crf_mask", "条件随机场 CRF with -100: a valid tag AND a mask"),
+    Concept("fgm_fp16", "tricks", "fgm_fp16", "对抗训练 FGM under one GradScaler"),
+    Concept("focal_loss", "tricks", "focal_loss_demo", "焦点损失 focal loss"),
+    Concept("freeze_encoder", "tricks", "freeze_encoder_demo", "冻结编码器 freezing the encoder"),
     # checkpoints
     Concept("tf_name_mapping", "conversion", "tf_name_mapping", "TF→PyTorch 参数名映射 name mapping"),
     Concept("key_drift", "conversion", "key_drift", "键名漂移 checkpoint key drift (bert. prefix, gamma/beta)"),

@@ -1,4 +1,5 @@
-"""CLI: `python -m minibert.explain CONCEPT [--out DIR] [--checkpoint PATH]`, `... list`, or `... all`."""
+"""CLI: `python -m minibert.explain CONCEPT [--out DIR] [--checkpoint PATH] [--layer L --head H]`, `... list`, or
+`... all`."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("runs") / "explain", help="folder for PNG files")
     parser.add_argument("--checkpoint", type=Path, default=None,
                         help="weights for attention_heatmap (minibert/HF folder or TF checkpoint prefix)")
+    parser.add_argument("--layer", type=int, default=None, help="attention_heatmap: the layer to draw (from 0)")
+    parser.add_argument("--head", type=int, default=None, help="attention_heatmap: the head to draw (from 0)")
     args = parser.parse_args(argv)
     concept = args.concept.lower()  # `LIST`, `Warmup`: the names are lower-case, so accept any case
     try:
@@ -30,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
         names = [c.name for c in CONCEPTS] if concept == "all" else [find(concept).name]  # a typo fails here
         # The demo models are tiny: one thread avoids thread hand-off costs that dominate at this size.
         torch.set_num_threads(1)
-        ctx = DemoContext(out_dir=args.out, checkpoint=args.checkpoint)
+        ctx = DemoContext(out_dir=args.out, checkpoint=args.checkpoint, layer=args.layer, head=args.head)
         for name in names:
             run(name, ctx)
     except ValueError as e:  # a user error (unknown concept, missing checkpoint): one line, no traceback

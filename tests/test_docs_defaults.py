@@ -1,0 +1,44 @@
+"""Defaults stated in the docs stay true: wherever a page or docstring writes `PretrainConfig.FIELD=VALUE` or
+`FinetuneConfig.FIELD=VALUE` in backticks, VALUE must be that dataclass field's default. A changed recipe then
+fails here until the sentence is updated, instead of leaving a stale number behind (issue 12, item 5)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import fields
+
+import pytest
+from conftest import REPO_ROOT
+
+from finetune.config import FinetuneConfig
+from pretrain.config import PretrainConfig
+
+STATED = re.compile(r"`(PretrainConfig|FinetuneConfig)\.(\w+)=([^`]+)`")
+PAGES = sorted([*REPO_ROOT.glob("docs/**/*.md"), REPO_ROOT / "README.md", *REPO_ROOT.glob("pretrain/*.py"),
+                *REPO_ROOT.glob("finetune/*.py")])
+
+
+def defaults(cls) -> dict:
+    instance = cls()
+    return {f.name: getattr(instance, f.name) for f in fields(cls)}
+
+
+def statements() -> list[tuple[str, str, str, str]]:
+    found = []
+    for page in PAGES:
+        for cls, name, value in STATED.findall(page.read_text(encoding="utf-8")):
+            found.append((str(page.relative_to(REPO_ROOT)), cls, name, value))
+    return found
+
+
+def test_the_docs_state_some_defaults_this_way():
+    assert any(name == "mask_rate" for _, _, name, _ in statements())
+
+
+@pytest.mark.parametrize("page,cls,name,value", statements())
+def test_stated_default_matches_the_config(page, cls, name, value):
+    table = defaults({"PretrainConfig": PretrainConfig, "FinetuneConfig": FinetuneConfig}[cls])
+    assert name in table, f"{page}: {cls} has no field {name!r}"
+    actual = table[name]
+    stated = type(actual)(value) if isinstance(actual, (int, float)) and not isinstance(actual, bool) else value
+    assert stated == actual, f"{page} says {cls}.{name}={value}, but the default is {actual!r}: update the page"
