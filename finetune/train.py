@@ -16,9 +16,10 @@ micro-batch i is weighted by n_i / Σn. Averaging the micro-batch means instead 
 of accumulation steps") over-weights the terms of a small micro-batch, e.g. the last one of an epoch, or one with
 few labelled tokens (tests/test_finetune.py checks 4 unequal micro-batches == 1 batch of 32).
 
-The GPU never waits for the host: the step's loss stays on the device, and the per-step losses are read (one
-sync) every LOG_EVERY steps and before every dev evaluation, which is also when a non-finite loss is caught. The
-checkpoint is written only after that check, so it never holds non-finite weights.
+The GPU never waits for the host inside a step: ids and labels are checked on the CPU batch before the copy
+(check_batch; the model's own checks are off while training), the step's loss stays on the device, and the
+per-step losses are read (one sync) every LOG_EVERY steps and before every dev evaluation, which is also when a
+non-finite loss is caught. The checkpoint is written only after that check, so it never holds non-finite weights.
 
 Dimension legend: B batch, T sequence length, C labels.
 """
@@ -34,6 +35,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from minibert.heads import BertForSequenceClassification, BertForTokenClassification, check_labels
+from minibert.model import check_inputs
 from minibert.training.accumulation import global_prediction_count, loss_weight
 from minibert.training.device import autocast, autocast_dtype, make_grad_scaler, move_batch, pick_device
 from minibert.training.io import atomic_write_text
@@ -106,6 +109,8 @@ def accumulate_gradients(model, micro_batches: list[dict], label_kind: str, scal
     Returns:
         (mean loss over all terms as a 0-d tensor ON `device`: reading it is a host sync, number of terms).
     """
+    for batch in micro_batches:
+        check_batch(model, batch, label_kind)
     counts = [count_loss_terms(batch["labels"], label_kind) for batch in micro_batches]  # n_i, on the CPU
     total = global_prediction_count(counts, device)  # Σn, before any backward
     step_loss = torch.zeros((), device=device)
@@ -117,6 +122,16 @@ def accumulate_gradients(model, micro_batches: list[dict], label_kind: str, scal
         scaler.scale(weighted).backward()
         step_loss += weighted.detach().float()
     return step_loss, total
+
+
+def check_batch(model, batch: dict, label_kind: str) -> None:
+    """The model's own input and label checks, run on the CPU batch before the copy to the device: there they cost
+    no host sync, so the loop switches the model's copies off (train)."""
+    check_inputs(model.bert.config, batch["input_ids"], batch["token_type_ids"], batch["attention_mask"],
+                 model.bert.embeddings.max_positions)
+    if label_kind in ("class", "tags"):
+        check_labels(batch["labels"], model.num_labels, allow_ignore=label_kind == "tags",
+                     what="classification" if label_kind == "class" else "token classification")
 
 
 def stats_row(values: list, widths: list[int]) -> str:
@@ -133,6 +148,12 @@ def train(cfg: FinetuneConfig, prepared: Prepared) -> dict:
         torch.set_num_threads(cfg.num_threads)
     model = prepared.model.to(device)
     torch.manual_seed(cfg.seed)  # dropout masks
+    # Inputs and labels are checked on the CPU batches (check_batch); the model's own checks, each a host sync on
+    # a GPU, are off while it trains and back on afterwards.
+    head_checks_labels = isinstance(model, (BertForSequenceClassification, BertForTokenClassification))
+    model.bert.check_inputs = False
+    if head_checks_labels:
+        model.check_labels = False
 
     # ---- optimizer: AdamW groups (no decay on biases/LayerNorm; head LR; optional layer-wise decay)
     groups = param_groups(model, cfg.lr, cfg.weight_decay, head_lr=cfg.head_lr, head_prefixes=spec.head_prefixes,
@@ -241,6 +262,9 @@ def train(cfg: FinetuneConfig, prepared: Prepared) -> dict:
             break
     read_losses()
     bar.close()
+    model.bert.check_inputs = True
+    if head_checks_labels:
+        model.check_labels = True
 
     plot_curves(log_path, out_dir / "learning_curve.png", {"train loss": ("step", "train_loss"),
                                                           "dev loss": ("step", "dev_loss")},

@@ -91,6 +91,7 @@ class BertForSequenceClassification(nn.Module):
         if num_labels < 1:
             raise ValueError(f"num_labels={num_labels}: a classifier needs at least 1 label")
         self.config = config
+        self.check_labels = True  # a loop that checks labels on the CPU batch (finetune/train.py) turns it off
         self.num_labels = num_labels
         self.representation = representation
         self.multi_label = multi_label
@@ -122,7 +123,8 @@ class BertForSequenceClassification(nn.Module):
                                  f"num_labels] = {tuple(logits.shape)} of 0/1")
             loss = F.binary_cross_entropy_with_logits(logits.float(), labels.float())  # mean over B·C
             return TaskOutput(loss=loss, logits=logits, num_loss_terms=labels.numel())
-        check_labels(labels, self.num_labels, allow_ignore=False, what="classification")
+        if self.check_labels:
+            check_labels(labels, self.num_labels, allow_ignore=False, what="classification")
         # ignore_index=None would be clearer, but torch wants an int: the labels were checked above, so the
         # default -100 can never silently drop an example here.
         loss = F.cross_entropy(logits.float(), labels)  # mean over B
@@ -136,6 +138,7 @@ class BertForTokenClassification(nn.Module):
     def __init__(self, config: BertConfig, num_labels: int, classifier_dropout: float | None = None):
         super().__init__()
         self.config = config
+        self.check_labels = True  # a loop that checks labels on the CPU batch (finetune/train.py) turns it off
         self.num_labels = num_labels
         self.bert = BertModel(config, add_pooling_layer=False)
         self.dropout, self.classifier = classifier_layers(config, num_labels, classifier_dropout)  # -, [C,H]
@@ -148,10 +151,14 @@ class BertForTokenClassification(nn.Module):
         logits = self.classifier(self.dropout(hidden))  # [B,T,C]
         if labels is None:
             return TaskOutput(loss=None, logits=logits)
-        check_labels(labels, self.num_labels, allow_ignore=True, what="token classification")
-        scored = labels != IGNORE_INDEX  # [B,T]
-        loss = F.cross_entropy(logits[scored].float(), labels[scored])  # mean over the labelled tokens
-        return TaskOutput(loss=loss, logits=logits, num_loss_terms=scored.sum())
+        if self.check_labels:
+            check_labels(labels, self.num_labels, allow_ignore=True, what="token classification")
+        # Mean over the labelled tokens: cross_entropy skips the -100 positions itself (its ignore_index), so no
+        # boolean gather, whose data-dependent size would make a GPU wait for the host. Sum / max(n, 1): a batch
+        # with no labelled token adds 0 under gradient accumulation instead of NaN.
+        scored = (labels != IGNORE_INDEX).sum()  # n, a 0-d tensor (no host sync)
+        loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), reduction="sum") / scored.clamp(min=1)
+        return TaskOutput(loss=loss, logits=logits, num_loss_terms=scored)
 
 
 class BertForGlobalPointerNER(nn.Module):

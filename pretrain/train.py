@@ -244,14 +244,14 @@ def train(cfg: PretrainConfig) -> dict:
         logged = step % cfg.log_every == 0 or step == cfg.max_steps
         checkpointing = step % cfg.checkpoint_every == 0 or step == cfg.max_steps
         if logged or checkpointing:  # the host reads the device: this step's metrics and the "all finite" record
-            loss_total, correct_total, nonfinite_ranks = all_reduce_sum(
-                [loss_sum.item(), correct.item(), float(first_nonfinite.item() > 0)], device)
+            read = torch.stack([loss_sum.double(), correct.double(), first_nonfinite.double()]).tolist()  # one read
+            loss_total, correct_total, nonfinite_ranks = all_reduce_sum([read[0], read[1], float(read[2] > 0)], device)
             loss = loss_total / total
             if nonfinite_ranks:
                 # Stop BEFORE any checkpoint or export holds the non-finite weights: the one on disk is still good.
                 bar.close()
-                raise TrainingDiverged(divergence_message(first_nonfinite.item() or step, loss, grad_norm.item(),
-                                                          cfg, checkpoint_path, last_checkpoint))
+                raise TrainingDiverged(divergence_message(int(read[2]) or step, loss, grad_norm.item(), cfg,
+                                                          checkpoint_path, last_checkpoint))
         if logged:
             elapsed = time.perf_counter() - window["start"]
             record = {"step": step, "loss": loss, "mlm_acc": correct_total / total, "lr": lr,
