@@ -67,10 +67,15 @@ def check_fingerprint(saved: dict | None, current: dict, checkpoint: Path) -> No
 
 def resolve_init(cfg: PretrainConfig) -> tuple[Path, Path] | None:
     """For --init: (weights path, the vocab.txt that labels its embedding rows), or None without --init.
+    Also refuses, before any work, a --resume that has no checkpoint to continue from.
 
     A model folder (<out>/final, or any minibert/HF folder) carries its vocab.txt; a run's checkpoint.pt uses the
     vocab.txt its run folder holds. A --vocab that differs from it is refused: rows would get the wrong tokens.
     """
+    checkpoint = Path(cfg.out) / "checkpoint.pt"
+    if cfg.resume and not checkpoint.is_file():  # say so now, not after encoding the corpus
+        raise FileNotFoundError(f"resume: no checkpoint at {checkpoint}; run without --resume to start fresh, or "
+                                f"pass the --out folder of the run to continue")
     if cfg.init is None:
         return None
     if cfg.resume:

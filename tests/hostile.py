@@ -10,11 +10,14 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import torch
+
 from pretrain.corpus import generate_corpus
 
 TINY = ["--set", "hidden_size=32", "--set", "num_hidden_layers=2", "--set", "num_attention_heads=4",
         "--set", "intermediate_size=64", "--max-len", "32", "--batch-size", "8", "--max-steps", "2",
-        "--eval-every", "2", "--checkpoint-every", "1", "--eval-sequences", "8", "--matmul-peak-gflops", "1"]
+        "--eval-every", "2", "--checkpoint-every", "1", "--eval-sequences", "8", "--matmul-peak-gflops", "1",
+        "--num-threads", "1"]  # one thread: on a busy 2-core machine, faster than torch's default
 
 
 def cli_main(cli: str):
@@ -29,7 +32,12 @@ def cli_main(cli: str):
 
 
 def run_cli(cli: str, argv: list[str], capsys) -> tuple[int, str, str]:
-    code = cli_main(cli)([str(a) for a in argv])
+    """(exit code, stdout, stderr) of the CLI's main(argv), in-process; torch's thread count is restored after."""
+    threads = torch.get_num_threads()
+    try:
+        code = cli_main(cli)([str(a) for a in argv])
+    finally:
+        torch.set_num_threads(threads)
     out, err = capsys.readouterr()
     return code, out, err
 

@@ -148,7 +148,7 @@ def test_clipping_every_micro_batch(tmp_path):
     def grads():
         return torch.cat([p.grad.flatten() for p in model.parameters()])
 
-    accumulate_gradients(model, [collate(features, 0, "class", 3)], scaler, "cpu", None)
+    accumulate_gradients(model, [collate(features, 0, "class", 3)], "class", scaler, "cpu", None)
     torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
     reference = grads()  # the whole batch's gradient, clipped once
     model.zero_grad(set_to_none=True)
@@ -157,7 +157,7 @@ def test_clipping_every_micro_batch(tmp_path):
         torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
     buggy = grads()
     model.zero_grad(set_to_none=True)
-    accumulate_gradients(model, halves, scaler, "cpu", None)  # minibert: accumulate all micro-batches, ...
+    accumulate_gradients(model, halves, "class", scaler, "cpu", None)  # minibert: accumulate all micro-batches, ...
     torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)  # ... then clip once
     ours = grads()
     cosine = F.cosine_similarity(buggy, reference, dim=0).item()

@@ -14,7 +14,8 @@ from minibert.checkpoint import CheckpointError, save_pretrained
 
 NESTED = {"text": "读了浙商银行的书", "label": {"book": {"浙商银行的书": [[2, 7]]}, "company": {"浙商银行": [[2, 5]]}}}
 PLAIN = {"text": "我在北京工作", "label": {"address": {"北京": [[2, 3]]}}}
-QUICK = ["--init", "random", "--epochs", "1", "--max-length", "16", "--batch-size", "4", "--no-progress"]
+QUICK = ["--init", "random", "--epochs", "1", "--max-length", "16", "--batch-size", "4", "--no-progress",
+         "--num-threads", "1"]
 
 
 def ner_file(path, records):
@@ -60,8 +61,9 @@ def test_bad_finetune_data(case_id, task, content, extra, words, capsys, tmp_pat
                                                ("globalpointer", [], 2)])
 def test_overlapping_spans_drop_or_globalpointer(head, extra, kept, capsys, tmp_path):
     train = ner_file(tmp_path / "train.json", [NESTED, PLAIN] * 4)
+    tiny_config(vocab_size=200).to_json(tmp_path / "tiny.json")
     argv = ["--task", "ner", "--train", train, "--dev", train, "--out", tmp_path / "out", "--head", head,
-            *QUICK, *extra]
+            *QUICK, "--model-config", tmp_path / "tiny.json", "--globalpointer-head-size", "8", *extra]
     code, out, err = run_cli("finetune", argv, capsys)
     assert_outcome(code, err, 0)
     assert ("dropped 4 overlapping" in out) == (head == "softmax")

@@ -1,0 +1,186 @@
+"""Hostile input, part 4: faults (disk full, read-only output, SIGINT, SIGKILL) and property-based inputs.
+
+CI runs as root, where chmod stops nothing, so faults are INJECTED: the atomic writer is patched to raise
+OSError(ENOSPC) or OSError(EROFS). Signals go to a real subprocess. The property-based part (hypothesis, fixed
+seed via derandomize=True, fixed max_examples) feeds random flag values, JSON configs, corpora and token-ID tensors
+and accepts only: success with valid values, or ONE `error:` line / one-line ValueError with the documented code.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from conftest import REPO_ROOT, tiny_config
+from hostile import assert_outcome, pretrain_argv, run_cli
+
+import minibert.training.io as io
+from minibert import BertConfig, BertForMaskedLM
+from minibert.validation import ConfigError
+
+hypothesis = pytest.importorskip("hypothesis", reason="hypothesis is a test extra; make test installs it")
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+
+PROPERTY = settings(derandomize=True, max_examples=40, deadline=None, database=None,
+                    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+
+
+def failing_writer(error_number: int, fail_on: str, after: int = 0):
+    """An atomic_write_bytes that raises OSError(error_number) on the (after+1)-th write of a `fail_on` file."""
+    real, seen = io.atomic_write_bytes, {"count": 0}
+
+    def write(path, data):
+        if str(path).endswith(fail_on):
+            seen["count"] += 1
+            if seen["count"] > after:
+                raise OSError(error_number, os.strerror(error_number), str(path))
+        real(path, data)
+    return write
+
+
+@pytest.mark.parametrize("error_number, code, words", [(errno.ENOSPC, 1, ["disk is full", "checkpoint.pt"]),
+                                                       (errno.EROFS, 2, ["read-only", "checkpoint.pt"])])
+def test_disk_full_or_read_only_mid_run_keeps_the_last_checkpoint(error_number, code, words, capsys, tmp_path,
+                                                                  monkeypatch, restore_threads):
+    monkeypatch.setattr(io, "atomic_write_bytes", failing_writer(error_number, "checkpoint.pt", after=1))
+    argv = pretrain_argv(tmp_path, "run", None, "--max-steps", "3")
+    assert_outcome(*run_cli("pretrain", argv, capsys)[::2], code, words)
+    assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["step"] == 1
+    assert not (tmp_path / "run" / "final").exists()
+    monkeypatch.undo()
+    assert_outcome(*run_cli("pretrain", argv + ["--resume"], capsys)[::2], 0)  # and the run continues
+
+
+def test_disk_full_on_conversion_leaves_no_dst(capsys, tmp_path, monkeypatch):
+    from minibert.checkpoint import save_pretrained
+    (tmp_path / "vocab.txt").write_text("\n".join(map(str, range(97))) + "\n")
+    save_pretrained(BertForMaskedLM(tiny_config()), tmp_path / "src", vocab=tmp_path / "vocab.txt")
+    monkeypatch.setattr(io, "atomic_write_bytes", failing_writer(errno.ENOSPC, "config.json"))
+    assert_outcome(*run_cli("convert", [tmp_path / "src", tmp_path / "dst"], capsys)[::2], 1, ["disk is full"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src", "vocab.txt"]
+
+
+def test_sigint_exits_130_and_the_run_resumes(tmp_path, capsys, restore_threads):
+    argv = [str(a) for a in pretrain_argv(tmp_path, "run", None, "--max-steps", "40", "--eval-every", "40",
+                                          "--checkpoint-every", "5")]
+    process = subprocess.Popen([sys.executable, "-m", "pretrain", *argv], cwd=REPO_ROOT, stderr=subprocess.PIPE,
+                               stdout=subprocess.DEVNULL, text=True)
+    checkpoint = tmp_path / "run" / "checkpoint.pt"
+    deadline = time.time() + 120
+    while not checkpoint.exists() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    err = process.communicate(timeout=60)[1]
+    assert_outcome(process.returncode, err, 130, ["interrupted", "--resume"])
+    changed = argv[:argv.index("--max-steps")] + ["--max-steps", "4", "--resume"]
+    assert_outcome(*run_cli("pretrain", changed, capsys)[::2], 2, ["--max-steps 40 -> 4"])  # the contract holds
+    assert_outcome(*run_cli("pretrain", argv + ["--resume"], capsys)[::2], 0)  # the same flags continue
+    assert torch.load(checkpoint, weights_only=True)["step"] == 40
+
+
+def test_stale_temp_files_of_a_killed_writer_are_removed_but_a_live_ones_are_kept(tmp_path):
+    # A real writer killed with SIGKILL mid-write: its temp file stays behind.
+    script = ("import os, signal, tempfile, sys; from minibert.training.io import temp_name; from pathlib import Path;"
+              "fd, tmp = tempfile.mkstemp(dir=sys.argv[1], prefix=temp_name(Path(sys.argv[1]) / 'checkpoint.pt'),"
+              " suffix='.tmp'); os.write(fd, b'half'); os.kill(os.getpid(), signal.SIGKILL)")
+    killed = subprocess.run([sys.executable, "-c", script, str(tmp_path)], cwd=REPO_ROOT)
+    assert killed.returncode == -signal.SIGKILL
+    stale = [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    assert len(stale) == 1
+    live = tmp_path / f".checkpoint.pt.pid{os.getppid()}.abc.tmp"  # a live process (our parent) owns this one
+    live.write_bytes(b"in progress")
+    io.atomic_write_text(tmp_path / "checkpoint.pt", "new")  # the next start's first write cleans up
+    assert not stale[0].exists() and live.exists()
+
+
+def test_outputs_honour_the_umask(tmp_path):
+    old = os.umask(0o027)
+    try:
+        io.atomic_write_text(tmp_path / "a.json", "{}")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o640
+
+
+# ---- property-based ---------------------------------------------------------------------------------------------
+FLAG_VALUES = st.one_of(st.floats(allow_nan=True, allow_infinity=True).map(repr), st.integers(-10**6, 10**6).map(str),
+                        st.sampled_from(["", "none", "true", "1e999", "-0", "0x10", "1_000"]), st.text(max_size=6))
+PRETRAIN_FLAGS = ["--lr", "--max-steps", "--grad-clip", "--weight-decay", "--eval-every", "--mask-rate", "--max-len",
+                  "--heldout-fraction", "--warmup-fraction", "--adam-beta2", "--num-threads", "--batch-size"]
+
+
+@PROPERTY
+@given(flag=st.sampled_from(PRETRAIN_FLAGS), value=FLAG_VALUES)
+def test_any_flag_value_gives_a_valid_config_or_one_error_line(flag, value, capsys):
+    from minibert.cli import run_cli as boundary
+    from pretrain.config import parse_config
+
+    parsed = {}
+    code = boundary(lambda argv: parsed.setdefault("cfg", parse_config(argv)) and 0, [flag, value])
+    err = capsys.readouterr().err
+    if code == 0:
+        cfg = parsed["cfg"]
+        for number in (cfg.lr, cfg.grad_clip, cfg.weight_decay, cfg.mask_rate, cfg.adam_beta2):
+            assert torch.isfinite(torch.tensor(number))
+        assert cfg.lr > 0 and cfg.eval_every > 0 and cfg.max_steps > 0 and cfg.num_threads >= 0
+    else:
+        assert_outcome(code, err, 2)
+
+
+JSON_VALUES = st.one_of(st.none(), st.booleans(), st.integers(-5, 5000), st.floats(allow_nan=True),
+                        st.text(max_size=5), st.lists(st.integers(), max_size=2))
+
+
+@PROPERTY
+@given(values=st.dictionaries(st.sampled_from([f.name for f in BertConfig.__dataclass_fields__.values()] + ["extra"]),
+                              JSON_VALUES, max_size=5))
+def test_any_json_config_gives_a_valid_bert_config_or_one_line(values):
+    try:
+        cfg = BertConfig.from_dict(values)
+    except ConfigError as error:
+        assert "\n" not in str(error)
+        return
+    assert cfg.hidden_size % cfg.num_attention_heads == 0 and 0 <= cfg.hidden_dropout_prob < 1
+    for name, value in values.items():
+        if name != "extra":
+            assert getattr(cfg, name) == value and type(value) in (int, float, str)
+
+
+@PROPERTY
+@given(shape=st.tuples(st.integers(0, 3), st.integers(0, 70)), low=st.integers(-3, 96), high=st.integers(0, 100),
+       dtype=st.sampled_from([torch.long, torch.int32, torch.float32, torch.bool]))
+def test_any_token_tensor_gives_finite_logits_or_one_line(shape, low, high, dtype):
+    model = MODEL
+    ids = torch.randint(min(low, high), max(low, high) + 1, shape).to(dtype)
+    try:
+        with torch.no_grad():
+            logits = model(ids).logits
+    except ValueError as error:
+        assert "\n" not in str(error)
+        return
+    assert torch.isfinite(logits).all()
+
+
+MODEL = BertForMaskedLM(tiny_config()).eval()
+
+
+@settings(PROPERTY, max_examples=15)
+@given(lines=st.lists(st.one_of(st.text(max_size=12), st.binary(max_size=12).map(lambda b: b.decode("latin-1"))),
+                      max_size=6), bom=st.booleans(), crlf=st.booleans())
+def test_any_corpus_is_read_or_refused_in_one_line(lines, bom, crlf, tmp_path_factory):
+    from pretrain.data import prepare_corpus
+    folder = tmp_path_factory.mktemp("corpus")
+    raw = ("\r\n" if crlf else "\n").join(lines).encode("utf-8", "surrogatepass")
+    (folder / "c.txt").write_bytes((b"\xef\xbb\xbf" if bom else b"") + raw)
+    try:
+        corpus = prepare_corpus(folder / "c.txt", cache_dir=folder / "cache", log=lambda *a: None)
+    except ValueError as error:
+        assert "\n" not in str(error) and "c.txt" in str(error)
+        return
+    assert corpus.num_docs >= 1 and not any("\ufeff" in token for token in corpus.tokenizer.tokens)
