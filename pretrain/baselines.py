@@ -25,7 +25,10 @@ B rows, T max_len, C counted pairs next to the scored positions.
 from __future__ import annotations
 
 import itertools
+import os
+import shutil
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -135,8 +138,9 @@ class BigramCounts:
         """
         left, right = np.asarray(left, np.int64), np.asarray(right, np.int64)
         rows = max(1, MAX_SCORES // self.vocab_size)  # positions scored at once: a bounded [m,V] matrix
-        return np.concatenate([self.scores(left[lo:lo + rows], right[lo:lo + rows], k).argmax(axis=1)
-                               for lo in range(0, len(left), rows)] or [np.zeros(0, np.int64)])
+        guesses = np.concatenate([self.scores(left[lo:lo + rows], right[lo:lo + rows], k).argmax(axis=1)
+                                  for lo in range(0, len(left), rows)] or [np.zeros(0, np.int64)])
+        return np.where((left < 0) & (right < 0), self.unigram_best, guesses)  # no factor left: the unigram guess
 
     def scores(self, left, right, k: float = SMOOTHING_K) -> np.ndarray:
         """float64 [m,V]: P(c | left) · P(right | c) for every token c, up to a factor that is the same for every c
@@ -249,3 +253,36 @@ def score_baselines(corpus, train_docs, heldout_batches, max_sequences: int, big
             "window2_acc": float(np.mean(target == window_guess)),
             "window2_coverage": float(np.mean(decided >= 0)),
             "baseline_predictions": int(len(target))}
+
+
+def standing(metrics: dict | None, baselines: dict, window: bool = True) -> str:
+    """One line: where the model stands against counting, e.g. `held-out acc 0.31 | ±2 window 0.35 | bigram 0.26 |
+    unigram 0.05` (without the model's part when metrics is None, without the window when window=False)."""
+    model = f"held-out acc {metrics['eval_acc']:.2f} | " if metrics else ""
+    wide = f"±2 window {baselines['window2_acc']:.2f} | " if window else ""
+    return f"{model}{wide}bigram {baselines['bigram_acc']:.2f} | unigram {baselines['unigram_acc']:.2f}"
+
+
+def words_table_path(corpus_path) -> Path:
+    """Where a corpus generator leaves its id -> word table: `<corpus without .tsv>.words.tsv`, lines id<TAB>word."""
+    return Path(corpus_path).with_suffix(".words.tsv")
+
+
+def export_count_tables(folder, counts: BigramCounts, corpus_path, corpus, heldout_docs, max_len: int,
+                        rows: int = 4) -> None:
+    """What the fill_mask demo (minibert/explain/fill_mask.py) needs, next to an exported model:
+    bigram_counts.npz (the training bigram counts), heldout_examples.txt (the first max_len - 2 tokens of the first
+    `rows` held-out documents, one a line) and words.tsv (copied from the corpus's id -> word table, when the
+    corpus generator wrote one). Each file is written to a temporary name and renamed into place."""
+    folder = Path(folder)
+    counts.save(folder / ".bigram_counts.tmp.npz")
+    os.replace(folder / ".bigram_counts.tmp.npz", folder / "bigram_counts.npz")
+    tokens = corpus.tokenizer.tokens
+    lines = [" ".join(tokens[i] for i in corpus.tokens[corpus.offsets[d]:corpus.offsets[d + 1]][:max_len - 2])
+             for d in heldout_docs[:rows]]
+    (folder / ".heldout_examples.tmp").write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    os.replace(folder / ".heldout_examples.tmp", folder / "heldout_examples.txt")
+    words = words_table_path(corpus_path)
+    if words.is_file():
+        shutil.copyfile(words, folder / ".words.tsv.tmp")
+        os.replace(folder / ".words.tsv.tmp", folder / "words.tsv")

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from minibert import BertConfig
+from pretrain.budget import parse_duration
 
 
 def _help(text: str, **kw) -> dict:
@@ -53,7 +54,10 @@ class PretrainConfig:
     batch_size: int = field(default=32, metadata=_help(
         "GLOBAL batch: sequences per optimizer step, summed over processes and accumulation micro-batches"))
     gradient_accumulation: int = field(default=1, metadata=_help("micro-batches per optimizer step (梯度累积)"))
-    max_steps: int = field(default=800, metadata=_help("optimizer steps to train"))
+    max_steps: int = field(default=800, metadata=_help("optimizer steps to train (ignored with --time-budget)"))
+    time_budget: str = field(default="", metadata=_help(
+        "train for this long instead of --max-steps, e.g. 90s, 10m, 1h: the WHOLE command (set-up, evaluations, "
+        "export) fits in it; max_steps is then measured once and recorded in the checkpoint"))
     lr: float = field(default=1e-3, metadata=_help("peak learning rate"))
     warmup_fraction: float = field(default=0.06, metadata=_help(
         "share of max_steps for the linear LR warmup (学习率预热); 6% as Izsak et al. 2021"))
@@ -101,6 +105,8 @@ class PretrainConfig:
         if self.grad_clip < 0 or self.weight_decay < 0 or not 0 < self.adam_beta2 < 1:
             raise ValueError(f"--grad-clip={self.grad_clip}, --weight-decay={self.weight_decay}, --adam-beta2="
                              f"{self.adam_beta2}: need grad_clip >= 0, weight_decay >= 0, 0 < adam_beta2 < 1")
+        if self.time_budget:
+            parse_duration(self.time_budget)  # "--time-budget='ten'" fails now, in one line
         if "vocab_size" in self.model:
             raise ValueError("model override vocab_size: it comes from the vocab; pass --vocab instead")
         positions = self.bert_config(vocab_size=100).max_position_embeddings  # fails now on a bad override
