@@ -18,7 +18,8 @@ from pathlib import Path
 
 from minibert import BertConfig
 from minibert.cli import OneLineParser
-from minibert.validation import DEVICE, ConfigError, check_fields, parse_text, rule, unknown_keys
+from minibert.validation import DEVICE, ConfigError, check_fields, parse_text, rule
+from pretrain.budget import parse_duration
 
 
 @dataclass
@@ -51,7 +52,10 @@ class PretrainConfig:
     batch_size: int = field(default=32, metadata=rule(int, ge=1, help=
         "GLOBAL batch: sequences per optimizer step, summed over processes and accumulation micro-batches"))
     gradient_accumulation: int = field(default=1, metadata=rule(int, ge=1, help="micro-batches per optimizer step (梯度累积)"))
-    max_steps: int = field(default=800, metadata=rule(int, ge=1, help="optimizer steps to train"))
+    max_steps: int = field(default=800, metadata=rule(int, ge=1, help="optimizer steps to train (ignored with --time-budget)"))
+    time_budget: str = field(default="", metadata=rule(str, help=
+        "train for this long instead of --max-steps, e.g. 90s, 10m, 1h: the WHOLE command (set-up, evaluations, "
+        "export) fits in it; max_steps is then measured once and recorded in the checkpoint"))
     lr: float = field(default=1e-3, metadata=rule(float, gt=0, lt=1, help="peak learning rate"))
     warmup_fraction: float = field(default=0.06, metadata=rule(float, ge=0, le=1, help=
         "share of max_steps for the linear LR warmup (学习率预热); 6% as Izsak et al. 2021"))
@@ -84,6 +88,8 @@ class PretrainConfig:
 
     def __post_init__(self) -> None:
         check_fields(self, label=flag_name)  # every field's declared type and range (minibert/validation.py)
+        if self.time_budget:
+            parse_duration(self.time_budget)  # "--time-budget=ten" fails now, in one line
         if "vocab_size" in self.model:
             raise ConfigError("model override vocab_size: it comes from the vocab; pass --vocab instead")
         positions = self.bert_config(vocab_size=100).max_position_embeddings  # fails now on a bad override

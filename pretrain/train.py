@@ -5,7 +5,11 @@
     3. model, AdamW parameter groups, warmup then decay, mixed precision
     4. 断点续训 resume: model, optimizer, schedule, RNGs and data position from <out>/checkpoint.pt
     5. the loop: k micro-batches (梯度累积), clip, step; log, evaluate, checkpoint
-    6. the final model in minibert format, the loss curve, held-out accuracy next to the unigram baseline
+    6. the final model in minibert format, the curves, held-out accuracy next to the count baselines
+
+Every evaluation prints where the model stands against counting: `held-out acc 0.31 | ±2 window 0.35 | bigram 0.26
+| unigram 0.05` (pretrain/baselines.py), with the plateau diagnostics of pretrain/diagnostics.py. `--time-budget 10m`
+turns the time you have into max_steps once, after a short timing probe (pretrain/budget.py).
 
 The recipe: MLM only, no next-sentence prediction (RoBERTa, Liu et al. 2019, found NSP does not help), dynamic
 masking, sparse MLM head, attention AND hidden dropout 0 (Cramming, Geiping & Goldstein 2022), a large LR with
@@ -46,11 +50,15 @@ from minibert.training.logs import MetricsLog, plot_curves
 from minibert.training.mfu import measure_matmul_peak, mfu, training_flops_per_token
 from minibert.training.optim import build_adamw, format_group_table, param_groups
 from minibert.training.schedule import build_scheduler
-from pretrain.batching import Prefetcher, PretrainingBatches, split_micro_batches
-from pretrain.config import PretrainConfig
 from pretrain import corpus as corpus_module
+from pretrain.baselines import BigramCounts, export_count_tables, score_baselines, standing
+from pretrain.batching import Prefetcher, PretrainingBatches, split_micro_batches
+from pretrain.budget import (broadcast_steps, parse_duration, recorded_max_steps, steps_for_budget,
+                             time_training_steps)
+from pretrain.config import PretrainConfig
 from pretrain.data import file_digest, prepare_corpus
-from pretrain.evaluation import evaluate, split_documents, unigram_baseline
+from pretrain.diagnostics import evaluate_with_diagnostics
+from pretrain.evaluation import split_documents, unigram_baseline
 from pretrain.masking import DynamicMasking
 from pretrain.resume import check_fingerprint, choose_vocab, fingerprint, load_init_weights, read_digests, resolve_init
 
@@ -72,8 +80,12 @@ def divergence_message(step: int, loss: float, grad_norm: float, cfg: PretrainCo
             f"{cfg.grad_clip}) or check --set overrides (now {cfg.model}), then start again")
 
 
-def train(cfg: PretrainConfig) -> dict:
-    """Pretrain as `cfg` says. Returns the final held-out metrics and the unigram baseline (rank 0; {} elsewhere)."""
+def train(cfg: PretrainConfig, started_at: float | None = None) -> dict:
+    """Pretrain as `cfg` says. Returns the final held-out metrics and the baselines (rank 0; {} elsewhere).
+
+    started_at: time.monotonic() when the command started (python -m pretrain passes it): --time-budget counts
+    from there; None = from this call."""
+    started = time.monotonic() if started_at is None else started_at
     # ---- 1. processes and device ---------------------------------------------------------------------------------
     ctx = init_distributed(cfg.device)
     device, W, k = ctx.device, ctx.world_size, cfg.gradient_accumulation
@@ -126,36 +138,9 @@ def train(cfg: PretrainConfig) -> dict:
     groups = param_groups(model, cfg.lr, cfg.weight_decay)
     say(format_group_table(groups))
     optimizer = build_adamw(groups, betas=(0.9, cfg.adam_beta2), fused=device.type == "cuda")
-    # 学习率预热 warmup, then linear (or cosine) decay to 0.
-    scheduler = build_scheduler(optimizer, cfg.warmup_steps, cfg.max_steps, cfg.schedule)
     # 混合精度 mixed precision: bf16 autocast on recent GPUs, fp16 + GradScaler on older ones, fp32 on CPU.
     amp_dtype = autocast_dtype(device, cfg.precision)
     scaler = make_grad_scaler(device, amp_dtype)
-
-    # ---- 4. resume -----------------------------------------------------------------------------------------------
-    checkpoint_path, log = out / "checkpoint.pt", MetricsLog(out / "metrics.jsonl")
-    start_step = 0
-    run_fingerprint = fingerprint(cfg, *read_digests(corpus), config.to_dict())  # resume is a contract: resume.py
-    if cfg.resume:
-        state = load_training_state(checkpoint_path, model=model, optimizer=optimizer, scheduler=scheduler,
-                                    scaler=scaler, rank=ctx.rank, world_size=W,
-                                    check=lambda extra: check_fingerprint(extra.get("fingerprint"), run_fingerprint,
-                                                                          checkpoint_path))
-        batches.load_state_dict(state["data"])
-        start_step = state["step"]
-        if ctx.is_main:  # drop log lines the killed run wrote after its last checkpoint: they will be redone
-            kept = [r for r in log.read() if r["step"] <= start_step]
-            atomic_write_text(log.path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept))
-        say(f"resumed from {checkpoint_path} at step {start_step}")
-    elif ctx.is_main:
-        if checkpoint_path.exists() and not (out / "results.json").exists() and not cfg.overwrite:
-            raise ValueError(f"--out {out} holds an unfinished run ({checkpoint_path}); pass --resume to continue "
-                             f"it, --overwrite to start over, or another --out")
-        out.mkdir(parents=True, exist_ok=True)
-        for stale in (log.path, checkpoint_path, out / "results.json"):
-            stale.unlink(missing_ok=True)  # a fresh run starts fresh files
-        atomic_write_text(out / "pretrain_config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
-        atomic_write_bytes(out / "vocab.txt", corpus.vocab_path.read_bytes())  # --resume and --init read it
 
     train_model = model
     if W > 1:
@@ -171,13 +156,70 @@ def train(cfg: PretrainConfig) -> dict:
                                                      random_token_fraction=0.0)
         heldout = PretrainingBatches(corpus, heldout_docs, cfg.max_len, EVAL_BATCH_SIZE, eval_masking,
                                      seed=cfg.seed, pack=cfg.pack, shuffle=False, drop_last=False)
-        baseline = unigram_baseline(corpus, heldout_docs, eval_masking)  # scored as the model is: [MASK] only
+        unigram = unigram_baseline(corpus, heldout_docs, eval_masking)  # its token and perplexity
+        # The count models score the very positions evaluate() scores: they do not change during the run.
+        bigram_counts = BigramCounts.from_corpus(corpus, train_docs)
+        baselines = score_baselines(corpus, train_docs, heldout.epoch_batches(), cfg.eval_sequences, bigram_counts)
+        say(f"count baselines on {baselines['baseline_predictions']:,} held-out masked positions: "
+            f"{standing(None, baselines)}")
     # MFU's denominator: what a big matmul reaches on THIS machine (a shared CPU is far below its datasheet). A
     # single measurement taken while another process happens to hold the cores reads low and would push MFU past
     # 100%, so it is measured again at every evaluation and the best measurement so far is kept.
     peak_flops = cfg.matmul_peak_gflops * 1e9 or measure_matmul_peak(device, amp_dtype or torch.float32)
     say(f"device {device}, {W} process(es), precision {amp_dtype or torch.float32}, matmul peak "
         f"{peak_flops / 1e9:.0f} GFLOP/s per process")
+
+    # ---- 3b. how many steps: --max-steps, or what --time-budget allows; recorded in the checkpoint ------------
+    checkpoint_path, log = out / "checkpoint.pt", MetricsLog(out / "metrics.jsonl")
+    recorded = recorded_max_steps(checkpoint_path) if cfg.resume else None
+    if cfg.resume and cfg.time_budget and recorded is None:
+        raise ValueError(f"--time-budget {cfg.time_budget} with --resume: {checkpoint_path} was written by a "
+                         f"step-based run (or is missing); resume it with its --max-steps instead")
+    if ctx.is_main and not cfg.resume and checkpoint_path.exists() and not (out / "results.json").exists() \
+            and not cfg.overwrite:
+        raise ValueError(f"--out {out} holds an unfinished run ({checkpoint_path}); pass --resume to continue "
+                         f"it, --overwrite to start over, or another --out")
+    max_steps, eval_record = recorded or cfg.max_steps, {}
+    if ctx.is_main and not cfg.resume:  # step 0: the untrained model, the curves' starting point
+        eval_start = time.monotonic()
+        eval_record = evaluate_with_diagnostics(model, heldout, device, amp_dtype, cfg.eval_sequences, baselines)
+        eval_seconds = time.monotonic() - eval_start
+        say(f"step 0: {standing(eval_record, baselines)}")
+    if cfg.time_budget and recorded is None:
+        budget = parse_duration(cfg.time_budget)
+        probe_optimizer = build_adamw(param_groups(model, cfg.lr, cfg.weight_decay), betas=(0.9, cfg.adam_beta2))
+        step_seconds = time_training_steps(model, train_model, probe_optimizer, batches, k)
+        del probe_optimizer
+        if ctx.is_main:  # rank 0 decides, every rank runs what it decided
+            max_steps = steps_for_budget(budget, time.monotonic() - started, step_seconds, eval_seconds,
+                                         cfg.eval_every)
+            say(f"--time-budget {cfg.time_budget}: {time.monotonic() - started:.0f} s of set-up, {step_seconds:.3f} "
+                f"s per step, {eval_seconds:.1f} s per evaluation -> max_steps {max_steps:,}")
+        max_steps = broadcast_steps(max_steps, device)
+    # 学习率预热 warmup, then linear (or cosine) decay to 0; both are fractions of the run, whatever its length.
+    scheduler = build_scheduler(optimizer, round(cfg.warmup_fraction * max_steps), max_steps, cfg.schedule)
+
+    # ---- 4. resume -----------------------------------------------------------------------------------------------
+    start_step = 0
+    run_fingerprint = fingerprint(cfg, *read_digests(corpus), config.to_dict())  # resume is a contract: resume.py
+    if cfg.resume:
+        state = load_training_state(checkpoint_path, model=model, optimizer=optimizer, scheduler=scheduler,
+                                    scaler=scaler, rank=ctx.rank, world_size=W,
+                                    check=lambda extra: check_fingerprint(extra.get("fingerprint"), run_fingerprint,
+                                                                          checkpoint_path))
+        batches.load_state_dict(state["data"])
+        start_step = state["step"]
+        if ctx.is_main:  # drop log lines the killed run wrote after its last checkpoint: they will be redone
+            kept = [r for r in log.read() if r["step"] <= start_step]
+            atomic_write_text(log.path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept))
+        say(f"resumed from {checkpoint_path} at step {start_step}")
+    elif ctx.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        for stale in (log.path, checkpoint_path, out / "results.json"):
+            stale.unlink(missing_ok=True)  # a fresh run starts fresh files
+        atomic_write_text(out / "pretrain_config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
+        atomic_write_bytes(out / "vocab.txt", corpus.vocab_path.read_bytes())  # --resume and --init read it
+        log.write({"step": 0, **eval_record, **baselines})
 
     # ---- 5. the loop ---------------------------------------------------------------------------------------------
     # Nothing in a step makes the host wait for the GPU: ids and labels are checked on the CPU batch (so the model's
@@ -195,11 +237,12 @@ def train(cfg: PretrainConfig) -> dict:
         return micro_batches
 
     source = Prefetcher(batches, prepare) if device.type == "cuda" else map(prepare, batches)
-    bar = tqdm(total=cfg.max_steps, initial=start_step, disable=not ctx.is_main, dynamic_ncols=True)
+    bar = tqdm(total=max_steps, initial=start_step, disable=not ctx.is_main, dynamic_ncols=True)
     window = {"tokens": 0, "flops": 0.0, "start": time.perf_counter()}
     last_checkpoint, final_eval = start_step, {}
+    where = standing(eval_record or None, baselines, window=False) if ctx.is_main else ""  # the bar's standing
     first_nonfinite = torch.zeros((), dtype=torch.long, device=device)  # first step with an inf/NaN (0 = none)
-    for step in range(start_step + 1, cfg.max_steps + 1):
+    for step in range(start_step + 1, max_steps + 1):
         micro_batches = next(source)  # this rank's G/W rows as k micro-batches, already masked and checked
         counts = [len(mb["prediction_positions"]) for mb in micro_batches]  # M_i per micro-batch
         total = global_prediction_count(counts, device)  # ΣM over micro-batches AND ranks, before any backward
@@ -241,8 +284,8 @@ def train(cfg: PretrainConfig) -> dict:
         window["tokens"] += tokens
         window["flops"] += tokens * training_flops_per_token(config, cfg.max_len, total / tokens)
         bar.update(1)
-        logged = step % cfg.log_every == 0 or step == cfg.max_steps
-        checkpointing = step % cfg.checkpoint_every == 0 or step == cfg.max_steps
+        logged = step % cfg.log_every == 0 or step == max_steps
+        checkpointing = step % cfg.checkpoint_every == 0 or step == max_steps
         if logged or checkpointing:  # the host reads the device: this step's metrics and the "all finite" record
             read = torch.stack([loss_sum.double(), correct.double(), first_nonfinite.double()]).tolist()  # one read
             loss_total, correct_total, nonfinite_ranks = all_reduce_sum([read[0], read[1], float(read[2] > 0)], device)
@@ -258,22 +301,27 @@ def train(cfg: PretrainConfig) -> dict:
                       "grad_norm": grad_norm.item(), "tokens_per_s": window["tokens"] / elapsed,
                       "mfu": window["flops"] / elapsed / (W * peak_flops)}
             bar.set_postfix_str(f"loss {loss:.3f} acc {record['mlm_acc']:.3f} lr {record['lr']:.1e} "
-                                f"tok/s {record['tokens_per_s']:,.0f} MFU {record['mfu']:.0%}", refresh=False)
+                                f"tok/s {record['tokens_per_s']:,.0f} MFU {record['mfu']:.0%} | {where}",
+                                refresh=False)
             if ctx.is_main:
                 log.write(record)
-        if ctx.is_main and (step % cfg.eval_every == 0 or step == cfg.max_steps):
-            final_eval = evaluate(model, heldout.epoch_batches(), device, amp_dtype, cfg.eval_sequences)
-            log.write({"step": step, **final_eval})
+        if ctx.is_main and (step % cfg.eval_every == 0 or step == max_steps):
+            final_eval = evaluate_with_diagnostics(model, heldout, device, amp_dtype, cfg.eval_sequences, baselines)
+            log.write({"step": step, **final_eval, **baselines})
             if not cfg.matmul_peak_gflops:  # rank 0's re-measured peak; other ranks only use theirs for the bar
                 peak_flops = max(peak_flops, measure_matmul_peak(device, amp_dtype or torch.float32))
-            tqdm.write(f"step {step}: held-out MLM loss {final_eval['eval_loss']:.3f}, accuracy "
-                       f"{final_eval['eval_acc']:.3f}, perplexity {final_eval['eval_ppl']:.1f}")
+            where = standing(final_eval, baselines, window=False)
+            tqdm.write(f"step {step}: {standing(final_eval, baselines)} | loss {final_eval['eval_loss']:.3f}, perplexity "
+                       f"{final_eval['eval_ppl']:.1f} | attention entropy {final_eval['attention_entropy']:.2f}, "
+                       f"hidden cosine {final_eval['hidden_cosine']:.2f}")
         if checkpointing:
             rng_states = gather_rng_states()  # a collective: every rank takes part, rank 0 writes
             if ctx.is_main:
                 save_training_state(checkpoint_path, step=step, model=model, optimizer=optimizer,
                                     scheduler=scheduler, scaler=scaler, data_state=batches.state_dict(),
-                                    rng_states=rng_states, extra={"fingerprint": run_fingerprint})
+                                    rng_states=rng_states, extra={
+                                        "fingerprint": run_fingerprint,  # resume is a contract (resume.py)
+                                        **({"budget_max_steps": max_steps} if cfg.time_budget else {})})
             last_checkpoint = step
         if logged:  # the next window starts after evaluation and checkpointing, so they don't count as training
             window = {"tokens": 0, "flops": 0.0, "start": time.perf_counter()}
@@ -281,22 +329,31 @@ def train(cfg: PretrainConfig) -> dict:
     if isinstance(source, Prefetcher):
         source.close()
 
-    # ---- 6. final model, curve, summary --------------------------------------------------------------------------
+    # ---- 6. final model, curves, summary -------------------------------------------------------------------------
     result = {}
     if ctx.is_main:
         save_pretrained(model, out / "final", format="minibert", vocab=corpus.vocab_path)
+        export_count_tables(out / "final", bigram_counts, corpus_path, corpus, heldout_docs, cfg.max_len)  # fill_mask
         if cfg.export_hf:
             save_pretrained(model, out / "final_hf", format="hf", vocab=corpus.vocab_path)
+        if not final_eval:  # resumed after the last step: score the final model once more
+            final_eval = evaluate_with_diagnostics(model, heldout, device, amp_dtype, cfg.eval_sequences, baselines)
         plot_curves(log.path, out / "loss_curve.png", {"train loss": ("step", "loss"),
                                                        "held-out loss": ("step", "eval_loss")},
-                    title=f"MLM pretraining, {out.name}")
-        if not final_eval:  # resumed after the last step: score the final model once more
-            final_eval = evaluate(model, heldout.epoch_batches(), device, amp_dtype, cfg.eval_sequences)
-        result = {**final_eval, "unigram_acc": baseline["context_free_accuracy"], "unigram_ppl": baseline["perplexity"]}
+                    title=f"MLM pretraining, {out.name}",
+                    accuracy={"held-out accuracy": ("step", "eval_acc"),  # + the plateau diagnostics
+                              "attention entropy / ln T": ("step", "attention_entropy"),
+                              "hidden-state cosine": ("step", "hidden_cosine")},
+                    baselines={"±2 window": baselines["window2_acc"], "bigram": baselines["bigram_acc"],
+                               "unigram": baselines["unigram_acc"]})
+        result = {**final_eval, **baselines, "unigram_token": unigram["token"], "unigram_ppl": unigram["perplexity"],
+                  "max_steps": max_steps, "time_budget": cfg.time_budget or None,
+                  "wall_s": round(time.monotonic() - started, 1)}
         atomic_write_text(out / "results.json", json.dumps(result, indent=2) + "\n")
-        say(f"held-out MLM accuracy {result['eval_acc']:.3f} vs unigram baseline {result['unigram_acc']:.3f} "
-            f"(always predicting token {baseline['token']!r}); perplexity {result['eval_ppl']:.1f} vs unigram "
-            f"{baseline['perplexity']:.1f}")
-        say(f"model written to {out / 'final'} (model.safetensors, config.json, vocab.txt)")
+        say(f"{standing(result, baselines)} (unigram always guesses {unigram['token']!r}); perplexity "
+            f"{result['eval_ppl']:.1f} vs unigram {unigram['perplexity']:.1f}; {max_steps:,} steps in "
+            f"{result['wall_s']:.0f} s")
+        say(f"model written to {out / 'final'} (model.safetensors, config.json, vocab.txt; bigram_counts.npz and "
+            f"heldout_examples.txt for `python -m minibert.explain fill_mask`)")
     shutdown_distributed()
     return result

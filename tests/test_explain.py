@@ -273,3 +273,45 @@ def test_architecture_script_draws_the_picture(tmp_path):
     assert shapes["mlm_logits"] == (3, config.vocab_size)  # sparse MLM: M=3 rows
     module["main"](["--out", str(tmp_path / "arch.png")])
     assert (tmp_path / "arch.png").stat().st_size > 10_000
+
+
+def test_fill_mask_demo(demo, tmp_path, restore_threads):
+    """Trains its own tiny model (never runs/pretrain/final) on a corpus whose generator left a words.tsv."""
+    from conftest import pretrain_args
+    from pretrain.baselines import BigramCounts
+    from pretrain.config import parse_config
+    from pretrain.train import train
+
+    tiny = ["--model.hidden_size", "32", "--model.num_hidden_layers", "2", "--model.num_attention_heads", "4",
+            "--model.intermediate_size", "64", "--max-len", "32", "--batch-size", "8", "--lr", "3e-3",
+            "--num-threads", "1", "--matmul-peak-gflops", "1", "--eval-sequences", "16", "--max-steps", "30",
+            "--heldout-fraction", "0.1"]
+    argv = pretrain_args(tmp_path, "run", tiny, 4)
+    corpus = tmp_path / "corpus.tsv"
+    raw = {t for line in corpus.read_text().splitlines()[1:] for t in line.split("\t")[1].split()}
+    (tmp_path / "corpus.words.tsv").write_text("".join(f"{t}\tw{t}\n" for t in sorted(raw)))  # the contract
+    train(parse_config(argv))
+    final = tmp_path / "run" / "final"
+    assert (final / "words.tsv").read_bytes() == (tmp_path / "corpus.words.tsv").read_bytes()
+    r, out = demo("fill_mask", checkpoint=final)
+    assert r["positions"] >= 4 and 0 <= r["model_acc"] <= 1
+    assert "bigram:" in out and " w" in out  # readable words, not raw ids
+    # The bigram share is BigramCounts' own guess from the neighbours the model sees: every 7th token is masked,
+    # so both neighbours of a masked token are visible except at the row's ends ([CLS], [SEP]).
+    counts = BigramCounts.load(final / "bigram_counts.npz")
+    vocab = {t: i for i, t in enumerate((final / "vocab.txt").read_text().splitlines())}
+    right = total = 0
+    for number, line in enumerate((final / "heldout_examples.txt").read_text().splitlines()):
+        ids = [-1] + [vocab[t] for t in line.split()] + [-1]
+        for p in range(1 + number % 7, len(ids) - 1, 7):
+            right += counts.predict([ids[p - 1]], [ids[p + 1]])[0] == ids[p]
+            total += 1
+    assert total == r["positions"] and r["bigram_acc"] == pytest.approx(right / total)
+
+
+def test_fill_mask_without_a_model(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # no runs/pretrain/final here: `explain all` must not fail on it
+    assert run("fill_mask", DemoContext(out_dir=tmp_path)) == {"positions": 0}
+    assert "make pretrain" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="lacks config.json"):
+        run("fill_mask", DemoContext(out_dir=tmp_path, checkpoint=tmp_path / "absent"))

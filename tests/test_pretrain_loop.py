@@ -35,11 +35,15 @@ def test_tiny_run_learns_and_writes_everything(tmp_path, restore_threads, capsys
     result = train(parse_config(args(tmp_path, "run", "--max-steps", "40", "--eval-every", "20",
                                      "--log-every", "5", "--checkpoint-every", "20", "--export-hf")))
     run = tmp_path / "run"
-    for name in ("final/model.safetensors", "final/config.json", "final/vocab.txt", "checkpoint.pt",
+    for name in ("final/model.safetensors", "final/config.json", "final/vocab.txt", "final/bigram_counts.npz",
+                 "checkpoint.pt",
                  "loss_curve.png", "metrics.jsonl", "results.json", "pretrain_config.json"):
         assert (run / name).is_file(), name
     printed = capsys.readouterr().out
-    assert "held-out MLM accuracy" in printed and "unigram baseline" in printed
+    # The final line says where the model stands against counting, with the numbers results.json holds.
+    final_line = [line for line in printed.splitlines() if line.startswith("held-out acc")][-1]
+    assert final_line.startswith(f"held-out acc {result['eval_acc']:.2f} | ±2 window {result['window2_acc']:.2f} | "
+                                 f"bigram {result['bigram_acc']:.2f} | unigram {result['unigram_acc']:.2f}")
     assert "biases+LayerNorm" in printed and "weights" in printed  # the optimizer group table
     # The final model is minibert format: tied decoder stored once, loadable, and it matches the trained weights.
     tensors = load_file(run / "final" / "model.safetensors")
@@ -56,14 +60,19 @@ def test_tiny_run_learns_and_writes_everything(tmp_path, restore_threads, capsys
     train_lines = [r for r in logs if "loss" in r]
     eval_lines = [r for r in logs if "eval_loss" in r]
     assert [r["step"] for r in train_lines] == list(range(5, 41, 5))
-    assert [r["step"] for r in eval_lines] == [20, 40]
+    assert [r["step"] for r in eval_lines] == [0, 20, 40]  # step 0: the untrained model
+    for r in eval_lines:  # the baselines and the plateau diagnostics at every evaluation
+        assert {"bigram_acc", "window2_acc", "unigram_acc", "attention_entropy", "hidden_cosine"} <= r.keys()
+        assert 0 < r["attention_entropy"] <= 1 + 1e-6 and -1 <= r["hidden_cosine"] <= 1
+        assert r["bigram_gap"] == pytest.approx(r["eval_acc"] - r["bigram_acc"])
     for r in train_lines:
         assert {"mlm_acc", "lr", "tokens_per_s", "mfu", "grad_norm"} <= r.keys() and r["tokens_per_s"] > 0
     lrs = [r["lr"] for r in train_lines]
     assert lrs == sorted(lrs, reverse=True) and lrs[-1] < 0.05 * 3e-3  # linear decay to ~0 at max_steps
     vocab_size = json.loads((run / "final" / "config.json").read_text())["vocab_size"]
-    # An untrained model scores about ln V; after 20 and 40 steps the held-out loss must sit below it and keep falling.
-    assert eval_lines[-1]["eval_loss"] < eval_lines[0]["eval_loss"] < math.log(vocab_size)
+    # The untrained model (step 0) scores about ln V; after 20 and 40 steps the held-out loss must sit below it and keep falling.
+    assert eval_lines[0]["eval_loss"] == pytest.approx(math.log(vocab_size), abs=0.5)
+    assert eval_lines[-1]["eval_loss"] < eval_lines[1]["eval_loss"] < math.log(vocab_size)
     assert eval_lines[-1]["eval_ppl"] == pytest.approx(math.exp(eval_lines[-1]["eval_loss"]))
     assert result["eval_acc"] == eval_lines[-1]["eval_acc"] and 0 < result["unigram_acc"] < 1
 
@@ -72,7 +81,7 @@ def test_evaluation_is_deterministic(tmp_path, restore_threads):
     """Two evaluations of the same weights score the same masked positions: identical numbers."""
     train(parse_config(args(tmp_path, "run", "--max-steps", "4", "--eval-every", "2", "--lr", "1e-9",
                             "--warmup-fraction", "0")))
-    first, second = [r for r in records(tmp_path / "run") if "eval_loss" in r]
+    _, first, second = [r for r in records(tmp_path / "run") if "eval_loss" in r]  # steps 0, 2, 4
     assert first["eval_predictions"] == second["eval_predictions"]
     assert first["eval_loss"] == pytest.approx(second["eval_loss"], abs=1e-6)
 
@@ -90,12 +99,12 @@ def test_accumulation_in_the_loop_matches_one_big_batch(tmp_path, restore_thread
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch, restore_threads, capsys):
     class Poisoned(BertForMaskedLM):
-        """Returns a NaN loss from the 5th forward on: a stand-in for a real divergence."""
+        """Returns a NaN loss from the 5th training forward on: a stand-in for a real divergence."""
         calls = 0
 
         def forward(self, *a, **kw):
             out = super().forward(*a, **kw)
-            Poisoned.calls += 1
+            Poisoned.calls += self.training  # training forwards only (evaluations come and go)
             if Poisoned.calls >= 5 and self.training:
                 out.loss = out.loss * float("nan")
             return out

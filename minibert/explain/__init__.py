@@ -51,6 +51,7 @@ CONCEPTS = (
             "编码器 vs 编码器-解码器 encoder-only vs encoder-decoder"),
     # pretraining
     Concept("mlm_masking", "pretraining", "mlm_masking", "掩码语言模型 MLM masking 80/10/10"),
+    Concept("fill_mask", "fill_mask", "fill_mask", "完形填空 fill-mask: the pretrained model's guesses vs the bigram"),
     # the optimizer and the training step
     Concept("weight_decay_groups", "optimizer", "weight_decay_groups", "权重衰减 weight-decay parameter groups"),
     Concept("weight_decay_vs_l2", "optimizer", "weight_decay_vs_l2", "权重衰减 vs L2 正则 weight decay vs L2"),

@@ -19,7 +19,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("concept", help="a concept name, `list` to show them all, or `all` to run every demo")
     parser.add_argument("--out", type=Path, default=Path("runs") / "explain", help="folder for PNG files")
     parser.add_argument("--checkpoint", type=Path, default=None,
-                        help="weights for attention_heatmap (minibert/HF folder or TF checkpoint prefix)")
+                        help="weights for attention_heatmap (minibert/HF folder or TF checkpoint prefix); for fill_mask the "
+                             "final/ folder of a pretraining run (default runs/pretrain/final)")
     parser.add_argument("--layer", type=int, default=None, help="attention_heatmap: the layer to draw (from 0)")
     parser.add_argument("--head", type=int, default=None, help="attention_heatmap: the head to draw (from 0)")
     args = parser.parse_args(argv)

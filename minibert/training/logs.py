@@ -28,25 +28,37 @@ class MetricsLog:
 
 
 def plot_curves(jsonl_path: str | os.PathLike, png_path: str | os.PathLike,
-                series: dict[str, tuple[str, str]], title: str, ylabel: str = "loss") -> None:
-    """Draw each series (label -> (x_key, y_key)) from the records that have both keys, and save a PNG."""
+                series: dict[str, tuple[str, str]], title: str, ylabel: str = "loss",
+                accuracy: dict[str, tuple[str, str]] | None = None, baselines: dict[str, float] | None = None) -> None:
+    """Draw each series (label -> (x_key, y_key)) from the records that have both keys, and save a PNG.
+
+    accuracy: series for a second panel on the right (y in [0, 1]); baselines: label -> value, drawn there as
+    dashed horizontal lines (e.g. the bigram baseline a pretrained model should beat).
+    """
     import matplotlib
 
     matplotlib.use("Agg")  # no display needed
     import matplotlib.pyplot as plt
 
     records = MetricsLog(jsonl_path).read()
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
-    for label, (x_key, y_key) in series.items():
-        points = [(r[x_key], r[y_key]) for r in records if x_key in r and y_key in r]
-        if points:
-            xs, ys = zip(*points)
-            ax.plot(xs, ys, marker="o" if len(points) < 30 else None, markersize=3, label=label)
-    ax.set_title(title)
-    ax.set_xlabel(next(iter(series.values()))[0])
-    ax.set_ylabel(ylabel)
-    ax.grid(alpha=0.3)
-    ax.legend()
+    panels = [(series, ylabel)] + ([(accuracy, "accuracy (and other 0-1 measures)")] if accuracy else [])
+    fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 4), dpi=120, squeeze=False)
+    for ax, (curves, label_y) in zip(axes[0], panels):
+        for label, (x_key, y_key) in curves.items():
+            points = [(r[x_key], r[y_key]) for r in records if x_key in r and y_key in r]
+            if points:
+                xs, ys = zip(*points)
+                ax.plot(xs, ys, marker="o" if len(points) < 30 else None, markersize=3, label=label)
+        ax.set_xlabel(next(iter(curves.values()))[0])
+        ax.set_ylabel(label_y)
+        ax.grid(alpha=0.3)
+    if accuracy:
+        for (label, value), style in zip((baselines or {}).items(), ("--", "-.", ":", (0, (1, 3)))):
+            axes[0][1].axhline(value, color="gray", linestyle=style, label=f"{label} {value:.3f}")
+        axes[0][1].set_ylim(min(0.0, axes[0][1].get_ylim()[0]), 1.02)
+    for ax in axes[0]:
+        ax.legend()
+    fig.suptitle(title)
     fig.tight_layout()
     png_path = Path(png_path)
     tmp = png_path.with_name(f".{png_path.name}.tmp.png")

@@ -1,0 +1,106 @@
+"""Pretrain for the time you have: `--time-budget 10m` becomes a number of optimizer steps, decided once.
+
+The budget covers the whole command (corpus generation and encoding, the baselines, evaluations, checkpoints and
+the export), so the clock starts when `python -m pretrain` starts. After the set-up, a short timing probe runs a
+few real training steps (forward, backward, AdamW) on a throwaway copy of the state, then
+
+    max_steps = (budget - time spent so far - reserve) / (seconds per step + evaluation seconds / eval_every)
+
+The reserve (RESERVE_FRACTION of the budget, at least RESERVE_MIN_S) pays for the checkpoints, the final
+evaluation, the export and the plot, and absorbs a machine that gets a little slower during the run.
+
+Why a step count and not "stop when the clock runs out": the LR schedule (warmup, then decay to 0 over the run,
+as 24hBERT/Izsak et al. 2021 do with fractions of the run) needs to know where the run ends, and a step count
+keeps a run reproducible: it is recorded in the checkpoint, a --resume reuses it (bit-identical, tests/
+test_resume.py), and under DDP rank 0 measures and broadcasts it, so every rank runs the same steps.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+import torch
+import torch.distributed as dist
+
+RESERVE_FRACTION = 0.08   # of the budget, for checkpoints, the final evaluation, export and plot
+RESERVE_MIN_S = 8.0       # ... but at least this many seconds (saving and plotting take a few seconds anyway)
+PROBE_STEPS = 6           # timed steps (after one untimed warm-up step: first calls allocate and pick kernels)
+UNITS = {"s": 1, "m": 60, "h": 3600}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in "90s", "10m", "1h", "1h30m" or a bare number of seconds ("600"). Raises ValueError (one line)."""
+    parts = re.fullmatch(r"\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s?)?\s*", text or "")
+    if not text or not parts or not any(parts.groups()):
+        raise ValueError(f"--time-budget={text!r}: not a duration; write e.g. 90s, 10m, 1h or 1h30m")
+    hours, minutes, seconds = (float(group or 0) for group in parts.groups())
+    total = 3600 * hours + 60 * minutes + seconds
+    if total <= 0:
+        raise ValueError(f"--time-budget={text!r}: must be longer than 0 seconds, e.g. 10m")
+    return total
+
+
+def steps_for_budget(budget_s: float, elapsed_s: float, step_s: float, eval_s: float, eval_every: int) -> int:
+    """The optimizer steps that fit in what is left of the budget (at least 1).
+
+    Args:
+        budget_s: the whole command's budget; elapsed_s: spent so far (set-up, baselines, the probe).
+        step_s: measured seconds per optimizer step; eval_s: measured seconds per evaluation.
+        eval_every: steps between evaluations (each costs eval_s).
+    """
+    reserve = max(RESERVE_MIN_S, RESERVE_FRACTION * budget_s)
+    left = budget_s - elapsed_s - reserve
+    return max(1, int(left / (step_s + eval_s / eval_every)))
+
+
+def time_training_steps(model: torch.nn.Module, train_model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                        batches, micro_batches: int) -> float:
+    """Seconds per optimizer step, measured on real batches; the model's weights and the torch RNG are restored
+    afterwards, so the probe leaves no trace in the run (the optimizer passed in is thrown away).
+
+    Args:
+        model: the bare model; train_model: what the loop calls (the DDP / torch.compile wrapper, or model).
+        optimizer: a throwaway AdamW over model's parameters.
+        batches: PretrainingBatches; batch(0, i) is read without moving the iterator.
+        micro_batches: k, gradient-accumulation micro-batches per step.
+    """
+    weights = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    rng = torch.get_rng_state()
+    device = next(model.parameters()).device
+    elapsed = 0.0
+    for step in range(PROBE_STEPS + 1):
+        batch = batches.batch(0, step % batches.steps_per_epoch)
+        rows = len(batch["input_ids"]) // micro_batches
+        start = time.perf_counter()
+        for i in range(micro_batches):
+            micro = {name: None if t is None else t[i * rows:(i + 1) * rows].to(device) for name, t in batch.items()}
+            train_model(**micro).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        elapsed += (time.perf_counter() - start) if step else 0.0  # step 0 is the warm-up
+    model.load_state_dict(weights)
+    torch.set_rng_state(rng)
+    return elapsed / PROBE_STEPS
+
+
+def broadcast_steps(steps: int, device: torch.device) -> int:
+    """Rank 0's decision, on every rank (identity in a single process)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return steps
+    value = torch.tensor([steps], dtype=torch.long, device=device)
+    dist.broadcast(value, src=0)
+    return int(value.item())
+
+
+def recorded_max_steps(checkpoint_path) -> int | None:
+    """The max_steps a budget run recorded in its checkpoint (None for a step-based run's checkpoint)."""
+    if not checkpoint_path.is_file():
+        return None
+    try:
+        extra = torch.load(checkpoint_path, map_location="cpu", weights_only=True).get("extra", {})
+    except Exception:  # unreadable: load_training_state reports it in one line
+        return None
+    return extra.get("budget_max_steps")
