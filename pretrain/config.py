@@ -18,7 +18,7 @@ from pathlib import Path
 
 from minibert import BertConfig
 from minibert.cli import OneLineParser
-from minibert.validation import DEVICE, ConfigError, check_fields, parse_text, rule
+from minibert.validation import DEVICE, ConfigError, check_fields, parse_text, rule, unknown_keys
 from pretrain.budget import parse_duration
 
 

@@ -41,13 +41,13 @@ from minibert import BertForMaskedLM
 from minibert.model import check_inputs, check_mlm_labels
 from minibert.checkpoint import save_pretrained
 from minibert.cli import RunFailed
-from minibert.training.accumulation import count_predictions, global_prediction_count, loss_weight
+from minibert.training.accumulation import global_prediction_count, loss_weight
 from minibert.training.checkpoint import gather_rng_states, load_training_state, save_training_state
 from minibert.training.device import autocast, autocast_dtype, make_grad_scaler, move_batch
 from minibert.training.distributed import all_reduce_sum, init_distributed, shutdown_distributed
 from minibert.training.io import atomic_write_bytes, atomic_write_text
 from minibert.training.logs import MetricsLog, plot_curves
-from minibert.training.mfu import measure_matmul_peak, mfu, training_flops_per_token
+from minibert.training.mfu import measure_matmul_peak, training_flops_per_token
 from minibert.training.optim import build_adamw, format_group_table, param_groups
 from minibert.training.schedule import build_scheduler
 from pretrain import corpus as corpus_module
