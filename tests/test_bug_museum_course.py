@@ -78,8 +78,8 @@ def test_cola_validation_reuses_the_last_training_output(tmp_path):
     dev_loss, _, _ = evaluate(prepared.model, prepared, cfg, torch.device("cpu"), None)
     prepared.model.eval()
     with torch.no_grad():
-        one_by_one = [prepared.model(torch.from_numpy(f.input_ids)[None], labels=torch.tensor([f.label])).loss.item()
-                      for f in prepared.dev_features]
+        one_by_one = [prepared.model(torch.from_numpy(f.input_ids)[None], labels=torch.tensor([f.label])).loss
+                      .item() for f in prepared.dev_features]
     assert dev_loss == pytest.approx(float(np.mean(one_by_one)), rel=1e-5)
 
 
@@ -95,7 +95,8 @@ def _write_cls_data(folder, rng):
 
 def _tiny_args(tmp_path, *extra):
     return ["--task", "cls", "--train", str(tmp_path / "train.tsv"), "--dev", str(tmp_path / "dev.tsv"),
-            "--init", "random", "--model-config", str(tmp_path / "tiny.json"), "--max-length", "16", "--patience", "0", "--no-progress", "--out", str(tmp_path / "run"), *extra]
+            "--init", "random", "--model-config", str(tmp_path / "tiny.json"), "--max-length", "16",
+            "--patience", "0", "--no-progress", "--out", str(tmp_path / "run"), *extra]
 
 
 def _tiny_prepared(tmp_path):

@@ -59,6 +59,10 @@ def test_wordpiece_demo(demo):
     assert r["agree"]  # the written-out greedy loop equals the Rust tokenizer on every word
     assert r["results"]["unaffable"][1] == ["una", "##ffa", "##ble"]
     assert r["results"]["unbelievable"][1] == ["[UNK]"]  # an unmatchable rest makes the WHOLE word [UNK]
+    from minibert.explain.common import minilm_folder
+
+    if minilm_folder() is not None:  # the test extra: the real uncased vocab, offline
+        assert r["real"]["iphone12"] == ["iphone", "##12"] and r["real"]["北京大学"] == ["北", "京", "大", "学"]
 
 
 def test_token_type_ids_demo(demo):

@@ -178,4 +178,5 @@ def attention_heatmap(ctx: DemoContext) -> dict:
                  f"{entropy:.2f} vs {uniform:.2f} for uniform): many look at [CLS]/[SEP] or a neighbour. Attention "
                  f"weights show where information flows, not why the model decided (Jain & Wallace 2019)")
     return {"source": source, "png": png, "grid_png": grid_png, "layer": layer, "head": head, "entropy": entropy,
-            "uniform_entropy": uniform, "tokens": tokens, "row_sums_ok": bool(torch.allclose(probs.sum(-1), torch.ones(len(tokens))))}
+            "uniform_entropy": uniform, "tokens": tokens,
+            "row_sums_ok": bool(torch.allclose(probs.sum(-1), torch.ones(len(tokens))))}

