@@ -32,7 +32,7 @@ INPUT_ERRNOS = {errno.EROFS: "the file system is read-only; pick a writable --ou
                 errno.ENOTDIR: "a path component is a file, not a folder; pick another path",
                 errno.EISDIR: "it is a folder where a file is expected; pass a file",
                 errno.ENOENT: "no such file or folder; check the path",
-                errno.EEXIST: "it already exists as something else; pick another path"}
+                errno.EEXIST: "it exists as a file where a folder is needed; pick another path"}
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -103,10 +103,13 @@ class PretrainingBatches:
             self.num_rows = len(self.piece_starts)                            # one piece per row
         full, partial = divmod(self.num_rows, batch_size)
         self.steps_per_epoch = full + (0 if drop_last or partial == 0 else 1)
+        if self.steps_per_epoch == 0 and not drop_last:  # the held-out set: any row would do
+            raise ValueError(f"corpus: the {len(doc_ids)} held-out document(s) are too short for one row of "
+                             f"--max-len {max_len}; raise --heldout-fraction or use a bigger corpus")
         if self.steps_per_epoch == 0:
-            raise ValueError(f"batch_size: {batch_size} rows per global batch but the {len(doc_ids)} document(s) "
-                             f"make only {self.num_rows} row(s) of max_len {max_len}; lower batch_size or max_len, "
-                             "or use a bigger corpus")
+            raise ValueError(f"--batch-size {batch_size} (rows per global batch) but the {len(doc_ids)} training "
+                             f"document(s) make only {self.num_rows} row(s) of --max-len {max_len}; lower "
+                             f"--batch-size or --max-len, or use a bigger corpus")
         self.epoch, self.step = 0, 0
         self._layout_epoch, self._layout = None, None
 

@@ -65,13 +65,16 @@ def check_fingerprint(saved: dict | None, current: dict, checkpoint: Path) -> No
                          f"{allowed} may change on --resume; {hint}")
 
 
-def resolve_init(cfg: PretrainConfig) -> tuple[Path, Path] | None:
-    """For --init: (weights path, the vocab.txt that labels its embedding rows), or None without --init.
-    Also refuses, before any work, a --resume that has no checkpoint to continue from.
+def check_start(cfg: PretrainConfig) -> tuple[Path, Path] | None:
+    """The checks made before any work (folders are folders, --resume has a checkpoint, --init exists), and for
+    --init: (weights path, the vocab.txt that labels its embedding rows); None without --init.
 
     A model folder (<out>/final, or any minibert/HF folder) carries its vocab.txt; a run's checkpoint.pt uses the
     vocab.txt its run folder holds. A --vocab that differs from it is refused: rows would get the wrong tokens.
     """
+    for flag, folder in (("--out", cfg.out), ("--cache-dir", cfg.cache_dir)):
+        if Path(folder).exists() and not Path(folder).is_dir():
+            raise ValueError(f"{flag} {folder} is a file, not a folder; pass a folder path")
     checkpoint = Path(cfg.out) / "checkpoint.pt"
     if cfg.resume and not checkpoint.is_file():  # say so now, not after encoding the corpus
         raise FileNotFoundError(f"resume: no checkpoint at {checkpoint}; run without --resume to start fresh, or "

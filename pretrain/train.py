@@ -60,7 +60,7 @@ from pretrain.data import file_digest, prepare_corpus
 from pretrain.diagnostics import evaluate_with_diagnostics
 from pretrain.evaluation import split_documents, unigram_baseline
 from pretrain.masking import DynamicMasking
-from pretrain.resume import check_fingerprint, choose_vocab, fingerprint, load_init_weights, read_digests, resolve_init
+from pretrain.resume import check_fingerprint, choose_vocab, fingerprint, load_init_weights, read_digests, check_start
 
 EVAL_BATCH_SIZE = 64
 EVAL_MASK_RATE = 0.15  # evaluate at BERT's rate whatever --mask-rate trains with, so runs stay comparable
@@ -107,7 +107,7 @@ def train(cfg: PretrainConfig, started_at: float | None = None) -> dict:
     if ctx.is_main and cfg.corpus is None and not corpus_path.exists():
         say(f"generating the embedded default corpus into {corpus_path} (once)")
         corpus_module.generate_corpus(corpus_path)
-    init = resolve_init(cfg)  # --init: a new run from old weights, encoded with THEIR vocab
+    init = check_start(cfg)  # --init: a new run from old weights, encoded with THEIR vocab
     vocab_path = choose_vocab(cfg, init)
     if ctx.is_main:  # rank 0 encodes; the others then find the cache
         corpus = prepare_corpus(corpus_path, vocab_path, cache_dir=cache_dir, log=say)

@@ -265,7 +265,7 @@ def test_clear_errors_for_bad_batch_settings(tmp_path):
     corpus = open_corpus(tmp_path)
     with pytest.raises(ValueError, match="multiple of world_size"):
         batches(corpus, batch_size=5, world_size=2)
-    with pytest.raises(ValueError, match="lower batch_size"):
+    with pytest.raises(ValueError, match="lower --batch-size"):
         batches(corpus, batch_size=1000)
     with pytest.raises(ValueError, match="max_len"):
         batches(corpus, max_len=2)

@@ -23,6 +23,11 @@ def pick_device(requested: str = "auto") -> torch.device:
     device = torch.device(requested)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={requested!r} but no CUDA GPU is visible; use --device cpu (or auto)")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"device={requested!r} but only {torch.cuda.device_count()} CUDA GPU(s) are visible; use "
+                         f"cuda:0..cuda:{torch.cuda.device_count() - 1}")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device={requested!r} but this torch has no usable Apple MPS backend; use --device cpu")
     return device
 
 
