@@ -34,6 +34,8 @@ class FinetuneConfig:
     header: bool | None = option(None, "override whether the TSV has a header line", bool)
     tokenizer: str | None = option(None, "whitespace|wordpiece; default: the format's", str)
     max_train_examples: int | None = option(None, "use only the first N training examples", int)
+    train_fraction: float | None = option(None, "few labels: a stratified (by label), seeded share of the training "
+                                          "examples, e.g. 0.1; the random-init and TF-IDF rows get the same", float)
     # ---- model
     init: str = option("auto", "pretrained folder (config.json, model.safetensors, vocab.txt), 'random', or "
                                "'auto' (runs/pretrain/final for cls/pair, random for ner; see __main__.py)")
@@ -80,6 +82,8 @@ class FinetuneConfig:
     evaluate: str | None = option(None, "with --load: metrics on this labelled file (e.g. an out-of-domain dev)",
                                   str)
     compare_random: bool = option(False, "also fine-tune from random init for the same number of steps")
+    compare_tfidf: bool = option(False, "also score TF-IDF (1-2-gram) + logistic regression on the same split "
+                                        "(needs scikit-learn: pip install -e '.[baseline]')")
     progress: bool = option(True, "show a tqdm progress bar")
 
     def __post_init__(self) -> None:
@@ -97,6 +101,8 @@ class FinetuneConfig:
                 raise ValueError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be >= 1")
         if self.max_length < 3:
             raise ValueError(f"--max-length {self.max_length}: needs room for [CLS], [SEP] and text")
+        if self.train_fraction is not None and not 0 < self.train_fraction <= 1:
+            raise ValueError(f"--train-fraction {self.train_fraction}: must be in (0, 1], e.g. 0.1")
         if not 0.0 <= self.warmup_ratio < 1.0:
             raise ValueError(f"--warmup-ratio {self.warmup_ratio}: must be in [0, 1)")
 
