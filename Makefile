@@ -37,6 +37,11 @@ $(VENV)/.test: $(VENV)/.runtime
 	$(BIN)/python -m pip install -q -e '.[test]'
 	touch $@
 
+# scikit-learn, for the TF-IDF + logistic-regression row of `make finetune`
+$(VENV)/.baseline: $(VENV)/.runtime
+	$(BIN)/python -m pip install -q -e '.[baseline]'
+	touch $@
+
 setup: $(VENV)/.runtime
 setup-test: $(VENV)/.test
 
@@ -51,9 +56,10 @@ pretrain: $(VENV)/.runtime
 RECIPE_cls := --representation mean --lr 3e-4 --max-length 128 --epochs 4 --encoder-dropout 0.1
 RECIPE_pair := --lr 5e-4 --max-length 128 --epochs 4 --encoder-dropout 0.1
 RECIPE_ner := --lr 1e-3 --max-length 64 --epochs 6
-# On the embedded cls data, also fine-tune from random init at equal steps and print both dev macro-F1 values.
-COMPARE := $(if $(and $(filter cls,$(TASK)),$(if $(DATA),,yes)),--compare-random)
-finetune: $(VENV)/.runtime
+# On the embedded cls data, also fine-tune from random init at equal steps and fit TF-IDF + LR on the same split:
+# three dev macro-F1 rows.
+COMPARE := $(if $(and $(filter cls,$(TASK)),$(if $(DATA),,yes)),--compare-random --compare-tfidf)
+finetune: $(VENV)/.baseline
 	$(BIN)/python -m finetune --task $(TASK) $(RECIPE_$(TASK)) $(if $(INIT),--init $(INIT)) \
 		$(if $(DATA),--data $(DATA)) $(COMPARE) $(ARGS)
 

@@ -25,6 +25,7 @@ from minibert.training.io import atomic_write_text
 
 from .checkpoints import CheckpointMissing
 from .config import FinetuneConfig, parse_config
+from .baseline import tfidf_baseline
 from .predict import evaluate_file, predict_file
 from .prepare import prepare
 from .toy_data import default_data
@@ -66,6 +67,7 @@ def run(cfg: FinetuneConfig) -> dict:
     for note in notes + prepared.notes:
         print(note)
     summary = train(cfg, prepared)
+    summary["train_examples"] = len(prepared.train_examples)
     best = summary["best"]
     print(f"dev {summary['metric']} = {best[summary['metric']]:.4f} (best epoch {summary['best_epoch']}, "
           f"{summary['steps']} steps); model in {Path(cfg.out_dir) / 'best'}")
@@ -78,13 +80,36 @@ def run(cfg: FinetuneConfig) -> dict:
         metric = summary["metric"]
         comparison = {"metric": metric, "steps": summary["steps"], "pretrained_init": cfg.init,
                       "pretrained": best[metric], "random": random_summary["best"][metric]}
-        atomic_write_text(Path(cfg.out_dir) / "compare_random.json", json.dumps(comparison, indent=2) + "\n")
-        print(f"dev {metric}: pretrained {comparison['pretrained']:.4f} vs random init {comparison['random']:.4f} "
-              f"(same recipe, {summary['steps']} steps)")
         summary["compare_random"] = comparison
+    if cfg.compare_tfidf:
+        summary["tfidf"] = tfidf_baseline(prepared.train_examples, prepared.dev_examples, prepared.spec.num_labels,
+                                          cfg.seed)
+    if cfg.compare_random or cfg.compare_tfidf:
+        print_comparison(cfg, summary)
     if cfg.predict:
         print(f"predictions: {predict_file(Path(cfg.out_dir) / 'best', cfg.predict, device=cfg.device)}")
     return summary
+
+
+def print_comparison(cfg: FinetuneConfig, summary: dict) -> None:
+    """The rows that say what pretraining bought, on the same split and training examples; saved as compare.json
+    (and compare_random.json, its older name, when random init was run)."""
+    metric, steps = summary["metric"], summary["steps"]
+    rows = {f"pretrained encoder ({cfg.init})": summary["best"][metric]}
+    if "compare_random" in summary:
+        rows[f"random init, same recipe and {steps} steps"] = summary["compare_random"]["random"]
+        atomic_write_text(Path(cfg.out_dir) / "compare_random.json",
+                          json.dumps(summary["compare_random"], indent=2) + "\n")
+    if "tfidf" in summary:
+        rows["TF-IDF (1-2-gram) + logistic regression, full documents"] = summary["tfidf"][metric]
+    subset = f", train fraction {cfg.train_fraction} (stratified, seed {cfg.seed})" if cfg.train_fraction else ""
+    print(f"dev {metric} on the same split ({summary['train_examples']:,} training examples{subset}):")
+    width = max(map(len, rows))
+    for name, value in rows.items():
+        print(f"  {name:<{width}}  {value:.4f}")
+    atomic_write_text(Path(cfg.out_dir) / "compare.json", json.dumps(
+        {"metric": metric, "steps": steps, "train_examples": summary["train_examples"],
+         "train_fraction": cfg.train_fraction, "rows": rows}, indent=2) + "\n")
 
 
 def _main(argv: list[str]) -> int:

@@ -48,6 +48,9 @@ class FinetuneConfig:
     tokenizer: str | None = option(None, "whitespace|wordpiece; default: the format's", str,
                                    choices=("whitespace", "wordpiece"))
     max_train_examples: int | None = option(None, "use only the first N training examples", int, ge=1)
+    train_fraction: float | None = option(None, "few labels: a stratified (by label), seeded share of the training "
+                                          "examples, e.g. 0.1; the random-init and TF-IDF rows get the same", float,
+                                          gt=0, le=1)
     # ---- model
     init: str = option("auto", "pretrained folder (config.json, model.safetensors, vocab.txt), 'random', or "
                                "'auto' (runs/pretrain/final for cls/pair, random for ner; see __main__.py)")
@@ -102,6 +105,8 @@ class FinetuneConfig:
     evaluate: str | None = option(None, "with --load: metrics on this labelled file (e.g. an out-of-domain dev)",
                                   str)
     compare_random: bool = option(False, "also fine-tune from random init for the same number of steps")
+    compare_tfidf: bool = option(False, "also score TF-IDF (1-2-gram) + logistic regression on the same split "
+                                        "(needs scikit-learn: pip install -e '.[baseline]')")
     progress: bool = option(True, "show a tqdm progress bar")
 
     def __post_init__(self) -> None:

@@ -30,7 +30,7 @@ def load_finetuned(folder: str | Path) -> tuple[FinetuneConfig, Prepared]:
         extend_positions_hierarchically(model, cfg.max_length)
     model.load_state_dict(state)
     tokenizer = load_tokenizer(cfg.tokenizer or FORMATS[spec.format]["tokenizer"], vocab_path)
-    return cfg, Prepared(spec, model, tokenizer, vocab_path, [], [], [], [])
+    return cfg, Prepared(spec, model, tokenizer, vocab_path, [], [], [], [], [])
 
 
 def predict_file(folder: str | Path, input_path: str | Path, output_path: str | Path | None = None,

@@ -15,6 +15,7 @@ from minibert.positions import extend_positions_hierarchically
 from minibert.tokenizers import WhitespaceTokenizer
 
 from . import data
+from .baseline import stratified_subset
 from .config import FinetuneConfig
 from .features import Feature
 from .tasks import (DEFAULT_FORMAT, TaskSpec, build_model, compute_metrics, encode, gold_labels, load_tokenizer,
@@ -30,6 +31,7 @@ class Prepared:
     train_features: list[Feature]
     dev_features: list[Feature]
     dev_examples: list  # for the gold labels (NER gold comes from the file, not the truncated features)
+    train_examples: list  # the (sub)set trained on, untruncated: what the TF-IDF baseline fits
     notes: list[str]  # warnings and remarks to print before training
 
 
@@ -65,6 +67,8 @@ def prepare(cfg: FinetuneConfig) -> Prepared:
     train_examples = read_examples(cfg, format_name, cfg.train)
     if cfg.max_train_examples:
         train_examples = train_examples[:cfg.max_train_examples]
+    if cfg.train_fraction:  # few labels: the same seeded, stratified subset for every row of the comparison
+        train_examples = stratified_subset(train_examples, cfg.train_fraction, cfg.seed)
     dev_examples = read_examples(cfg, format_name, cfg.dev)
     spec, notes = make_spec(cfg, format_name, train_examples, dev_examples)
     # A --metric typo must fail now, not after the first epoch: score two dev examples against themselves.
@@ -117,4 +121,5 @@ def prepare(cfg: FinetuneConfig) -> Prepared:
 
     train_features = encode(cfg, spec, tokenizer, train_examples)
     dev_features = encode(cfg, spec, tokenizer, dev_examples)
-    return Prepared(spec, model, tokenizer, vocab_path, train_features, dev_features, dev_examples, notes)
+    return Prepared(spec, model, tokenizer, vocab_path, train_features, dev_features, dev_examples, train_examples,
+                    notes)

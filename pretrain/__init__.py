@@ -8,5 +8,8 @@ Reading order:
     batching.py  cut documents into [CLS] piece [SEP] rows (padded or packed), batch, shard per DDP rank,
                  resume from an exact data position
     masking.py   dynamic 80/10/10 masking, fresh at every step
+    evaluation.py, baselines.py, diagnostics.py   held-out MLM accuracy next to the count baselines (unigram,
+                 bidirectional bigram, ±2 window) and the plateau diagnostics (is the model using context yet?)
+    budget.py    --time-budget: the time you have, turned into max_steps once
     config.py, train.py, __main__.py   the training loop (`python -m pretrain`)
 """

@@ -311,9 +311,9 @@ def train(cfg: PretrainConfig, started_at: float | None = None) -> dict:
             if not cfg.matmul_peak_gflops:  # rank 0's re-measured peak; other ranks only use theirs for the bar
                 peak_flops = max(peak_flops, measure_matmul_peak(device, amp_dtype or torch.float32))
             where = standing(final_eval, baselines, window=False)
-            tqdm.write(f"step {step}: {standing(final_eval, baselines)} | loss {final_eval['eval_loss']:.3f}, perplexity "
-                       f"{final_eval['eval_ppl']:.1f} | attention entropy {final_eval['attention_entropy']:.2f}, "
-                       f"hidden cosine {final_eval['hidden_cosine']:.2f}")
+            tqdm.write(f"step {step}: {standing(final_eval, baselines)} | loss {final_eval['eval_loss']:.3f}, "
+                       f"perplexity {final_eval['eval_ppl']:.1f} | attention entropy "
+                       f"{final_eval['attention_entropy']:.2f}, hidden cosine {final_eval['hidden_cosine']:.2f}")
         if checkpointing:
             rng_states = gather_rng_states()  # a collective: every rank takes part, rank 0 writes
             if ctx.is_main:

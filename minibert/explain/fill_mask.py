@@ -72,17 +72,19 @@ def fill_mask(ctx: DemoContext) -> dict:
         shown = inputs[0].numpy()
         visible = np.where(counts.is_special[shown], -1, shown)
         guess = counts.predict(visible[masked_at.numpy() - 1], visible[masked_at.numpy() + 1])
-        print(f"\n   row {row_number}: " + " ".join("____" if i in masked_at else name(t)
-                                                     for i, t in enumerate(row[0].tolist()) if 0 < i < row.shape[1] - 1))
+        text = ["____" if i in masked_at else name(t) for i, t in enumerate(row[0].tolist())][1:-1]
+        print(f"\n   row {row_number}: " + " ".join(text))
         for position, candidates, bigram in zip(masked_at.tolist(), top.tolist(), guess.tolist()):
             answer = row[0, position].item()
             model_right += candidates[0] == answer
             bigram_right += bigram == answer
             total += 1
-            print(f"     {name(answer):>14}  model: {' / '.join(name(c) for c in candidates):<44}  "
+            guesses = " / ".join(name(c) for c in candidates) + ("  ✓" if candidates[0] == answer else "")
+            print(f"     {name(answer):>14}  model: {guesses:<46}  "
                   f"bigram: {name(bigram)}{'  ✓' if bigram == answer else ''}")
     result = {"positions": total, "model_acc": model_right / max(total, 1), "bigram_acc": bigram_right / max(total, 1)}
-    show("\n   top-1 right: model / bigram", f"{result['model_acc']:.2f} / {result['bigram_acc']:.2f} of {total}")
+    print()
+    show("top-1 right: model / bigram", f"{result['model_acc']:.2f} / {result['bigram_acc']:.2f} of {total}")
     conclude(f"the model fills {result['model_acc']:.0%} of these blanks with its first guess, counting two "
              f"neighbours {result['bigram_acc']:.0%}; a model that beats the bigram uses more than its neighbours. "
              f"The full comparison, on every held-out masked position, is in results.json (bigram_acc, window2_acc)")
