@@ -52,7 +52,7 @@ def test_tiny_budget_stops_in_time_and_records_max_steps(tmp_path, restore_threa
     state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
     assert state["step"] == result["max_steps"] == state["extra"]["budget_max_steps"]
     load, cores = os.getloadavg()[0], os.cpu_count() or 1
-    if load > cores:  # other processes take the CPU away at random: a wall-clock promise cannot be checked
+    if wall > budget and load > cores:  # other processes took the CPU away at random: not the budget's fault
         pytest.skip(f"wall-clock check skipped: load average {load:.1f} on {cores} cores (the run took {wall:.1f} s "
                     f"of {budget} s); rerun on an idle machine")
     assert wall <= budget, f"the run took {wall:.1f} s of a {budget} s budget"
