@@ -34,6 +34,7 @@ import numpy as np
 from tqdm import tqdm
 
 from minibert.tokenizers import SPECIAL_TOKENS, WhitespaceTokenizer
+from minibert.training.io import remove_stale_temps, temp_name
 from pretrain.readers import decode_texts, detect_format, iter_text_chunks  # noqa: F401 (detect_format re-exported)
 
 CACHE_FORMAT_VERSION = 2  # 2: BOM stripped from one-document-per-line corpora
@@ -195,6 +196,7 @@ def prepare_corpus(corpus_path, vocab_path=None, cache_dir=".cache/pretrain", mi
     if not corpus_path.is_file():
         raise ValueError(f"corpus: {corpus_path} is not a file; pass a Tianchi TSV or a one-document-per-line text")
     cache_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(cache_dir)  # half-built folders of a KILLED run (never a live run's: pid check)
     corpus_format = detect_format(corpus_path)
     corpus_digest = file_digest(corpus_path)
     if vocab_path is None:
@@ -202,7 +204,7 @@ def prepare_corpus(corpus_path, vocab_path=None, cache_dir=".cache/pretrain", mi
         if (vocab_dir / "vocab.txt").exists():
             log(f"reusing cached vocab {vocab_dir / 'vocab.txt'}")
         else:
-            temp_dir = Path(tempfile.mkdtemp(dir=cache_dir, prefix=".vocab-tmp-"))
+            temp_dir = Path(tempfile.mkdtemp(dir=cache_dir, prefix=temp_name(Path("vocab")), suffix=".tmp"))
             build_vocab(corpus_path, corpus_format, min_freq, max_vocab_size).save(temp_dir)
             (temp_dir / "meta.json").write_text(json.dumps({"corpus": str(corpus_path)}))
             _publish(temp_dir, vocab_dir)
@@ -216,7 +218,7 @@ def prepare_corpus(corpus_path, vocab_path=None, cache_dir=".cache/pretrain", mi
         log(f"reusing cached encoding of {corpus_path} ({corpus.num_docs:,} documents, {len(corpus.tokens):,} "
             f"tokens) from {directory}")
         return corpus
-    temp_dir = Path(tempfile.mkdtemp(dir=cache_dir, prefix=".encoded-tmp-"))
+    temp_dir = Path(tempfile.mkdtemp(dir=cache_dir, prefix=temp_name(Path("encoded")), suffix=".tmp"))
     try:
         meta = _encode_to(temp_dir, corpus_path, corpus_format, tokenizer)
         shutil.copyfile(vocab_path, temp_dir / "vocab.txt")

@@ -195,3 +195,15 @@ def test_any_corpus_is_read_or_refused_in_one_line(lines, bom, crlf, tmp_path_fa
         assert "\n" not in str(error) and "c.txt" in str(error)
         return
     assert corpus.num_docs >= 1 and not any("\ufeff" in token for token in corpus.tokenizer.tokens)
+
+
+def test_a_killed_encoders_half_built_cache_folder_is_removed(tmp_path):
+    from hostile import make_corpus
+    from pretrain.data import prepare_corpus
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / "cache" / f".encoded.pid{int(dead.stdout)}.abc.tmp"  # that process has exited
+    stale.mkdir(parents=True)
+    (stale / "tokens.bin").write_bytes(b"half")
+    prepare_corpus(make_corpus(tmp_path), cache_dir=tmp_path / "cache", log=lambda *a: None)
+    assert not stale.exists()
+    assert not [p for p in (tmp_path / "cache").iterdir() if p.name.endswith(".tmp")]
