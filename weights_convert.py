@@ -14,7 +14,6 @@ only after the self-check passes; SRC == DST is refused. A bad input prints ONE 
 (`--debug` shows the traceback); every source tensor must be finite.
 """
 
-import argparse
 import sys
 from pathlib import Path
 

@@ -3,7 +3,6 @@ each CLI's main(argv). Every case ends in exit 0 with valid outputs, or ONE `err
 
 from __future__ import annotations
 
-import json
 import shutil
 
 import pytest

@@ -47,7 +47,7 @@ def hierarchical_positions(ctx: DemoContext) -> dict:
     print(f"   before: 40 tokens with P={P} -> {before}")
     show("after: 40 tokens, output shape", tuple(long_out.shape))
     show(f"max |new table[:{P}] - trained table| (exact?)", max_abs_diff(table_new[:P], trained))
-    show(f"max |short input before - after extension|", max_abs_diff(short_after, short_before))
+    show("max |short input before - after extension|", max_abs_diff(short_after, short_before))
     show("max |module - course formula α u[i//P] + (1-α) u[i%P]|", max_abs_diff(table_new, formula))
     i = P + 3
     offset = table_new[i] - trained[3]  # position P+3 = "digit 1, digit 3"
