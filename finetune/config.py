@@ -12,8 +12,8 @@ import dataclasses
 import json
 from dataclasses import dataclass, field, fields
 
-from minibert.cli import OneLineParser
-from minibert.validation import DEVICE, ConfigError, check_fields, parse_text, rule, unknown_keys
+from minibert.cli import OneLineParser, cli_type
+from minibert.validation import DEVICE, ConfigError, check_fields, rule, unknown_keys
 
 TASKS = ("cls", "pair", "ner")
 
@@ -123,16 +123,6 @@ class FinetuneConfig:
         return dataclasses.replace(self, **changes)
 
 
-def _cli_type(field_rule):
-    """argparse type: the field's rule casts the string ('none' means None for optional fields)."""
-    def cast(text: str):
-        try:
-            return parse_text(field_rule, text)
-        except ValueError as error:  # argparse shows an ArgumentTypeError's own words
-            raise argparse.ArgumentTypeError(str(error)) from None
-    cast.__name__ = field_rule.kind.__name__
-    return cast
-
 
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="python -m finetune", description="Fine-tune a minibert encoder "
@@ -147,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
                                 help=f"{f.metadata['help']} (default {f.default})")
         else:
-            parser.add_argument(flag, type=_cli_type(field_rule), default=argparse.SUPPRESS,
+            parser.add_argument(flag, type=cli_type(field_rule), default=argparse.SUPPRESS,
                                 help=f"{f.metadata['help']} (default {f.default})")
     return parser
 

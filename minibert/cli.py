@@ -20,6 +20,8 @@ import sys
 import traceback
 from typing import Callable
 
+from .validation import parse_text
+
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 # An OSError with one of these numbers is the machine failing the run, not the user's input being wrong.
@@ -96,3 +98,15 @@ def run_cli(body: Callable[[list[str]], int | None], argv: list[str] | None, res
         traceback.print_exc()
     print(f"error: {message}", file=sys.stderr)
     return code
+
+
+def cli_type(field_rule):
+    """argparse `type=` for a config field: its rule (minibert/validation.py) casts the string, so a flag is parsed
+    exactly like `--set` and JSON ('none' means None for optional fields)."""
+    def cast(text: str):
+        try:
+            return parse_text(field_rule, text)
+        except ValueError as error:  # argparse shows an ArgumentTypeError's own words
+            raise argparse.ArgumentTypeError(str(error)) from None
+    cast.__name__ = field_rule.kind.__name__  # argparse names it in "invalid float value: 'x'"
+    return cast

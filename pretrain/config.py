@@ -17,8 +17,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from minibert import BertConfig
-from minibert.cli import OneLineParser
-from minibert.validation import DEVICE, ConfigError, check_fields, parse_text, rule, unknown_keys
+from minibert.cli import OneLineParser, cli_type
+from minibert.validation import DEVICE, ConfigError, check_fields, rule, unknown_keys
 from pretrain.budget import parse_duration
 
 
@@ -136,16 +136,6 @@ class ModelOverride(argparse.Action):
         setattr(namespace, "model_set", overrides + [f"{field_name}={value}" if field_name else value])
 
 
-def _cli_type(field_rule):
-    """argparse type: the field's rule casts the string, so a flag is parsed exactly like `--set` and JSON."""
-    def cast(text: str):
-        try:
-            return parse_text(field_rule, text)
-        except ValueError as error:  # argparse shows an ArgumentTypeError's own words
-            raise argparse.ArgumentTypeError(str(error)) from None
-    cast.__name__ = field_rule.kind.__name__  # argparse names it in "invalid float value: 'x'"
-    return cast
-
 
 def build_parser() -> argparse.ArgumentParser:
     """One flag per PretrainConfig field (help text from the field), plus --model.<field> per BertConfig field."""
@@ -166,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
         elif f.type == "bool":
             parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, **meta)
         else:
-            parser.add_argument(flag, dest=f.name, type=_cli_type(field_rule), metavar=f.name.upper(), **meta)
+            parser.add_argument(flag, dest=f.name, type=cli_type(field_rule), metavar=f.name.upper(), **meta)
     for name in model_fields:
         parser.add_argument(f"--model.{name}", dest="model_set", action=ModelOverride, help=argparse.SUPPRESS)
     return parser

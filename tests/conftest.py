@@ -9,6 +9,7 @@ Exported:
     require_shared   the path of a file/folder under SHARED_DATA, or a pytest skip with a clear reason
     pretrain_args    the CLI arguments of a tiny `python -m pretrain` run on a small generated corpus
     restore_threads  fixture: tests that pass --num-threads get torch's thread count back afterwards
+    one_thread       module fixture: tiny-model demo/museum modules run on one thread, then restore the count
     tiny_config      a small BertConfig (H32, L2, N4) for fast CPU tests, with keyword overrides
     seed_torch       autouse fixture: every test starts from torch.manual_seed(0), so failures reproduce
 """
@@ -58,6 +59,16 @@ def restore_threads():
     threads = torch.get_num_threads()
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models: one thread is faster than two on a 2-core machine (no hand-off cost) and keeps timings stable.
+    Modules opt in with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def tiny_config(**overrides) -> BertConfig:

@@ -22,13 +22,7 @@ from minibert.training.io import atomic_save_safetensors
 from minibert.training.optim import build_adamw, param_groups
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models: one thread is faster than two on this 2-core machine (no hand-off cost)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see tests/conftest.py
 
 
 def test_nsp_loss_with_ignore_index_0_drops_class_0():

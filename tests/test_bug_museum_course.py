@@ -18,12 +18,7 @@ from minibert.heads import BertForSequenceClassification
 from minibert.training.device import make_grad_scaler
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see tests/conftest.py
 
 
 def course_create_segments_from_document(document: list, max_segment_length: int) -> list:

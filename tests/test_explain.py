@@ -9,19 +9,12 @@ from __future__ import annotations
 import math
 
 import pytest
-import torch
 
 from minibert.explain import CONCEPTS, DemoContext, find, run
 from minibert.explain.__main__ import main
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The demo models are tiny: one thread is fastest and keeps the timing stable on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see tests/conftest.py
 
 
 @pytest.fixture
