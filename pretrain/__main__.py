@@ -1,6 +1,6 @@
 """`python -m pretrain`: MLM-pretrain a BERT-mini (or any size) on an anonymised-ID corpus.
 
-    python -m pretrain                                        # embedded default corpus, ~7 min on 2 CPU cores
+    python -m pretrain                                        # embedded default corpus (2,400 steps, growing)
     python -m pretrain --corpus train_set.csv --out runs/tianchi --max-steps 20000
     python -m pretrain --config run.json --model.hidden_size 128 --set num_hidden_layers=2
     python -m pretrain --out runs/tianchi --resume            # continue exactly where the run stopped

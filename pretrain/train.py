@@ -49,8 +49,13 @@ from pretrain import corpus as corpus_module
 from pretrain.data import file_digest, prepare_corpus
 from pretrain.evaluation import evaluate, split_documents, unigram_baseline
 from pretrain.masking import DynamicMasking
+from pretrain.growth import grow, small_config
+from pretrain.warm_start import (init_decoder_bias_unigram, init_local_attention, init_sinusoidal_positions,
+                                 train_token_counts)
 
 EVAL_BATCH_SIZE = 64
+LOCAL_ATTENTION_OFFSETS = (-1, 1, -2, 2)  # layer 0's heads start on these neighbours (pretrain/warm_start.py)
+GROWTH_NOISE = 1e-3  # std added to the grown weights so the copies can drift apart (pretrain/growth.py)
 EVAL_MASK_RATE = 0.15  # evaluate at BERT's rate whatever --mask-rate trains with, so runs stay comparable
 
 
@@ -100,14 +105,38 @@ def train(cfg: PretrainConfig) -> dict:
 
     # ---- 3. model, optimizer, schedule, precision ----------------------------------------------------------------
     config = cfg.bert_config(tokenizer.vocab_size)
-    model = BertForMaskedLM(config).to(device)
+    # 模型生长 growing (pretrain/growth.py): with growth_fraction > 0 a small model (H/2, 1 layer) trains steps
+    # 1..grow_step, then grows into `config`. Each stage has its own optimizer and warmup-then-decay schedule.
+    grow_step = round(cfg.growth_fraction * cfg.max_steps)
+    token_counts = train_token_counts(corpus, train_docs)
+
+    def stage_model() -> BertForMaskedLM:
+        """The model the run starts with, initialised with the plateau tricks (pretrain/warm_start.py)."""
+        fresh = BertForMaskedLM(small_config(config, 1, 1) if grow_step else config)
+        if cfg.position_init == "sinusoidal":
+            init_sinusoidal_positions(fresh, cfg.position_init_scale)
+        if cfg.local_attention_gain:
+            init_local_attention(fresh, LOCAL_ATTENTION_OFFSETS[:fresh.config.num_attention_heads],
+                                 cfg.local_attention_gain)
+        if cfg.decoder_bias_init == "unigram":
+            init_decoder_bias_unigram(fresh, token_counts)
+        return fresh.to(device)
+
+    def stage_optimizer(stage_model_: BertForMaskedLM, first_step: int):
+        """AdamW and its schedule for the stage that starts after `first_step` (0 or grow_step)."""
+        lr, last_step = (cfg.growth_lr, grow_step) if first_step < grow_step else (cfg.lr, cfg.max_steps)
+        # 权重衰减 weight decay on weight matrices only, not biases/LayerNorm (Devlin et al. 2019; see optim.py).
+        groups = param_groups(stage_model_, lr, cfg.weight_decay)
+        stage_optim = build_adamw(groups, betas=(0.9, cfg.adam_beta2), fused=device.type == "cuda")
+        # 学习率预热 warmup, then linear (or cosine) decay to 0, over this stage's steps.
+        steps = last_step - first_step
+        return groups, stage_optim, build_scheduler(stage_optim, round(cfg.warmup_fraction * steps), steps,
+                                                     cfg.schedule)
+
+    model = stage_model()
     torch.manual_seed(cfg.seed + ctx.rank)  # from here on, each rank draws its own dropout masks
-    # 权重衰减 weight decay on weight matrices only, not biases/LayerNorm (Devlin et al. 2019; see optim.py).
-    groups = param_groups(model, cfg.lr, cfg.weight_decay)
+    groups, optimizer, scheduler = stage_optimizer(model, 0)
     say(format_group_table(groups))
-    optimizer = build_adamw(groups, betas=(0.9, cfg.adam_beta2), fused=device.type == "cuda")
-    # 学习率预热 warmup, then linear (or cosine) decay to 0.
-    scheduler = build_scheduler(optimizer, cfg.warmup_steps, cfg.max_steps, cfg.schedule)
     # 混合精度 mixed precision: bf16 autocast on recent GPUs, fp16 + GradScaler on older ones, fp32 on CPU.
     amp_dtype = autocast_dtype(device, cfg.precision)
     scaler = make_grad_scaler(device, amp_dtype)
@@ -116,6 +145,11 @@ def train(cfg: PretrainConfig) -> dict:
     checkpoint_path, log = out / "checkpoint.pt", MetricsLog(out / "metrics.jsonl")
     start_step = 0
     if cfg.resume:
+        saved_width = torch.load(checkpoint_path, map_location="cpu", weights_only=True)["model"][
+            "bert.embeddings.word_embeddings.weight"].shape[1] if grow_step and checkpoint_path.is_file() else None
+        if saved_width == config.hidden_size:
+            model = grow(model, config, noise=0.0, seed=cfg.seed)  # saved after growing: the grown shapes first
+            _, optimizer, scheduler = stage_optimizer(model, grow_step)
         state = load_training_state(checkpoint_path, model=model, optimizer=optimizer, scheduler=scheduler,
                                     scaler=scaler, rank=ctx.rank, world_size=W)
         batches.load_state_dict(state["data"])
@@ -133,12 +167,14 @@ def train(cfg: PretrainConfig) -> dict:
             stale.unlink(missing_ok=True)  # a fresh run starts fresh files
         atomic_write_text(out / "pretrain_config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
 
-    train_model = model
-    if W > 1:
-        # DDP all-reduces (averages) gradients during backward; device_ids only for a GPU.
-        train_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    if cfg.compile:
-        train_model = torch.compile(train_model)
+    def wrap(bare: BertForMaskedLM) -> torch.nn.Module:
+        """DDP all-reduces (averages) gradients during backward; device_ids only for a GPU."""
+        wrapped = bare
+        if W > 1:
+            wrapped = DistributedDataParallel(bare, device_ids=[device.index] if device.type == "cuda" else None)
+        return torch.compile(wrapped) if cfg.compile else wrapped
+
+    train_model = wrap(model)
     if ctx.is_main:
         # Evaluation masks show [MASK] at EVERY selected position (no 10% unchanged / 10% random): with 80/10/10 a
         # model that merely copies its input scores 0.1 for free, and the comparison with the unigram baseline
@@ -161,6 +197,11 @@ def train(cfg: PretrainConfig) -> dict:
     last_checkpoint, final_eval = start_step, {}
     B = cfg.batch_size // (W * k)  # rows per micro-batch
     for step in range(start_step + 1, cfg.max_steps + 1):
+        if step == grow_step + 1 and grow_step:  # every rank grows the same weights with the same noise
+            model = grow(model, config, noise=GROWTH_NOISE, seed=cfg.seed)
+            _, optimizer, scheduler = stage_optimizer(model, grow_step)
+            train_model = wrap(model)
+            tqdm.write(f"step {step}: grew the model to H{config.hidden_size} L{config.num_hidden_layers}")
         rank_batch = next(batches)  # this rank's G/W rows, already masked
         micro_batches = [{name: None if t is None else t[i * B:(i + 1) * B] for name, t in rank_batch.items()}
                          for i in range(k)]
@@ -207,7 +248,7 @@ def train(cfg: PretrainConfig) -> dict:
         tokens = W * sum(int(mb["attention_mask"].sum()) if mb["attention_mask"] is not None
                          else mb["input_ids"].numel() for mb in micro_batches)  # approximately global
         window["tokens"] += tokens
-        window["flops"] += tokens * training_flops_per_token(config, cfg.max_len, total / tokens)
+        window["flops"] += tokens * training_flops_per_token(model.config, cfg.max_len, total / tokens)
         elapsed = time.perf_counter() - window["start"]
         record = {"step": step, "loss": loss, "mlm_acc": correct_total / total, "lr": lr,
                   "grad_norm": grad_norm.item(), "tokens_per_s": window["tokens"] / elapsed,

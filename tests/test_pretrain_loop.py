@@ -32,8 +32,10 @@ def records(run):
 
 
 def test_tiny_run_learns_and_writes_everything(tmp_path, restore_threads, capsys):
+    # No growth here (tests/test_growth.py and test_resume.py cover it): one linear schedule, checked below.
     result = train(parse_config(args(tmp_path, "run", "--max-steps", "40", "--eval-every", "20",
-                                     "--log-every", "5", "--checkpoint-every", "20", "--export-hf")))
+                                     "--log-every", "5", "--checkpoint-every", "20", "--export-hf",
+                                     "--growth-fraction", "0")))
     run = tmp_path / "run"
     for name in ("final/model.safetensors", "final/config.json", "final/vocab.txt", "checkpoint.pt",
                  "loss_curve.png", "metrics.jsonl", "results.json", "pretrain_config.json"):
@@ -71,7 +73,7 @@ def test_tiny_run_learns_and_writes_everything(tmp_path, restore_threads, capsys
 def test_evaluation_is_deterministic(tmp_path, restore_threads):
     """Two evaluations of the same weights score the same masked positions: identical numbers."""
     train(parse_config(args(tmp_path, "run", "--max-steps", "4", "--eval-every", "2", "--lr", "1e-9",
-                            "--warmup-fraction", "0")))
+                            "--warmup-fraction", "0", "--growth-fraction", "0")))  # no growth between the two
     first, second = [r for r in records(tmp_path / "run") if "eval_loss" in r]
     assert first["eval_predictions"] == second["eval_predictions"]
     assert first["eval_loss"] == pytest.approx(second["eval_loss"], abs=1e-6)
