@@ -29,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
-from minibert.model import prediction_positions
+from minibert.model import check_inputs, check_mlm_labels, prediction_positions
 from pretrain.masking import DynamicMasking
 
 
@@ -206,14 +206,20 @@ class PretrainingBatches:
         return np.where(is_cls, self.cls_id, np.where(is_sep, self.sep_id, body))
 
 
-def split_micro_batches(batch, k):
+def split_micro_batches(batch, k, config=None):
     """梯度累积 Cut one rank's batch [G/W,T] into k micro-batches [B,T] and add each one's `prediction_positions`
     [M_i], the flat indices of its masked tokens: found here on the CPU, so the GPU never has to tell the host
-    how many there are (minibert/model.py:sparse_mlm_logits). Pinned inputs give pinned outputs."""
+    how many there are (minibert/model.py:sparse_mlm_logits). Pinned inputs give pinned outputs. With a BertConfig,
+    the ids and labels are also checked here, on the CPU, in one clear line (on a GPU a bad id would surface as an
+    opaque device-side assert, and checking it there would make the host wait)."""
     B = len(batch["input_ids"]) // k
     parts = []
     for i in range(k):
         part = {name: None if t is None else t[i * B:(i + 1) * B] for name, t in batch.items()}  # views: still pinned
+        if config is not None:
+            check_inputs(config, part["input_ids"], part["token_type_ids"], part["attention_mask"],
+                         config.max_position_embeddings)
+            check_mlm_labels(part["labels"], config.vocab_size)
         positions = prediction_positions(part["labels"])  # [M_i]
         part["prediction_positions"] = positions.pin_memory() if part["labels"].is_pinned() else positions
         parts.append(part)

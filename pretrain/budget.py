@@ -54,17 +54,18 @@ def steps_for_budget(budget_s: float, elapsed_s: float, step_s: float, eval_s: f
     return max(1, int(left / (step_s + eval_s / eval_every)))
 
 
-def time_training_steps(model: torch.nn.Module, train_model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                        batches, micro_batches: int) -> float:
+def time_training_steps(model: torch.nn.Module, train_model: torch.nn.Module, batches, micro_batches: int,
+                        adam_beta2: float) -> float:
     """Seconds per optimizer step, measured on real batches; the model's weights and the torch RNG are restored
-    afterwards, so the probe leaves no trace in the run (the optimizer passed in is thrown away).
+    afterwards, so the probe leaves no trace in the run.
 
     Args:
         model: the bare model; train_model: what the loop calls (the DDP / torch.compile wrapper, or model).
-        optimizer: a throwaway AdamW over model's parameters.
+        adam_beta2: the run's; the probe's AdamW is a throwaway (its state would not match the run's anyway).
         batches: PretrainingBatches; batch(0, i) is read without moving the iterator.
         micro_batches: k, gradient-accumulation micro-batches per step.
     """
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, adam_beta2))
     weights = {name: tensor.clone() for name, tensor in model.state_dict().items()}
     rng = torch.get_rng_state()
     device = next(model.parameters()).device

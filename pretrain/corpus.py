@@ -1,37 +1,34 @@
-"""The embedded default corpus: a small, seeded generator of a Tianchi-shaped anonymised news corpus.
+"""The embedded default corpus: a seeded toy LANGUAGE, written as a Tianchi-shaped anonymised corpus.
 
-No real data ships with minibert, yet `make pretrain` must run on a fresh clone and show that masked-language
-modelling (MLM, 掩码语言模型) learns something. This file writes a TSV with header `label\\ttext` whose `text` is
-space-separated integer IDs, exactly like the Tianchi 新闻文本分类 `train_set.csv`, from a generative story that
-has real structure, so a model can beat the unigram baseline by a wide margin within a few minutes of CPU training.
+No real data ships with minibert (no text here is real, so there is no licence question), yet `make pretrain`
+must run on a fresh clone and show what masked-language modelling (MLM, 掩码语言模型) learns. The previous
+generator was so templated that two neighbours determined 97% of the masked tokens; this one is built to behave
+like real text: two neighbours determine only a part of a word (the bidirectional bigram baseline scores ~0.3, as
+on real corpora), wider context measurably helps, and document labels depend on content spread over the document.
 
-The generative story (every random draw comes from one seeded `numpy.random.Generator`):
+The language (every draw comes from seeded generators; same seed → byte-identical files):
 
-1. **Vocabulary (词表).** `num_words` content IDs drawn from Tianchi's range 0..7549, plus three "punctuation" IDs
-   that reuse Tianchi's most frequent ones: 3750 (comma-like, ~5% of tokens), 648 (sentence end, ~2%) and 900
-   (other sentence end, ~1.4%). The first `num_particles` content IDs are "particles" (function words, like 的/了).
-2. **Phrases (local structure).** `num_phrases` fixed phrases of 4-8 content IDs. Every content ID appears in at
-   least one phrase and a few spare slots take Zipf-drawn IDs, so most IDs live in one phrase (predictable from
-   their neighbours) and some recur in several (ambiguous, like real function words). Each phrase has habits: a
-   preferred particle that usually precedes it, whether a comma follows it, which sentence end closes a sentence
-   after it, and two successor phrases it is often followed by (a first-order Markov chain over phrases). All of
-   this makes neighbours predict each other: the local n-gram signal an MLM picks up first. Phrase frequencies
-   are steeply Zipfian (exponent 1.2), so a small head of phrases recurs constantly: a BERT-mini learns those
-   within a few hundred steps, which is what lets the 10-minute `make pretrain` end clearly above the unigram
-   baseline (a flatter corpus with the same structure stays at the baseline for that long).
-3. **Topics and classes (document signal).** Each of `num_topics` topics favours its own random subset of
-   phrases with Zipf weights; each of the 14 classes has two "home" topics. A document draws its topic mixture
-   from a Dirichlet centred on its class's home topics, each sentence draws one topic from that mixture, and each
-   phrase comes from the sentence's topic or from a shared Zipfian "general" distribution. Topics overlap and
-   every class can use every topic, so labels are learnable from the bag of phrases but no single ID gives the
-   label away.
-4. **Classes and lengths.** Class priors follow the imbalance of Tianchi's 14 labels (largest ≈ 40× smallest);
-   document lengths are log-normal (median ≈ 380 tokens, a few documents past 5,000, capped at 12,000).
+1. **Words (词表).** Pronounceable pseudo-words ("kelomi", "ta") so that a learner can read fill-mask output; each
+   has an integer ID (the corpus is written as IDs, like Tianchi) and `<corpus>.words.tsv` maps ID → word.
+   Parts of speech: nouns (each with a grammatical gender 0-2), verbs, adjectives, prepositions, conjunctions,
+   determiners (a definite and an indefinite one per gender), set-phrase words and three punctuation marks.
+2. **Sentences.** Clause = NP VERB NP [PREP NP], NP = DETERMINER [ADJECTIVE] NOUN; clauses join with ", CONJ" and
+   end with "." or "?". The determiner AGREES with the noun's gender, whether or not an adjective stands
+   between them (a dependency over 2 tokens); each noun has favourite adjectives and verbs, each verb favourite
+   objects, which sit 2-3 tokens after it. 80% of sentences open with one of 300 fixed 5-word set phrases (like
+   成语) built from 40 words: a word's neighbours are shared by many phrases, two words on each side name the
+   phrase. Both are what a ±2-token context sees and a bigram does not.
+3. **Topics and classes.** Each of 28 topics favours its own nouns, verbs and adjectives (Zipf weights); each of
+   the 14 classes has two home topics. A document draws a topic mixture centred on its class's home topics, every
+   SENTENCE draws its topic from that mixture, so the label is spread over the whole document and no single word
+   gives it away. Class priors follow Tianchi's imbalance; lengths are log-normal (median ≈ 250 tokens).
 
-Dimension legend: D documents, S phrase slots, K topics, P phrases.
+Dimension legend: D documents, K topics, C classes.
 Run: `python -m pretrain.corpus --out data/default_corpus.tsv --docs 4000 --seed 0 [--labelled-dir DIR]`.
 """
 import argparse
+import bisect
+import random
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,79 +37,139 @@ import numpy as np
 
 from minibert.training.io import atomic_write_text
 
-PUNCTUATION_IDS = (3750, 648, 900)  # comma-like, sentence end, other sentence end (Tianchi's top-3 IDs)
 # Approximate label counts of the full Tianchi train_set (200k rows): the imbalance we imitate.
 TIANCHI_CLASS_COUNTS = (38918, 36945, 31425, 22133, 15016, 12232, 9985, 8841, 7847, 5878, 4920, 3131, 1821, 908)
+CONSONANTS, VOWELS = "bdfgklmnprstvz", "aeiou"
+PUNCTUATION = ("，", "。", "？")  # written as IDs like every word; the words table shows them as Chinese marks
 
 
 @dataclass(frozen=True)
 class CorpusSpec:
-    """Knobs of the generative story (see module docstring). The defaults give the default corpus."""
-    num_words: int = 7000          # content IDs (the vocab is these plus 3 punctuation IDs)
-    num_particles: int = 30        # function-word IDs inserted before phrases
-    num_phrases: int = 1200        # fixed multi-token phrases: few and long, so each recurs often
-    min_phrase_length: int = 4
-    max_phrase_length: int = 8
-    num_topics: int = 28           # two home topics per class
-    phrases_per_topic: int = 250   # support of each topic's phrase distribution
-    general_rate: float = 0.5      # P(phrase comes from the shared distribution, not the sentence's topic)
-    follow_rate: float = 0.5       # P(phrase is one of its predecessor's two successors)
-    particle_rate: float = 0.2     # P(a particle precedes a phrase)
-    particle_loyalty: float = 0.9  # P(the particle is the phrase's preferred one)
-    comma_rate: float = 0.45       # share of phrases that habitually take a comma when not sentence-final
-    sentence_end_rate: float = 0.25  # P(a phrase slot starts a new sentence) → ~4 phrases per sentence
-    median_length: int = 380       # median document length in tokens
-    length_sigma: float = 0.9      # log-normal sigma: long tail, a few documents > 5,000 tokens
-    max_length: int = 12000
-    zipf_exponent: float = 1.2     # phrase frequencies (general and per topic): a steep head learns fast
-    word_zipf_exponent: float = 0.8  # which words fill the spare phrase slots (softer than the phrase Zipf)
+    """Knobs of the language (see module docstring). The defaults give the default corpus."""
+    num_nouns: int = 1500
+    num_verbs: int = 600
+    num_adjectives: int = 400
+    num_prepositions: int = 8
+    num_conjunctions: int = 4
+    num_genders: int = 3            # each with a definite and an indefinite determiner
+    num_set_words: int = 40         # the words set phrases are built from
+    num_set_phrases: int = 300      # fixed 4-word expressions (like 成语 chengyu) opening a sentence
+    set_phrase_length: int = 5
+    set_phrase_rate: float = 0.8    # P(a sentence opens with a set phrase and a comma)
+    num_topics: int = 28            # two home topics per class
+    topic_support: int = 120        # nouns per topic (verbs and adjectives: half of it)
+    topic_rate: float = 0.7         # P(a free word choice comes from the sentence's topic, else the whole lexicon)
+    favourite_rate: float = 0.5     # P(an adjective / verb / object is a favourite of its noun / verb)
+    num_favourites: int = 4
+    adjective_rate: float = 0.4     # P(an NP has an adjective)
+    prepositional_rate: float = 0.4  # P(a clause ends with PREP NP)
+    conjunction_rate: float = 0.3   # P(a sentence goes on with ", CONJ clause")
+    median_length: int = 250        # median document length in tokens
+    length_sigma: float = 0.7
+    max_length: int = 4000
+    zipf_exponent: float = 1.1
 
 
-def _zipf_weights(n, exponent):
-    weights = 1.0 / np.arange(1, n + 1) ** exponent
-    return weights / weights.sum()
+def _cdf(weights):
+    """Cumulative weights, normalised, as a list (bisect on a Python float is the fastest single draw)."""
+    cumulative = np.cumsum(np.asarray(weights, float))
+    return (cumulative / cumulative[-1]).tolist()
+
+
+def _zipf(n, exponent):
+    return 1.0 / np.arange(1, n + 1) ** exponent
 
 
 class CorpusWorld:
-    """The fixed "language" (vocab, phrases, topics, classes) that every document of one seed is drawn from."""
+    """The fixed language (lexicon, agreement, collocations, topics, classes) every document of a seed uses."""
 
     def __init__(self, spec, rng):
         self.spec = spec
-        allowed = np.setdiff1d(np.arange(7550), PUNCTUATION_IDS)
-        self.word_ids = rng.choice(allowed, size=spec.num_words, replace=False)  # [num_words], rank order
-        self.particles = np.arange(spec.num_particles)                          # indices into word_ids
-        content = np.arange(spec.num_particles, spec.num_words)                 # phrase words
-        # Phrase inventory: each content word at least once, the rest Zipf-distributed (frequent words recur).
-        lengths = rng.integers(spec.min_phrase_length, spec.max_phrase_length + 1, size=spec.num_phrases)  # [P]
-        extra = lengths.sum() - len(content)
-        if extra < 0:
-            raise ValueError(f"CorpusSpec: num_phrases={spec.num_phrases} too few to hold "
-                             f"{len(content)} content words; raise num_phrases")
-        zipf = _zipf_weights(len(content), spec.word_zipf_exponent)
-        slots = np.concatenate([content, rng.choice(content, size=extra, p=zipf)])
-        self.phrase_words = rng.permutation(slots)                              # flat [sum of lengths]
-        self.phrase_lengths = lengths                                           # [P]
-        self.phrase_starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])     # [P]
-        self.successors = rng.integers(0, spec.num_phrases, size=(spec.num_phrases, 2))  # [P,2]
-        # Punctuation habits: whether a phrase takes a comma, and which sentence end follows it.
-        self.takes_comma = rng.random(spec.num_phrases) < spec.comma_rate                 # [P]
-        self.end_mark = np.where(rng.random(spec.num_phrases) < 0.6, PUNCTUATION_IDS[1], PUNCTUATION_IDS[2])
-        self.preferred_particle = rng.choice(self.particles, size=spec.num_phrases,
-                                             p=_zipf_weights(spec.num_particles, 1.0))   # [P]
-        # Phrase distributions as CDFs (inverse-CDF sampling is vectorised with searchsorted).
-        general = _zipf_weights(spec.num_phrases, spec.zipf_exponent)[rng.permutation(spec.num_phrases)]
-        self.general_cdf = np.cumsum(general)                                   # [P]
-        topics = np.zeros((spec.num_topics, spec.num_phrases))                  # [K,P]
-        for topic in range(spec.num_topics):
-            support = rng.choice(spec.num_phrases, size=spec.phrases_per_topic, replace=False)
-            topics[topic, support] = _zipf_weights(spec.phrases_per_topic, spec.zipf_exponent)
-        self.topic_cdf = np.cumsum(topics, axis=1)                              # [K,P], rows end at 1
-        # Two home topics per class; a document's Dirichlet mixture is centred on them.
+        sizes = {"det": 2 * spec.num_genders, "prep": spec.num_prepositions, "conj": spec.num_conjunctions,
+                 "set": spec.num_set_words, "noun": spec.num_nouns, "verb": spec.num_verbs, "adj": spec.num_adjectives}
+        syllables = [c + v for c in CONSONANTS for v in VOWELS]  # 70 syllables
+        words, seen = list(PUNCTUATION), set(PUNCTUATION)
+        for kind, count in sizes.items():  # function words: 1 syllable; content words: 2-3
+            target = len(words) + count
+            while len(words) < target:
+                length = 1 if kind in ("det", "prep", "conj") else 2 if kind == "set" else int(rng.integers(2, 4))
+                word = "".join(rng.choice(syllables, size=length))
+                if word not in seen:
+                    seen.add(word)
+                    words.append(word)
+        self.words = words  # index = word index; kinds occupy consecutive ranges after the punctuation
+        starts = np.cumsum([len(PUNCTUATION)] + list(sizes.values()))
+        self.range = {kind: (int(starts[i]), int(starts[i + 1])) for i, kind in enumerate(sizes)}
+        self.ids = rng.permutation(len(words))  # word index -> corpus ID (IDs carry no part-of-speech order)
+        first = {kind: lo for kind, (lo, _) in self.range.items()}
+        self.gender = rng.integers(0, spec.num_genders, size=spec.num_nouns)               # [nouns]
+        self.noun_adjectives = rng.integers(0, spec.num_adjectives, (spec.num_nouns, spec.num_favourites))
+        self.noun_verbs = rng.integers(0, spec.num_verbs, (spec.num_nouns, spec.num_favourites))
+        self.verb_objects = rng.integers(0, spec.num_nouns, (spec.num_verbs, spec.num_favourites))
+        self.first = first
+        # Lexicon-wide Zipf CDFs (a random word order, so frequency is unrelated to the ID) and per-topic ones.
+        self.general, self.topic = {}, {}
+        for kind, support in (("noun", spec.topic_support), ("verb", spec.topic_support // 2),
+                              ("adj", spec.topic_support // 2)):
+            count = self.range[kind][1] - self.range[kind][0]
+            order = rng.permutation(count)
+            self.general[kind] = (order.tolist(), _cdf(_zipf(count, spec.zipf_exponent)))
+            self.topic[kind] = [(rng.choice(count, support, replace=False).tolist(),
+                                 _cdf(_zipf(support, spec.zipf_exponent))) for _ in range(spec.num_topics)]
+        self.preposition_cdf = _cdf(_zipf(spec.num_prepositions, 1.0))
+        # Set phrases: Zipf-drawn words, so a frequent word sits in many phrases next to many different words
+        # (its neighbours say little), while two words on each side name the phrase, hence the word (±2 context).
+        set_words = rng.choice(spec.num_set_words, (spec.num_set_phrases, spec.set_phrase_length),
+                               p=_zipf(spec.num_set_words, 1.0) / _zipf(spec.num_set_words, 1.0).sum())
+        self.set_phrases = (self.range["set"][0] + set_words).tolist()
+        self.set_phrase_table = (list(range(spec.num_set_phrases)), _cdf(_zipf(spec.num_set_phrases, 1.0)))
         num_classes = len(TIANCHI_CLASS_COUNTS)
         home = rng.permutation(spec.num_topics)[: 2 * num_classes].reshape(num_classes, 2)
-        self.class_alpha = np.full((num_classes, spec.num_topics), 0.15)        # [14,K]
+        self.class_alpha = np.full((num_classes, spec.num_topics), 0.1)                    # [C,K]
         self.class_alpha[np.arange(num_classes)[:, None], home] = 1.5
         self.class_prior = np.asarray(TIANCHI_CLASS_COUNTS, float) / sum(TIANCHI_CLASS_COUNTS)
+
+    # ---- one document ----------------------------------------------------------------------------------------
+    def _draw(self, table, r):
+        items, cdf = table
+        return items[min(bisect.bisect(cdf, r.random()), len(items) - 1)]
+
+    def _content(self, kind, topic, favourites, r):
+        """A noun/verb/adjective index (within its kind): a favourite, the topic's word, or any word."""
+        spec = self.spec
+        if favourites is not None and r.random() < spec.favourite_rate:
+            return int(favourites[r.randrange(len(favourites))])
+        table = self.topic[kind][topic] if r.random() < spec.topic_rate else self.general[kind]
+        return self._draw(table, r)
+
+    def _noun_phrase(self, noun, topic, r):
+        spec = self.spec
+        words = [self.first["det"] + 2 * int(self.gender[noun]) + (r.random() < 0.5)]  # agrees with the noun
+        if r.random() < spec.adjective_rate:
+            words.append(self.first["adj"] + self._content("adj", topic, self.noun_adjectives[noun], r))
+        return words + [self.first["noun"] + noun]
+
+    def _clause(self, topic, r):
+        subject = self._content("noun", topic, None, r)
+        verb = self._content("verb", topic, self.noun_verbs[subject], r)
+        obj = self._content("noun", topic, self.verb_objects[verb], r)
+        words = self._noun_phrase(subject, topic, r) + [self.first["verb"] + verb] + self._noun_phrase(obj, topic, r)
+        if r.random() < self.spec.prepositional_rate:
+            preposition = self.first["prep"] + bisect.bisect(self.preposition_cdf, r.random())
+            words += [preposition] + self._noun_phrase(self._content("noun", topic, None, r), topic, r)
+        return words
+
+    def _document(self, length, mixture_cdf, r):
+        words = []
+        while len(words) < length:
+            topic = min(bisect.bisect(mixture_cdf, r.random()), len(mixture_cdf) - 1)  # one topic per sentence
+            if r.random() < self.spec.set_phrase_rate:
+                words += self.set_phrases[self._draw(self.set_phrase_table, r)] + [0]  # "set phrase ，"
+            words += self._clause(topic, r)
+            while r.random() < self.spec.conjunction_rate:
+                words += [0, self.first["conj"] + r.randrange(self.spec.num_conjunctions)] + self._clause(topic, r)
+            words.append(2 if r.random() < 0.1 else 1)  # "？" or "。"
+        return self.ids[np.asarray(words[:length])]
 
     def sample_documents(self, num_docs, rng):
         """Draws `num_docs` labelled documents.
@@ -124,89 +181,33 @@ class CorpusWorld:
         labels = rng.choice(len(self.class_prior), size=num_docs, p=self.class_prior)      # [D]
         lengths = np.exp(rng.normal(np.log(spec.median_length), spec.length_sigma, num_docs))
         lengths = np.clip(lengths.astype(np.int64), 8, spec.max_length)                   # [D]
-        mixtures = np.stack([rng.dirichlet(self.class_alpha[c]) for c in labels])         # [D,K]
-        # Phrase slots: ~5 tokens each, so 1 slot per 3.5 tokens over-generates; we truncate later.
-        slots_per_doc = lengths // 3 + 4                                                  # [D]
-        slot_doc = np.repeat(np.arange(num_docs), slots_per_doc)                          # [S]
-        num_slots = len(slot_doc)
-        first_in_doc = np.zeros(num_slots, bool)
-        first_in_doc[np.concatenate([[0], np.cumsum(slots_per_doc)[:-1]])] = True
-        starts_sentence = first_in_doc | (rng.random(num_slots) < spec.sentence_end_rate)  # [S]
-        sentence_id = np.cumsum(starts_sentence) - 1                                       # [S]
-        # One topic per sentence, drawn from its document's mixture (vectorised inverse CDF).
-        sentence_doc = slot_doc[starts_sentence]
-        mixture_cdf = np.cumsum(mixtures[sentence_doc], axis=1)                           # [sentences,K]
-        draw = rng.random(len(sentence_doc))[:, None]
-        sentence_topic = np.minimum((draw > mixture_cdf).sum(1), spec.num_topics - 1)
-        slot_topic = sentence_topic[sentence_id]                                          # [S]
-        # A fresh phrase per slot, from the general or the topic distribution. Offsetting each topic's CDF by
-        # its row number makes the flattened [K*P] array monotonic, so one searchsorted serves every topic.
-        from_general = np.searchsorted(self.general_cdf, rng.random(num_slots) * self.general_cdf[-1])
-        offset_cdf = (self.topic_cdf + np.arange(spec.num_topics)[:, None]).ravel()
-        flat = np.searchsorted(offset_cdf, slot_topic + rng.random(num_slots) * 0.999999)
-        from_topic = flat - slot_topic * spec.num_phrases
-        use_general = rng.random(num_slots) < spec.general_rate
-        fresh = np.minimum(np.where(use_general, from_general, from_topic), spec.num_phrases - 1)
-        # Markov chain over phrases: a "follow" slot takes a successor of the previous slot's phrase. Solved by
-        # fixed-point iteration, vectorised; it converges in (longest follow chain) rounds, about 15.
-        follows = (rng.random(num_slots) < spec.follow_rate) & ~starts_sentence
-        choice = rng.integers(0, 2, size=num_slots)
-        phrases = fresh.copy()
-        while True:
-            chained = np.where(follows, self.successors[np.roll(phrases, 1), choice], fresh)
-            if np.array_equal(chained, phrases):
-                break
-            phrases = chained                                                             # [S]
-        tokens, token_slot = self._expand(phrases, starts_sentence, rng)
-        # Cut the slot stream into documents and truncate each to its drawn length.
-        token_doc = slot_doc[token_slot]
-        doc_start = np.searchsorted(token_doc, np.arange(num_docs))
-        position = np.arange(len(tokens)) - doc_start[token_doc]
-        keep = position < lengths[token_doc]
-        tokens, token_doc = tokens[keep], token_doc[keep]
-        bounds = np.searchsorted(token_doc, np.arange(num_docs + 1))
-        return labels, [tokens[bounds[d]:bounds[d + 1]] for d in range(num_docs)]
+        mixtures = [_cdf(rng.dirichlet(self.class_alpha[c])) for c in labels]             # D x [K]
+        r = random.Random(int(rng.integers(1 << 62)))  # Python's generator: fast single draws, seeded
+        return labels, [self._document(int(n), m, r) for n, m in zip(lengths, mixtures)]
 
-    def _expand(self, phrases, starts_sentence, rng):
-        """Turns phrase slots into token IDs: [particle] phrase words [comma] [sentence end]."""
-        spec = self.spec
-        num_slots = len(phrases)
-        ends_sentence = np.append(starts_sentence[1:], True)                              # [S]
-        particle = rng.random(num_slots) < spec.particle_rate
-        comma = ~ends_sentence & self.takes_comma[phrases]
-        length = self.phrase_lengths[phrases]
-        counts = particle + length + comma + ends_sentence                                # tokens per slot
-        slot_start = np.concatenate([[0], np.cumsum(counts)[:-1]])
-        tokens = np.empty(counts.sum(), np.int64)
-        token_slot = np.repeat(np.arange(num_slots), counts)
-        # Particles: usually the phrase's preferred one, else any (Zipf over particles).
-        random_particle = rng.choice(self.particles, size=num_slots, p=_zipf_weights(spec.num_particles, 1.0))
-        loyal = rng.random(num_slots) < spec.particle_loyalty
-        chosen = np.where(loyal, self.preferred_particle[phrases], random_particle)
-        tokens[slot_start[particle]] = self.word_ids[chosen[particle]]
-        # Phrase words: word j of slot i goes to slot_start[i] + particle[i] + j.
-        word_slot = np.repeat(np.arange(num_slots), length)
-        within = np.arange(len(word_slot)) - np.repeat(np.cumsum(length) - length, length)
-        tokens[slot_start[word_slot] + particle[word_slot] + within] = \
-            self.word_ids[self.phrase_words[self.phrase_starts[phrases[word_slot]] + within]]
-        after = slot_start + particle + length
-        tokens[after[comma]] = PUNCTUATION_IDS[0]
-        tokens[(after + comma)[ends_sentence]] = self.end_mark[phrases[ends_sentence]]
-        return tokens, token_slot
+    def words_table(self):
+        """Lines `id<TAB>word`, sorted by ID."""
+        pairs = sorted(zip(self.ids.tolist(), self.words))
+        return "".join(f"{i}\t{w}\n" for i, w in pairs)
+
+
+def words_table_path(corpus_path):
+    """`<corpus path without .tsv>.words.tsv`: where generate_corpus writes the ID → word table."""
+    path = Path(corpus_path)
+    return path.with_name(path.name.removesuffix(".tsv") + ".words.tsv")
 
 
 def write_tsv(path, labels, docs):
     """Writes `label\ttext` rows atomically (minibert.training.io: temp file, then os.replace)."""
-    id_text = [str(i) for i in range(7550)]  # int→str once, not per token
-    rows = [f"{label}\t{' '.join([id_text[t] for t in doc.tolist()])}\n" for label, doc in zip(labels.tolist(), docs)]
+    rows = (f"{label}\t{' '.join(map(str, doc.tolist()))}\n" for label, doc in zip(labels.tolist(), docs))
     atomic_write_text(path, "label\ttext\n" + "".join(rows))
 
 
 def generate_corpus(out, num_docs=4000, seed=0, labelled_dir=None, labelled_docs=2000, spec=CorpusSpec()):
-    """Writes the pretraining corpus and, optionally, a fine-tuning split drawn from the same world.
+    """Writes the pretraining corpus, its words table and, optionally, a fine-tuning split of the same world.
 
     Args:
-        out: TSV path for the pretraining corpus (`label\\ttext`).
+        out: TSV path for the pretraining corpus (`label\\ttext`); the words table goes to words_table_path(out).
         num_docs: documents in the pretraining corpus.
         seed: fixes the world and every document; same seed → byte-identical files.
         labelled_dir: if given, writes `train.tsv` (90%) and `dev.tsv` (10%) of `labelled_docs` fresh
@@ -222,6 +223,7 @@ def generate_corpus(out, num_docs=4000, seed=0, labelled_dir=None, labelled_docs
     world = CorpusWorld(spec, np.random.default_rng([seed, 0]))
     labels, docs = world.sample_documents(num_docs, np.random.default_rng([seed, 1]))
     write_tsv(out, labels, docs)
+    atomic_write_text(words_table_path(out), world.words_table())
     if labelled_dir is not None:
         ft_labels, ft_docs = world.sample_documents(labelled_docs, np.random.default_rng([seed, 2]))
         cut = labelled_docs * 9 // 10
@@ -244,7 +246,7 @@ def main(argv=None):
         print(f"error: {error}", file=sys.stderr)
         return 2
     lengths = np.array([len(d) for d in docs])
-    print(f"wrote {args.out}: {len(docs)} documents, {lengths.sum():,} tokens, "
+    print(f"wrote {args.out} and {words_table_path(args.out)}: {len(docs)} documents, {lengths.sum():,} tokens, "
           f"median length {int(np.median(lengths))}, max {lengths.max()}, "
           f"class counts {np.bincount(labels, minlength=14).tolist()}")
     return 0

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from minibert.training.device import move_batch
+from minibert.training.logs import plot_curves
 from pretrain.evaluation import evaluate
 
 
@@ -74,3 +75,15 @@ def evaluate_with_diagnostics(model: nn.Module, heldout, device: torch.device, a
     metrics.update(context_diagnostics(model, next(heldout.epoch_batches()), device))
     metrics["bigram_gap"] = metrics["eval_acc"] - baselines["bigram_acc"]
     return metrics
+
+
+def plot_run(log_path, png_path, title: str, baselines: dict) -> None:
+    """loss_curve.png: the train and held-out loss, and a panel with the held-out accuracy, the two diagnostics
+    above and the count baselines as horizontal lines (where the model stands against counting, at a glance)."""
+    plot_curves(log_path, png_path, {"train loss": ("step", "loss"), "held-out loss": ("step", "eval_loss")},
+                title=title,
+                accuracy={"held-out accuracy": ("step", "eval_acc"),
+                          "attention entropy / ln T": ("step", "attention_entropy"),
+                          "hidden-state cosine": ("step", "hidden_cosine")},
+                baselines={"±2 window": baselines["window2_acc"], "bigram": baselines["bigram_acc"],
+                           "unigram": baselines["unigram_acc"]})

@@ -22,6 +22,12 @@ from torch import nn
 
 from minibert import IGNORE_INDEX
 from minibert.training.device import autocast, move_batch
+from pretrain.baselines import BigramCounts, score_baselines
+from pretrain.batching import PretrainingBatches
+from pretrain.masking import DynamicMasking
+
+EVAL_BATCH_SIZE = 64
+EVAL_MASK_RATE = 0.15  # evaluate at BERT's rate whatever --mask-rate trains with, so runs stay comparable
 
 
 @torch.no_grad()
@@ -116,3 +122,23 @@ def unigram_baseline(corpus, heldout_docs, masking=None):
     cross_entropy = -(heldout_counts * np.log(smoothed)).sum() / heldout_counts.sum()
     return dict(token_id=best, token=corpus.tokenizer.tokens[best], accuracy=accuracy,
                 context_free_accuracy=float(context_free), perplexity=float(np.exp(cross_entropy)))
+
+
+def heldout_yardsticks(corpus, train_docs, heldout_docs, cfg):
+    """The held-out evaluation batches, and the count baselines scored on exactly their masked positions.
+
+    Evaluation masks show [MASK] at EVERY selected position (no 10% unchanged / 10% random): with 80/10/10 a model
+    that merely copies its input scores 0.1 for free, and the comparison with the count models (which never see
+    the answer) would flatter it. The baselines are scored once: the evaluation positions never change.
+
+    Returns:
+        (heldout PretrainingBatches, unigram_baseline dict (its token and perplexity), the training BigramCounts
+        (exported for fill_mask), the baselines dict of pretrain/baselines.py:score_baselines).
+    """
+    masking = DynamicMasking.from_tokenizer(corpus.tokenizer, EVAL_MASK_RATE, mask_token_fraction=1.0,
+                                            random_token_fraction=0.0)
+    heldout = PretrainingBatches(corpus, heldout_docs, cfg.max_len, EVAL_BATCH_SIZE, masking, seed=cfg.seed,
+                                 pack=cfg.pack, shuffle=False, drop_last=False)
+    bigram_counts = BigramCounts.from_corpus(corpus, train_docs)
+    baselines = score_baselines(corpus, train_docs, heldout.epoch_batches(), cfg.eval_sequences, bigram_counts)
+    return heldout, unigram_baseline(corpus, heldout_docs, masking), bigram_counts, baselines

@@ -9,6 +9,9 @@ with the wrong tokens.
 To continue from the old weights with other settings, start a NEW run from them: `--init <out>/final` (or
 `--init <out>/checkpoint.pt` for an unfinished run), which gets a fresh optimizer and schedule and keeps the
 model's vocab.
+
+A run that diverges (TrainingDiverged) stops before any checkpoint holds non-finite weights, and its message says
+which flags to change and which checkpoint is still good.
 """
 
 from __future__ import annotations
@@ -20,7 +23,9 @@ from pathlib import Path
 import torch
 
 from minibert.checkpoint import CheckpointError, load_pretrained
+from minibert.cli import RunFailed
 from minibert.checkpoint.pretrained import require_finite
+from pretrain.budget import recorded_max_steps
 from pretrain.config import PretrainConfig, flag_name
 from pretrain.data import file_digest
 
@@ -79,6 +84,13 @@ def check_start(cfg: PretrainConfig) -> tuple[Path, Path] | None:
     if cfg.resume and not checkpoint.is_file():  # say so now, not after encoding the corpus
         raise FileNotFoundError(f"resume: no checkpoint at {checkpoint}; run without --resume to start fresh, or "
                                 f"pass the --out folder of the run to continue")
+    if cfg.resume and cfg.time_budget and recorded_max_steps(checkpoint) is None:
+        raise ValueError(f"--time-budget {cfg.time_budget} with --resume: {checkpoint} was written by a step-based "
+                         f"run; resume it with its --max-steps instead")
+    finished = (Path(cfg.out) / "results.json").exists()
+    if not cfg.resume and checkpoint.exists() and not finished and not cfg.overwrite:
+        raise ValueError(f"--out {cfg.out} holds an unfinished run ({checkpoint}); pass --resume to continue it, "
+                         f"--overwrite to start over, or another --out")
     if cfg.init is None:
         return None
     if cfg.resume:
@@ -137,3 +149,17 @@ def read_digests(corpus) -> tuple[str, str]:
     """(corpus digest, vocab digest) of an EncodedCorpus, from the cache's meta.json and the vocab file."""
     meta = json.loads((corpus.directory / "meta.json").read_text())
     return meta["corpus_digest"], file_digest(corpus.vocab_path)
+
+
+class TrainingDiverged(RunFailed):
+    """The loss or the gradient became inf/NaN: the run stops (exit 1) and keeps its last good checkpoint."""
+
+
+def divergence_message(step: int, loss: float, grad_norm: float, cfg: PretrainConfig, checkpoint_path: Path,
+                       last_checkpoint: int) -> str:
+    """Names the flags that can make a run diverge (not only --lr) and a checkpoint only if one exists."""
+    kept = (f"the last good checkpoint (step {last_checkpoint}) is kept at {checkpoint_path}"
+            if checkpoint_path.is_file() else "no checkpoint was written yet")
+    return (f"training diverged at step {step}: loss {loss}, gradient norm {grad_norm}; {kept}. Lower --lr (now "
+            f"{cfg.lr}), lengthen --warmup-fraction (now {cfg.warmup_fraction}), keep --grad-clip on (now "
+            f"{cfg.grad_clip}) or check --set overrides (now {cfg.model}), then start again")

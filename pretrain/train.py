@@ -2,14 +2,16 @@
 
     1. processes and device: one process, or one per device under `torchrun` (DDP)
     2. data: corpus -> cached encoding -> split BY DOCUMENT -> batches masked afresh every step (RoBERTa)
-    3. model, AdamW parameter groups, warmup then decay, mixed precision
+    3. model (a small one that grows into BERT-mini, pretrain/growth.py), AdamW groups, schedule, precision
     4. 断点续训 resume: model, optimizer, schedule, RNGs and data position from <out>/checkpoint.pt
     5. the loop: k micro-batches (梯度累积), clip, step; log, evaluate, checkpoint
     6. the final model in minibert format, the curves, held-out accuracy next to the count baselines
 
 Every evaluation prints where the model stands against counting: `held-out acc 0.31 | ±2 window 0.35 | bigram 0.26
 | unigram 0.05` (pretrain/baselines.py), with the plateau diagnostics of pretrain/diagnostics.py. `--time-budget 10m`
-turns the time you have into max_steps once, after a short timing probe (pretrain/budget.py).
+turns the time you have into max_steps once, after a short timing probe (pretrain/budget.py). The unigram
+plateau (a model that guesses the most frequent token everywhere for thousands of steps) is left by starting small,
+with init tricks (pretrain/warm_start.py), and growing into the full model half-way (docs/pretrain.md).
 
 The recipe: MLM only, no next-sentence prediction (RoBERTa, Liu et al. 2019, found NSP does not help), dynamic
 masking, sparse MLM head, attention AND hidden dropout 0 (Cramming, Geiping & Goldstein 2022), a large LR with
@@ -38,46 +40,31 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from minibert import BertForMaskedLM
-from minibert.model import check_inputs, check_mlm_labels
 from minibert.checkpoint import save_pretrained
-from minibert.cli import RunFailed
 from minibert.training.accumulation import global_prediction_count, loss_weight
 from minibert.training.checkpoint import gather_rng_states, load_training_state, save_training_state
 from minibert.training.device import autocast, autocast_dtype, make_grad_scaler, move_batch
 from minibert.training.distributed import all_reduce_sum, init_distributed, shutdown_distributed
 from minibert.training.io import atomic_write_bytes, atomic_write_text
-from minibert.training.logs import MetricsLog, plot_curves
+from minibert.training.logs import MetricsLog
 from minibert.training.mfu import measure_matmul_peak, training_flops_per_token
 from minibert.training.optim import build_adamw, format_group_table, param_groups
 from minibert.training.schedule import build_scheduler
 from pretrain import corpus as corpus_module
-from pretrain.baselines import BigramCounts, export_count_tables, score_baselines, standing
+from pretrain.baselines import export_count_tables, standing
 from pretrain.batching import Prefetcher, PretrainingBatches, split_micro_batches
 from pretrain.budget import (broadcast_steps, parse_duration, recorded_max_steps, steps_for_budget,
                              time_training_steps)
 from pretrain.config import PretrainConfig
 from pretrain.data import file_digest, prepare_corpus
-from pretrain.diagnostics import evaluate_with_diagnostics
-from pretrain.evaluation import split_documents, unigram_baseline
+from pretrain.diagnostics import evaluate_with_diagnostics, plot_run
+from pretrain.evaluation import heldout_yardsticks, split_documents
+from pretrain.growth import GROWTH_NOISE, grow, saved_hidden_size, small_config
 from pretrain.masking import DynamicMasking
-from pretrain.resume import check_fingerprint, choose_vocab, fingerprint, load_init_weights, read_digests, check_start
+from pretrain.resume import (TrainingDiverged, check_fingerprint, check_start, choose_vocab, divergence_message,
+                             fingerprint, load_init_weights, read_digests)
+from pretrain.warm_start import train_token_counts, warm_started_model
 
-EVAL_BATCH_SIZE = 64
-EVAL_MASK_RATE = 0.15  # evaluate at BERT's rate whatever --mask-rate trains with, so runs stay comparable
-
-
-class TrainingDiverged(RunFailed):
-    """The loss or the gradient became inf/NaN: the run stops (exit 1) and keeps its last good checkpoint."""
-
-
-def divergence_message(step: int, loss: float, grad_norm: float, cfg: PretrainConfig, checkpoint_path: Path,
-                       last_checkpoint: int) -> str:
-    """Names the flags that can make a run diverge (not only --lr) and a checkpoint only if one exists."""
-    kept = (f"the last good checkpoint (step {last_checkpoint}) is kept at {checkpoint_path}"
-            if checkpoint_path.is_file() else "no checkpoint was written yet")
-    return (f"training diverged at step {step}: loss {loss}, gradient norm {grad_norm}; {kept}. Lower --lr (now "
-            f"{cfg.lr}), lengthen --warmup-fraction (now {cfg.warmup_fraction}), keep --grad-clip on (now "
-            f"{cfg.grad_clip}) or check --set overrides (now {cfg.model}), then start again")
 
 
 def train(cfg: PretrainConfig, started_at: float | None = None) -> dict:
@@ -129,37 +116,32 @@ def train(cfg: PretrainConfig, started_at: float | None = None) -> dict:
 
     # ---- 3. model, optimizer, schedule, precision ----------------------------------------------------------------
     config = cfg.bert_config(tokenizer.vocab_size)
-    model = BertForMaskedLM(config).to(device)
+    # 模型生长 growing: with growth_fraction > 0 a small model (H/2, 1 layer) trains the first steps and then grows
+    # into `config` (pretrain/growth.py); --init starts from full-size weights, so it has nothing to grow.
+    growing = cfg.growth_fraction > 0 and init is None
+    model = warm_started_model(small_config(config, 1, 1) if growing else config, cfg,
+                               train_token_counts(corpus, train_docs)).to(device)
     if init is not None:
         load_init_weights(model, init[0])
         say(f"initialised from {init[0]} (a new run: fresh optimizer and schedule)")
     torch.manual_seed(cfg.seed + ctx.rank)  # from here on, each rank draws its own dropout masks
-    # 权重衰减 weight decay on weight matrices only, not biases/LayerNorm (Devlin et al. 2019; see optim.py).
-    groups = param_groups(model, cfg.lr, cfg.weight_decay)
-    say(format_group_table(groups))
-    optimizer = build_adamw(groups, betas=(0.9, cfg.adam_beta2), fused=device.type == "cuda")
     # 混合精度 mixed precision: bf16 autocast on recent GPUs, fp16 + GradScaler on older ones, fp32 on CPU.
     amp_dtype = autocast_dtype(device, cfg.precision)
     scaler = make_grad_scaler(device, amp_dtype)
 
-    train_model = model
-    if W > 1:
-        # DDP all-reduces (averages) gradients during backward; device_ids only for a GPU.
-        train_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    if cfg.compile:
-        train_model = torch.compile(train_model)
+    def wrap(bare: BertForMaskedLM) -> torch.nn.Module:
+        """What the loop calls. The loop checks ids and labels on the CPU batch (section 5), so the model's own
+        checks, which would make the host wait for a GPU, are off. DDP all-reduces (averages) gradients during
+        backward; device_ids only for a GPU."""
+        bare.bert.check_inputs, bare.mlm_head.check_labels = False, False
+        wrapped = bare
+        if W > 1:
+            wrapped = DistributedDataParallel(bare, device_ids=[device.index] if device.type == "cuda" else None)
+        return torch.compile(wrapped) if cfg.compile else wrapped
+
+    train_model = wrap(model)
     if ctx.is_main:
-        # Evaluation masks show [MASK] at EVERY selected position (no 10% unchanged / 10% random): with 80/10/10 a
-        # model that merely copies its input scores 0.1 for free, and the comparison with the unigram baseline
-        # (which never sees the answer) would flatter us.
-        eval_masking = DynamicMasking.from_tokenizer(tokenizer, EVAL_MASK_RATE, mask_token_fraction=1.0,
-                                                     random_token_fraction=0.0)
-        heldout = PretrainingBatches(corpus, heldout_docs, cfg.max_len, EVAL_BATCH_SIZE, eval_masking,
-                                     seed=cfg.seed, pack=cfg.pack, shuffle=False, drop_last=False)
-        unigram = unigram_baseline(corpus, heldout_docs, eval_masking)  # its token and perplexity
-        # The count models score the very positions evaluate() scores: they do not change during the run.
-        bigram_counts = BigramCounts.from_corpus(corpus, train_docs)
-        baselines = score_baselines(corpus, train_docs, heldout.epoch_batches(), cfg.eval_sequences, bigram_counts)
+        heldout, unigram, bigram_counts, baselines = heldout_yardsticks(corpus, train_docs, heldout_docs, cfg)
         say(f"count baselines on {baselines['baseline_predictions']:,} held-out masked positions: "
             f"{standing(None, baselines)}")
     # MFU's denominator: what a big matmul reaches on THIS machine (a shared CPU is far below its datasheet). A
@@ -171,14 +153,7 @@ def train(cfg: PretrainConfig, started_at: float | None = None) -> dict:
 
     # ---- 3b. how many steps: --max-steps, or what --time-budget allows; recorded in the checkpoint ------------
     checkpoint_path, log = out / "checkpoint.pt", MetricsLog(out / "metrics.jsonl")
-    recorded = recorded_max_steps(checkpoint_path) if cfg.resume else None
-    if cfg.resume and cfg.time_budget and recorded is None:
-        raise ValueError(f"--time-budget {cfg.time_budget} with --resume: {checkpoint_path} was written by a "
-                         f"step-based run (or is missing); resume it with its --max-steps instead")
-    if ctx.is_main and not cfg.resume and checkpoint_path.exists() and not (out / "results.json").exists() \
-            and not cfg.overwrite:
-        raise ValueError(f"--out {out} holds an unfinished run ({checkpoint_path}); pass --resume to continue "
-                         f"it, --overwrite to start over, or another --out")
+    recorded = recorded_max_steps(checkpoint_path) if cfg.resume else None  # a --time-budget run's decision
     max_steps, eval_record = recorded or cfg.max_steps, {}
     if ctx.is_main and not cfg.resume:  # step 0: the untrained model, the curves' starting point
         eval_start = time.monotonic()
@@ -187,22 +162,42 @@ def train(cfg: PretrainConfig, started_at: float | None = None) -> dict:
         say(f"step 0: {standing(eval_record, baselines)}")
     if cfg.time_budget and recorded is None:
         budget = parse_duration(cfg.time_budget)
-        probe_optimizer = build_adamw(param_groups(model, cfg.lr, cfg.weight_decay), betas=(0.9, cfg.adam_beta2))
-        step_seconds = time_training_steps(model, train_model, probe_optimizer, batches, k)
-        del probe_optimizer
+        step_seconds = time_training_steps(model, train_model, batches, k, cfg.adam_beta2)
+        if growing:  # the grown model's steps cost more: time a throwaway grown copy too, weighted by its share
+            grown = grow(model, config, noise=0.0, seed=cfg.seed)
+            step_seconds = (cfg.growth_fraction * step_seconds + (1 - cfg.growth_fraction)
+                            * time_training_steps(grown, wrap(grown), batches, k, cfg.adam_beta2))
+            del grown
         if ctx.is_main:  # rank 0 decides, every rank runs what it decided
             max_steps = steps_for_budget(budget, time.monotonic() - started, step_seconds, eval_seconds,
                                          cfg.eval_every)
             say(f"--time-budget {cfg.time_budget}: {time.monotonic() - started:.0f} s of set-up, {step_seconds:.3f} "
                 f"s per step, {eval_seconds:.1f} s per evaluation -> max_steps {max_steps:,}")
         max_steps = broadcast_steps(max_steps, device)
-    # 学习率预热 warmup, then linear (or cosine) decay to 0; both are fractions of the run, whatever its length.
-    scheduler = build_scheduler(optimizer, round(cfg.warmup_fraction * max_steps), max_steps, cfg.schedule)
+    grow_step = min(round(cfg.growth_fraction * max_steps), max_steps - 1) if growing else 0  # the last small step
+
+    def stage_optimizer(stage: BertForMaskedLM, first_step: int):
+        """AdamW and its schedule for the stage that starts after `first_step` (0, or grow_step after growing)."""
+        lr, last_step = (cfg.growth_lr, grow_step) if first_step < grow_step else (cfg.lr, max_steps)
+        # 权重衰减 weight decay on weight matrices only, not biases/LayerNorm (Devlin et al. 2019; see optim.py).
+        groups = param_groups(stage, lr, cfg.weight_decay)
+        stage_adamw = build_adamw(groups, betas=(0.9, cfg.adam_beta2), fused=device.type == "cuda")
+        # 学习率预热 warmup, then linear (or cosine) decay to 0, as fractions of the stage, whatever its length.
+        steps = last_step - first_step
+        return groups, stage_adamw, build_scheduler(stage_adamw, round(cfg.warmup_fraction * steps), steps,
+                                                    cfg.schedule)
+
+    groups, optimizer, scheduler = stage_optimizer(model, 0)
+    say(format_group_table(groups))
 
     # ---- 4. resume -----------------------------------------------------------------------------------------------
     start_step = 0
     run_fingerprint = fingerprint(cfg, *read_digests(corpus), config.to_dict())  # resume is a contract: resume.py
     if cfg.resume:
+        if growing and saved_hidden_size(checkpoint_path) == config.hidden_size:  # written after growing
+            model = grow(model, config, noise=0.0, seed=cfg.seed)  # the grown shapes; the saved values load next
+            _, optimizer, scheduler = stage_optimizer(model, grow_step)
+            train_model = wrap(model)
         state = load_training_state(checkpoint_path, model=model, optimizer=optimizer, scheduler=scheduler,
                                     scaler=scaler, rank=ctx.rank, world_size=W,
                                     check=lambda extra: check_fingerprint(extra.get("fingerprint"), run_fingerprint,
@@ -226,15 +221,8 @@ def train(cfg: PretrainConfig, started_at: float | None = None) -> dict:
     # own checks are switched off), masked positions are found on the CPU, and the loss, accuracy and an "all
     # finite" record stay on the device until a log or checkpoint step reads them in one go. On a GPU the next
     # batches are built, checked and pinned in a background thread (pretrain/batching.py:Prefetcher).
-    model.bert.check_inputs, model.mlm_head.check_labels = False, False
-
-    def prepare(rank_batch: dict) -> list[dict]:
-        micro_batches = split_micro_batches(rank_batch, k)  # k micro-batches of B rows, with their positions
-        for micro in micro_batches:
-            check_inputs(config, micro["input_ids"], micro["token_type_ids"], micro["attention_mask"],
-                         config.max_position_embeddings)
-            check_mlm_labels(micro["labels"], config.vocab_size)
-        return micro_batches
+    def prepare(rank_batch: dict) -> list[dict]:  # k micro-batches of B rows, checked, with their masked positions
+        return split_micro_batches(rank_batch, k, config)
 
     source = Prefetcher(batches, prepare) if device.type == "cuda" else map(prepare, batches)
     bar = tqdm(total=max_steps, initial=start_step, disable=not ctx.is_main, dynamic_ncols=True)
@@ -243,6 +231,11 @@ def train(cfg: PretrainConfig, started_at: float | None = None) -> dict:
     where = standing(eval_record or None, baselines, window=False) if ctx.is_main else ""  # the bar's standing
     first_nonfinite = torch.zeros((), dtype=torch.long, device=device)  # first step with an inf/NaN (0 = none)
     for step in range(start_step + 1, max_steps + 1):
+        if step == grow_step + 1 and model.config != config:  # every rank grows the same weights, same noise
+            model = grow(model, config, noise=GROWTH_NOISE, seed=cfg.seed)
+            _, optimizer, scheduler = stage_optimizer(model, grow_step)
+            train_model = wrap(model)
+            tqdm.write(f"step {step}: grew the model to H{config.hidden_size} L{config.num_hidden_layers}")
         micro_batches = next(source)  # this rank's G/W rows as k micro-batches, already masked and checked
         counts = [len(mb["prediction_positions"]) for mb in micro_batches]  # M_i per micro-batch
         total = global_prediction_count(counts, device)  # ΣM over micro-batches AND ranks, before any backward
@@ -282,7 +275,7 @@ def train(cfg: PretrainConfig, started_at: float | None = None) -> dict:
         tokens = W * sum(int(mb["attention_mask"].sum()) if mb["attention_mask"] is not None
                          else mb["input_ids"].numel() for mb in micro_batches)  # CPU tensors; approximately global
         window["tokens"] += tokens
-        window["flops"] += tokens * training_flops_per_token(config, cfg.max_len, total / tokens)
+        window["flops"] += tokens * training_flops_per_token(model.config, cfg.max_len, total / tokens)
         bar.update(1)
         logged = step % cfg.log_every == 0 or step == max_steps
         checkpointing = step % cfg.checkpoint_every == 0 or step == max_steps
@@ -338,14 +331,7 @@ def train(cfg: PretrainConfig, started_at: float | None = None) -> dict:
             save_pretrained(model, out / "final_hf", format="hf", vocab=corpus.vocab_path)
         if not final_eval:  # resumed after the last step: score the final model once more
             final_eval = evaluate_with_diagnostics(model, heldout, device, amp_dtype, cfg.eval_sequences, baselines)
-        plot_curves(log.path, out / "loss_curve.png", {"train loss": ("step", "loss"),
-                                                       "held-out loss": ("step", "eval_loss")},
-                    title=f"MLM pretraining, {out.name}",
-                    accuracy={"held-out accuracy": ("step", "eval_acc"),  # + the plateau diagnostics
-                              "attention entropy / ln T": ("step", "attention_entropy"),
-                              "hidden-state cosine": ("step", "hidden_cosine")},
-                    baselines={"±2 window": baselines["window2_acc"], "bigram": baselines["bigram_acc"],
-                               "unigram": baselines["unigram_acc"]})
+        plot_run(log.path, out / "loss_curve.png", f"MLM pretraining, {out.name}", baselines)
         result = {**final_eval, **baselines, "unigram_token": unigram["token"], "unigram_ppl": unigram["perplexity"],
                   "max_steps": max_steps, "time_budget": cfg.time_budget or None,
                   "wall_s": round(time.monotonic() - started, 1)}

@@ -1,10 +1,13 @@
-"""The embedded default corpus (pretrain/corpus.py): deterministic, Tianchi-shaped, and honestly learnable."""
+"""The embedded default corpus (pretrain/corpus.py): deterministic, Tianchi-shaped, and as hard as real text."""
 import numpy as np
 import pytest
 
-from pretrain.corpus import PUNCTUATION_IDS, CorpusSpec, CorpusWorld, generate_corpus, main
-
-V = 7550  # raw IDs live in Tianchi's range 0..7549
+from pretrain.baselines import score_baselines
+from pretrain.batching import PretrainingBatches
+from pretrain.corpus import CorpusSpec, CorpusWorld, generate_corpus, main, words_table_path
+from pretrain.data import prepare_corpus
+from pretrain.evaluation import split_documents
+from pretrain.masking import DynamicMasking
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +24,7 @@ def read_tsv(path):
     return np.array([int(label) for label, _ in rows]), [np.array(text.split(), dtype=np.int64) for _, text in rows]
 
 
-def test_same_seed_same_bytes_other_seed_differs(tmp_path):
+def test_same_seed_same_bytes_other_seed_differs_and_a_words_table(tmp_path):
     generate_corpus(tmp_path / "a.tsv", num_docs=40, seed=3)
     generate_corpus(tmp_path / "b.tsv", num_docs=40, seed=3)
     generate_corpus(tmp_path / "c.tsv", num_docs=40, seed=4)
@@ -29,6 +32,13 @@ def test_same_seed_same_bytes_other_seed_differs(tmp_path):
     assert (tmp_path / "a.tsv").read_bytes() != (tmp_path / "c.tsv").read_bytes()
     labels, docs = read_tsv(tmp_path / "a.tsv")
     assert len(docs) == 40 and all(len(d) >= 8 for d in docs) and labels.max() <= 13
+    table = words_table_path(tmp_path / "a.tsv")
+    assert table == tmp_path / "a.words.tsv"
+    rows = [line.split("\t") for line in table.read_text(encoding="utf-8").splitlines()]
+    ids, words = [int(i) for i, _ in rows], [w for _, w in rows]
+    assert ids == sorted(ids) and len(set(words)) == len(words)                 # one word per ID, no homonyms
+    assert set(np.concatenate(docs).tolist()) <= set(ids)                      # every corpus ID has a word
+    assert all(w and w == w.strip() and " " not in w for w in words)           # one readable token per ID
 
 
 def test_tianchi_shape(sample):
@@ -37,43 +47,33 @@ def test_tianchi_shape(sample):
     assert (counts > 0).all(), counts                              # 14 classes, all present
     assert counts.max() > 10 * counts.min(), counts                # imbalanced like Tianchi
     lengths = np.array([len(d) for d in docs])
-    assert 200 <= np.median(lengths) <= 800, np.median(lengths)    # median in the hundreds
-    assert lengths.max() > 5000                                    # a long tail
-    tokens = np.concatenate(docs)
-    frequency = np.bincount(tokens, minlength=V)
-    assert 6500 <= (frequency > 0).sum() <= 7100                   # ~7,000 IDs
-    ranked = np.argsort(-frequency)
-    assert tuple(ranked[:3]) == PUNCTUATION_IDS                    # 3750, 648, 900 on top
-    assert frequency[ranked[0]] / len(tokens) > 0.04
-    # Zipf-like: frequency falls roughly as 1/rank over the middle ranks (log-log slope near -1).
-    ranks = np.arange(10, 3000)
-    slope = np.polyfit(np.log(ranks), np.log(frequency[ranked[ranks]]), 1)[0]
-    assert -1.6 < slope < -0.5, slope
+    assert 150 <= np.median(lengths) <= 500, np.median(lengths)    # median in the hundreds
+    assert lengths.max() > 1500                                    # a long tail
+    frequency = np.sort(np.bincount(np.concatenate(docs)))[::-1]
+    ranks = np.arange(20, 1500)                                    # Zipf-like: log-log slope near -1
+    slope = np.polyfit(np.log(ranks), np.log(frequency[ranks] + 1), 1)[0]
+    assert -2.0 < slope < -0.5, slope
 
 
-def test_local_structure_beats_unigram_by_a_wide_margin(sample):
-    """A left-neighbour bigram predictor, counted on 90% of the documents, on the held-out 10%."""
-    _, docs = sample
-    train, heldout = docs[: len(docs) * 9 // 10], docs[len(docs) * 9 // 10:]
-    pairs = np.concatenate([d[:-1] * V + d[1:] for d in train])
-    keys, counts = np.unique(pairs, return_counts=True)
-    previous, following = keys // V, keys % V
-    order = np.lexsort((-counts, previous))                        # per previous token: most frequent first
-    first = np.ones(len(order), bool)
-    first[1:] = previous[order][1:] != previous[order][:-1]
-    unigram_best = np.bincount(np.concatenate(train), minlength=V).argmax()
-    best_next = np.full(V, unigram_best)
-    best_next[previous[order][first]] = following[order][first]
-    test_prev = np.concatenate([d[:-1] for d in heldout])
-    test_next = np.concatenate([d[1:] for d in heldout])
-    unigram_accuracy = (test_next == unigram_best).mean()
-    bigram_accuracy = (best_next[test_prev] == test_next).mean()
-    assert unigram_accuracy < 0.1
-    assert bigram_accuracy > 4 * unigram_accuracy, (bigram_accuracy, unigram_accuracy)
+def test_count_baselines_like_real_text_and_wider_context_helps(tmp_path):
+    """The issue's yardsticks, scored as `python -m pretrain` scores them: the bidirectional bigram lands in the
+    range of real corpora (0.2-0.45), and two neighbours per side beat it by at least 0.04 (0.052 measured on the
+    4,000-document default corpus, docs/pretrain.md)."""
+    generate_corpus(tmp_path / "c.tsv", num_docs=2000, seed=0)
+    corpus = prepare_corpus(tmp_path / "c.tsv", cache_dir=tmp_path / "cache", log=lambda *a, **k: None)
+    train_docs, heldout_docs = split_documents(corpus.num_docs, 0.04, seed=0)
+    masking = DynamicMasking.from_tokenizer(corpus.tokenizer, 0.15, mask_token_fraction=1.0,
+                                            random_token_fraction=0.0)
+    heldout = PretrainingBatches(corpus, heldout_docs, 64, 64, masking, pack=True, shuffle=False, drop_last=False)
+    scores = score_baselines(corpus, train_docs, heldout.epoch_batches(), 512)
+    assert scores["unigram_acc"] < 0.12, scores
+    assert 0.2 <= scores["bigram_acc"] <= 0.45, scores
+    assert scores["window2_acc"] >= scores["bigram_acc"] + 0.04, scores
 
 
 def test_labels_learnable_but_no_single_token_gives_them_away(sample):
     labels, docs = sample
+    V = int(max(d.max() for d in docs)) + 1
     cut = len(docs) * 4 // 5
     # Multinomial naive Bayes on bag-of-IDs, counts gathered with one bincount.
     doc_label = np.repeat(labels[:cut], [len(d) for d in docs[:cut]])

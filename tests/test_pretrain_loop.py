@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 from minibert import BertForMaskedLM
 from minibert.checkpoint import from_pretrained
-from pretrain import train as train_module
+from pretrain import growth, warm_start
 from pretrain.__main__ import main
 from pretrain.config import PretrainConfig, parse_config
 from pretrain.train import train
@@ -32,8 +32,11 @@ def records(run):
 
 
 def test_tiny_run_learns_and_writes_everything(tmp_path, restore_threads, capsys):
+    # No growth here (tests/test_growth.py and test_resume.py cover it): one linear schedule, checked below; a zero
+    # decoder bias, so that the untrained model scores ln V (the unigram-bias init starts lower, by design).
     result = train(parse_config(args(tmp_path, "run", "--max-steps", "40", "--eval-every", "20",
-                                     "--log-every", "5", "--checkpoint-every", "20", "--export-hf")))
+                                     "--log-every", "5", "--checkpoint-every", "20", "--export-hf",
+                                     "--growth-fraction", "0", "--decoder-bias-init", "zero")))
     run = tmp_path / "run"
     for name in ("final/model.safetensors", "final/config.json", "final/vocab.txt", "final/bigram_counts.npz",
                  "checkpoint.pt",
@@ -80,7 +83,7 @@ def test_tiny_run_learns_and_writes_everything(tmp_path, restore_threads, capsys
 def test_evaluation_is_deterministic(tmp_path, restore_threads):
     """Two evaluations of the same weights score the same masked positions: identical numbers."""
     train(parse_config(args(tmp_path, "run", "--max-steps", "4", "--eval-every", "2", "--lr", "1e-9",
-                            "--warmup-fraction", "0")))
+                            "--warmup-fraction", "0", "--growth-fraction", "0")))  # no growth between them
     _, first, second = [r for r in records(tmp_path / "run") if "eval_loss" in r]  # steps 0, 2, 4
     assert first["eval_predictions"] == second["eval_predictions"]
     assert first["eval_loss"] == pytest.approx(second["eval_loss"], abs=1e-6)
@@ -109,7 +112,8 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypa
                 out.loss = out.loss * float("nan")
             return out
 
-    monkeypatch.setattr(train_module, "BertForMaskedLM", Poisoned)
+    for module in (warm_start, growth):  # where the run builds its models: the first one, and the grown one
+        monkeypatch.setattr(module, "BertForMaskedLM", Poisoned)
     argv = args(tmp_path, "run", "--max-steps", "10", "--checkpoint-every", "2")
     assert main(argv) == 1
     err = capsys.readouterr().err

@@ -32,10 +32,14 @@ def run_args(tmp_path, out, *extra):
                          "--checkpoint-every", "3", "--eval-every", "4", *extra)
 
 
-def test_sigkill_then_resume_is_bit_identical(tmp_path, restore_threads):
-    train(parse_config(run_args(tmp_path, "uninterrupted")))
+@pytest.mark.parametrize("growth", ["0.5", "0.25"])  # the model grows after step 4 (checkpoint: small) or 2 (grown)
+def test_sigkill_then_resume_is_bit_identical(tmp_path, restore_threads, growth):
+    def args(out, *extra):
+        return run_args(tmp_path, out, "--growth-fraction", growth, *extra)
 
-    crashed = subprocess.run([sys.executable, "-m", "pretrain", *run_args(tmp_path, "crashed"),
+    train(parse_config(args("uninterrupted")))
+
+    crashed = subprocess.run([sys.executable, "-m", "pretrain", *args("crashed"),
                               "--simulate-crash-at-step", "5"], cwd=REPO_ROOT, capture_output=True, text=True)
     assert crashed.returncode == -signal.SIGKILL, crashed.stderr[-2000:]
     run = tmp_path / "crashed"
@@ -43,7 +47,7 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path, restore_threads):
     assert torch.load(run / "checkpoint.pt", weights_only=True)["step"] == 3
     assert max(r["step"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())) == 4
 
-    result = train(parse_config(run_args(tmp_path, "crashed", "--resume")))
+    result = train(parse_config(args("crashed", "--resume")))
 
     reference = tmp_path / "uninterrupted" / "final" / "model.safetensors"
     resumed = run / "final" / "model.safetensors"

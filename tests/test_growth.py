@@ -1,0 +1,52 @@
+"""Growing the model (pretrain/growth.py) and the init tricks (pretrain/warm_start.py)."""
+import json
+
+import torch
+
+from minibert import BertConfig, BertForMaskedLM
+from pretrain.growth import grow, small_config
+from pretrain.warm_start import init_local_attention, init_sinusoidal_positions
+
+from conftest import pretrain_args
+
+
+def test_widening_is_exact_and_stacking_reaches_the_target_shape():
+    target = BertConfig.mini(60).apply_overrides(["hidden_dropout_prob=0.0", "attention_probs_dropout_prob=0.0"])
+    small = small_config(target, 1, 1)
+    assert (small.hidden_size, small.num_attention_heads, small.intermediate_size, small.num_hidden_layers) == \
+        (128, 2, 512, 1)
+    torch.manual_seed(0)
+    model = BertForMaskedLM(small).eval()
+    for parameter in model.parameters():  # non-trivial weights everywhere, biases and LayerNorms included
+        parameter.data.add_(torch.randn_like(parameter) * 0.05)
+    ids = torch.randint(5, 60, (2, 12))
+    wide_config = small.apply_overrides(["hidden_size=256", "intermediate_size=1024", "num_attention_heads=4"])
+    wide = grow(model, wide_config, noise=0.0, seed=0).eval()
+    torch.testing.assert_close(wide(ids, labels=ids).logits, model(ids, labels=ids).logits, atol=1e-4, rtol=1e-4)
+    grown = grow(model, target, noise=1e-3, seed=0)
+    assert grown.config.num_hidden_layers == 4 and grown.config.hidden_size == 256
+    layers = grown.bert.encoder.layers
+    assert not torch.equal(layers[0].ffn.up.weight, layers[3].ffn.up.weight)  # the noise broke the symmetry
+
+
+def test_local_attention_heads_look_at_their_neighbours():
+    config = BertConfig.mini(60).apply_overrides(["hidden_dropout_prob=0.0", "attention_probs_dropout_prob=0.0"])
+    torch.manual_seed(0)
+    model = BertForMaskedLM(config)
+    init_sinusoidal_positions(model, 0.1)
+    init_local_attention(model, (-1, 1, -2, 2), 2.0)
+    ids = torch.randint(5, 60, (4, 32))
+    attention = model.bert(ids, output_attentions=True).attentions[0]  # [B,N,T,T]
+    for head, offset in enumerate((-1, 1, -2, 2)):
+        rows = torch.arange(max(0, -offset), 32 - max(0, offset))
+        assert attention[:, head, rows, rows + offset].mean() > 0.6, (head, offset)  # uniform would be 1/32
+
+
+def test_a_growing_run_exports_the_full_shape(tmp_path):
+    tiny = ["--max-steps", "6", "--batch-size", "4", "--max-len", "32", "--eval-every", "3", "--eval-sequences",
+            "8", "--log-every", "1", "--set", "hidden_size=64", "--set", "num_attention_heads=2", "--set",
+            "intermediate_size=128", "--set", "num_hidden_layers=2", "--num-threads", "1", "--growth-fraction", "0.5"]
+    from pretrain.__main__ import main
+    assert main(pretrain_args(tmp_path, "run", tiny, 0)) == 0
+    config = json.loads((tmp_path / "run" / "final" / "config.json").read_text())
+    assert (config["hidden_size"], config["num_hidden_layers"]) == (64, 2)
