@@ -98,7 +98,8 @@ def grow(model: BertForMaskedLM, target: BertConfig, noise: float, seed: int) ->
 
 def saved_hidden_size(checkpoint_path) -> int | None:
     """H of the model in a training checkpoint (None if there is none): tells --resume whether the run had grown."""
-    if not checkpoint_path.is_file():
+    try:
+        state = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+        return state["model"]["bert.embeddings.word_embeddings.weight"].shape[1]
+    except Exception:  # missing or damaged: load_training_state says so in one line, naming the file
         return None
-    state = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
-    return state["model"]["bert.embeddings.word_embeddings.weight"].shape[1]
