@@ -69,7 +69,7 @@ class PretrainConfig:
     # steps cost ~1/5 of BERT-mini's. Grown at step 800 of a probe, BERT-mini went 0.096 -> 0.111 in 200 more steps
     # (Tianchi, bigram 0.192), while BERT-mini trained from the start stayed at 0.043. A 1,000-step CLI run with
     # growth at 0.8 ended at 0.066 on Tianchi (off the plateau, far below the bigram) and at 0.348 on the embedded
-    # corpus (bigram 0.309); the full 2,400-step default was not run on the shared machine.
+    # corpus (bigram 0.309); the full 2,400-step default on Tianchi stayed at 0.043: escape is not reliable yet.
     growth_fraction: float = field(default=0.5, metadata=_help(
         "share of max_steps trained by a small model (H/2, 1 layer) before it grows into the full one; 0 = off"))
     growth_lr: float = field(default=3e-3, metadata=_help("peak LR of the small model's stage"))
