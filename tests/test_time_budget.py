@@ -71,7 +71,8 @@ def test_resume_reuses_the_recorded_max_steps_bit_identically(tmp_path, restore_
 
     monkeypatch.setattr(train_module, "steps_for_budget", lambda *measured: 12)
     monkeypatch.setattr(train_module, "PretrainingBatches", Interrupted)
-    budget_run = args(tmp_path, "budget", "--time-budget", "1h", "--checkpoint-every", "3", "--log-every", "1")
+    growth = ["--growth-fraction", "0.5"]  # the small model trains steps 1-6, BERT-mini 7-12
+    budget_run = args(tmp_path, "budget", "--time-budget", "1h", "--checkpoint-every", "3", "--log-every", "1", *growth)
     with pytest.raises(KeyboardInterrupt):
         train(parse_config(budget_run))
     state = torch.load(tmp_path / "budget" / "checkpoint.pt", weights_only=True)
@@ -81,13 +82,12 @@ def test_resume_reuses_the_recorded_max_steps_bit_identically(tmp_path, restore_
     resumed = train(parse_config(budget_run + ["--resume"]))
     assert resumed["max_steps"] == 12
     # ...and it ends exactly where a step-based run of 12 steps ends: the timing probe left no trace either.
-    train(parse_config(args(tmp_path, "steps", "--max-steps", "12", "--log-every", "1")))
+    train(parse_config(args(tmp_path, "steps", "--max-steps", "12", "--log-every", "1", *growth)))
     budget_weights = (tmp_path / "budget" / "final" / "model.safetensors").read_bytes()
     assert budget_weights == (tmp_path / "steps" / "final" / "model.safetensors").read_bytes()
     lr = [json.loads(line)["lr"] for line in (tmp_path / "budget" / "metrics.jsonl").read_text().splitlines()
           if '"lr"' in line]
-    # The small model trains steps 1-6, BERT-mini 7-12 (growth_fraction 0.5): each stage's schedule decays to its
-    # end, the second one to the recorded max_steps.
+    # Each stage's schedule decays to its end, the second one to the recorded max_steps.
     assert len(lr) == 12 and lr[5] == min(lr[:6]) < lr[0] and lr[-1] == min(lr[6:]) < lr[6]
 
 
