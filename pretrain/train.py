@@ -181,14 +181,15 @@ def train(cfg: PretrainConfig, started_at: float | None = None) -> dict:
         lr, last_step = (cfg.growth_lr, grow_step) if first_step < grow_step else (cfg.lr, max_steps)
         # 权重衰减 weight decay on weight matrices only, not biases/LayerNorm (Devlin et al. 2019; see optim.py).
         groups = param_groups(stage, lr, cfg.weight_decay)
+        table = format_group_table(groups)  # the peak LRs, before the schedule scales them down for warmup
         stage_adamw = build_adamw(groups, betas=(0.9, cfg.adam_beta2), fused=device.type == "cuda")
         # 学习率预热 warmup, then linear (or cosine) decay to 0, as fractions of the stage, whatever its length.
         steps = last_step - first_step
-        return groups, stage_adamw, build_scheduler(stage_adamw, round(cfg.warmup_fraction * steps), steps,
-                                                    cfg.schedule)
+        return table, stage_adamw, build_scheduler(stage_adamw, round(cfg.warmup_fraction * steps), steps,
+                                                   cfg.schedule)
 
-    groups, optimizer, scheduler = stage_optimizer(model, 0)
-    say(format_group_table(groups))
+    table, optimizer, scheduler = stage_optimizer(model, 0)
+    say(table)
 
     # ---- 4. resume -----------------------------------------------------------------------------------------------
     start_step = 0
@@ -233,9 +234,10 @@ def train(cfg: PretrainConfig, started_at: float | None = None) -> dict:
     for step in range(start_step + 1, max_steps + 1):
         if step == grow_step + 1 and model.config != config:  # every rank grows the same weights, same noise
             model = grow(model, config, noise=GROWTH_NOISE, seed=cfg.seed)
-            _, optimizer, scheduler = stage_optimizer(model, grow_step)
+            table, optimizer, scheduler = stage_optimizer(model, grow_step)
             train_model = wrap(model)
-            tqdm.write(f"step {step}: grew the model to H{config.hidden_size} L{config.num_hidden_layers}")
+            tqdm.write(f"step {step}: grew the model to H{config.hidden_size} L{config.num_hidden_layers}, a new "
+                       f"AdamW and schedule:\n{table}")
         micro_batches = next(source)  # this rank's G/W rows as k micro-batches, already masked and checked
         counts = [len(mb["prediction_positions"]) for mb in micro_batches]  # M_i per micro-batch
         total = global_prediction_count(counts, device)  # ΣM over micro-batches AND ranks, before any backward
