@@ -23,7 +23,10 @@ import time
 import torch
 import torch.distributed as dist
 
-RESERVE_FRACTION = 0.08   # of the budget, for checkpoints, the final evaluation, export and plot
+# 12% of the budget, for checkpoints, the final evaluation, export and plot. Measured with 8%: a 9-minute
+# `make pretrain` took 550 s and a 10-minute Tianchi run overran by ~4%, because the probe does not see the grown
+# model's slower evaluations or the growth itself.
+RESERVE_FRACTION = 0.12
 RESERVE_MIN_S = 8.0       # ... but at least this many seconds (saving and plotting take a few seconds anyway)
 PROBE_STEPS = 6           # timed steps (after one untimed warm-up step: first calls allocate and pick kernels)
 UNITS = {"s": 1, "m": 60, "h": 3600}

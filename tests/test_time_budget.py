@@ -31,9 +31,9 @@ def test_durations():
 
 
 def test_steps_for_budget_counts_steps_evaluations_and_the_reserve():
-    # 600 s, 50 s spent, reserve max(8, 0.08·600) = 48 s: 502 s left for steps of 0.5 s and an 8 s evaluation
-    # every 100 steps (0.08 s per step) -> 502 / 0.58 = 865 steps.
-    assert steps_for_budget(600, 50, 0.5, 8.0, 100) == 865
+    # 600 s, 50 s spent, reserve max(8, 0.12·600) = 72 s: 478 s left for steps of 0.5 s and an 8 s evaluation
+    # every 100 steps (0.08 s per step) -> 478 / 0.58 = 824 steps.
+    assert steps_for_budget(600, 50, 0.5, 8.0, 100) == 824
     assert steps_for_budget(10, 9, 1.0, 1.0, 10) == 1  # nothing left: still one step, never zero
 
 
