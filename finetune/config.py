@@ -71,7 +71,9 @@ class FinetuneConfig:
                                            "0.1; default: the checkpoint's config (make pretrain's models say 0: "
                                            "they pretrain without dropout, as Cramming does)", float, ge=0, lt=1)
     max_length: int = option(256, "tokens per input including [CLS]/[SEP]", ge=3)
-    truncate: str = option("head+tail", "long texts: head | tail | head+tail", choices=("head", "tail", "head+tail"))
+    truncate: str = option("head+tail", "long texts: head | tail | head+tail keep one window; windows reads all of "
+                           "it, in max-length windows whose log-probabilities are averaged (classification)",
+                           choices=("head", "tail", "head+tail", "windows"))
     hierarchical_positions: bool = option(False, "extend the position table past its limit (α=0.4) when "
                                                  "max_length exceeds it")
     # ---- optimisation

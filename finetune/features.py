@@ -5,6 +5,11 @@
     budget from the beginning and the rest from the end: Sun et al. 2019 ("How to Fine-Tune BERT for Text
     Classification?", §5.3.1) found head 128 + tail 382 best on long IMDb/Sogou documents, since news puts its
     gist in the lead and its conclusion at the end.
+    `windows` keeps EVERYTHING: the text is cut into consecutive windows of max_length - 2 tokens, each window
+    is a training example with its document's label, and a document's prediction averages the log-probabilities
+    of its windows (tasks.py:pool_windows). The model then reads the whole document, as TF-IDF does; the cost
+    is one forward pass per window. Pretraining rows are short (make pretrain: 64), so windows of that length
+    also keep every position inside the range the encoder was pretrained on.
   * Pairs are cut longest-first (BERT's `_truncate_seq_pair`): the longer segment loses a token until both fit.
   * NER labels are aligned to the FIRST sub-token of each character; continuation sub-tokens, [CLS], [SEP]
     and padding get −100 so the loss and the metrics ignore them.
@@ -24,7 +29,7 @@ import torch
 from minibert import IGNORE_INDEX
 from minibert.training.accumulation import count_predictions
 
-TRUNCATE_MODES = ("head", "tail", "head+tail")
+TRUNCATE_MODES = ("head", "tail", "head+tail", "windows")
 HEAD_FRACTION = 128 / 510  # head+tail: Sun et al. 2019 keep 128 of 510 tokens from the start (~1/4)
 ENCODE_CHUNK = 4096  # texts per tokenizer call (the Rust backend parallelises inside one call)
 
@@ -35,6 +40,7 @@ class Feature:
     token_type_ids: np.ndarray | None  # [n] 0 for segment A, 1 for B; None means all 0
     label: object  # int | list[int] (multi-label) | [n] BIO tag IDs | [E,3] (type, start token, end token)
     token_to_char: np.ndarray | None = None  # NER: [n] character index of each first sub-token, -1 elsewhere
+    source: int | None = None  # --truncate windows: index of the example this window was cut from
 
 
 def truncate(ids: np.ndarray, budget: int, mode: str) -> np.ndarray:
@@ -48,7 +54,13 @@ def truncate(ids: np.ndarray, budget: int, mode: str) -> np.ndarray:
     if mode == "head+tail":
         head = round(budget * HEAD_FRACTION)  # 510 -> exactly 128 (int() would give 127)
         return np.concatenate([ids[:head], ids[len(ids) - (budget - head):]])
-    raise ValueError(f"--truncate {mode!r}: must be one of {TRUNCATE_MODES}")
+    raise ValueError(f"--truncate {mode!r}: must be one of {TRUNCATE_MODES[:3]} (windows: see windows())")
+
+
+def windows(ids: np.ndarray, size: int) -> list[np.ndarray]:
+    """Consecutive, non-overlapping windows of at most `size` tokens covering all of `ids` (one empty window for
+    an empty text, so every example keeps a prediction)."""
+    return [ids[start:start + size] for start in range(0, max(len(ids), 1), size)]
 
 
 def longest_first(length_a: int, length_b: int, budget: int) -> tuple[int, int]:
@@ -67,7 +79,11 @@ def _token_ids(tokenizer, texts: list[str]) -> list[np.ndarray]:
 
 
 def encode_texts(tokenizer, examples, max_length: int, truncate_mode: str, multi_label: bool = False) -> list[Feature]:
-    """Single texts, or pairs when examples carry text_b: [CLS] A [SEP] (B [SEP]), with segment IDs 0 then 1."""
+    """Single texts, or pairs when examples carry text_b: [CLS] A [SEP] (B [SEP]), with segment IDs 0 then 1.
+
+    With truncate_mode "windows" (single texts only), each example becomes one feature per window, its `source`
+    set to the example's index.
+    """
     cls_id, sep_id = np.array([tokenizer.cls_id]), np.array([tokenizer.sep_id])
     ids_a = _token_ids(tokenizer, [e.text for e in examples])
     pairs = examples and examples[0].text_b is not None
@@ -79,6 +95,11 @@ def encode_texts(tokenizer, examples, max_length: int, truncate_mode: str, multi
             a, b = ids_a[index][:keep_a], ids_b[index][:keep_b]
             input_ids = np.concatenate([cls_id, a, sep_id, b, sep_id])
             token_type_ids = np.concatenate([np.zeros(keep_a + 2, np.int64), np.ones(keep_b + 1, np.int64)])
+        elif truncate_mode == "windows":
+            for window in windows(ids_a[index], max_length - 2):
+                input_ids = np.concatenate([cls_id, window, sep_id]).astype(np.int64)
+                features.append(Feature(input_ids, None, example.label, source=index))
+            continue
         else:
             input_ids = np.concatenate([cls_id, truncate(ids_a[index], max_length - 2, truncate_mode), sep_id])
             token_type_ids = None

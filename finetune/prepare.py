@@ -62,6 +62,10 @@ def check_same_vocab(given: Path, own: Path) -> None:
 def prepare(cfg: FinetuneConfig) -> Prepared:
     """Read, validate and encode the data; build the model and load the pretrained encoder."""
     format_name = cfg.format or DEFAULT_FORMAT[cfg.task]
+    if cfg.truncate == "windows" and (cfg.task != "cls" or cfg.multi_label):
+        raise ValueError(f"--truncate windows: averages the windows of ONE text for single-label classification; "
+                         f"got --task {cfg.task}{' --multi-label' if cfg.multi_label else ''}: use --truncate "
+                         f"head, tail or head+tail")
     if cfg.task == "ner" and format_name != "cluener":
         raise ValueError(f"--task ner reads CLUENER JSON lines; got --format {format_name}")
     train_examples = read_examples(cfg, format_name, cfg.train)

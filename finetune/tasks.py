@@ -158,6 +158,16 @@ def decode(spec: TaskSpec, logits: torch.Tensor, batch_features: list[features.F
     return predictions
 
 
+def pool_windows(log_probs: torch.Tensor, sources: list[int], num_examples: int) -> list[int]:
+    """--truncate windows: one class per example from its windows' log-probabilities [W,C], averaged per example
+    (a geometric mean of the windows' distributions: every window votes with its confidence, and a long document
+    does not win by having more windows, since the mean divides by the count)."""
+    owner = torch.as_tensor(sources)                                                        # [W]
+    totals = torch.zeros(num_examples, log_probs.shape[1]).index_add_(0, owner, log_probs)  # [D,C]
+    counts = torch.bincount(owner, minlength=num_examples).clamp(min=1)[:, None]            # [D,1]
+    return (totals / counts).argmax(dim=-1).tolist()
+
+
 def gold_labels(spec: TaskSpec, examples: list) -> list:
     if spec.task == "ner":
         return [set(e.entities) for e in examples]  # from the FILE, so truncated entities count as missed

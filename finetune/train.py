@@ -50,7 +50,7 @@ from minibert.cli import RunFailed
 from .config import FinetuneConfig
 from .features import bucketed_batches, collate, count_loss_terms
 from .prepare import Prepared
-from .tasks import compute_metrics, decode, gold_labels
+from .tasks import compute_metrics, decode, gold_labels, pool_windows
 
 SHOWN_METRICS = ("accuracy", "macro_f1", "mcc", "micro_f1", "precision", "recall", "f1")
 LOG_EVERY = 20  # steps between reads of the device-side losses (each read makes the host wait for the GPU)
@@ -81,16 +81,23 @@ def evaluate(model, prepared: Prepared, cfg: FinetuneConfig, device, dtype, feat
     model.eval()
     predictions, loss_sum, terms = [None] * len(features), 0.0, 0.0
     label_kind = spec.label_kind if with_labels else "none"
+    windowed = bool(features) and features[0].source is not None  # --truncate windows: several per example
+    window_log_probs = torch.zeros(len(features), spec.num_labels) if windowed else None  # [W,C]
     for index in bucketed_batches([len(f.input_ids) for f in features], cfg.eval_batch_size, shuffle=False):
         batch_features = [features[i] for i in index]
         batch = move_batch(collate(batch_features, prepared.tokenizer.pad_id, label_kind, spec.num_labels), device)
         with autocast(device, dtype):
             out = model(**batch)
-        if with_labels:
+        if with_labels:  # (windowed: the loss is the mean over windows, each with its document's label)
             loss_sum += out.loss.item() * float(out.num_loss_terms)
             terms += float(out.num_loss_terms)
+        if windowed:
+            window_log_probs[index] = torch.log_softmax(out.logits.float(), dim=-1).cpu()
+            continue
         for i, prediction in zip(index.tolist(), decode(spec, out.logits, batch_features, cfg.threshold)):
             predictions[i] = prediction
+    if windowed:
+        predictions = pool_windows(window_log_probs, [f.source for f in features], len(examples))
     if not with_labels:
         return None, {}, predictions
     metrics = compute_metrics(spec, gold_labels(spec, examples), predictions)
@@ -173,8 +180,9 @@ def train(cfg: FinetuneConfig, prepared: Prepared) -> dict:
     log_path = out_dir / "metrics.jsonl"
     log_path.unlink(missing_ok=True)  # a fresh run starts a fresh log
     log = MetricsLog(log_path)
+    unit = "windows" if cfg.truncate == "windows" and spec.task == "cls" else "examples"  # --truncate windows
     tqdm.write(f"device {device}, precision {dtype or torch.float32}, {len(prepared.train_features)} train / "
-               f"{len(prepared.dev_features)} dev examples, {total_steps} steps ({warmup_steps} warmup), "
+               f"{len(prepared.dev_features)} dev {unit}, {total_steps} steps ({warmup_steps} warmup), "
                f"batch {cfg.batch_size} x {cfg.gradient_accumulation} accumulation")
     history, step = [], 0
     best = {"score": -math.inf, "epoch": 0, "metrics": None, "evaluations_without_gain": 0}

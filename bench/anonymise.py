@@ -1,0 +1,75 @@
+"""Turn a real text corpus into an anonymised integer-ID corpus in the Tianchi shape (`label\\ttext`, text =
+space-separated IDs), so that `python -m pretrain` and `python -m finetune --format tianchi` can be checked on
+real text exactly as a user with an anonymised corpus would run them (issue 10's acceptance corpora).
+
+    python -m bench.anonymise sst2 ../shared/data/sst2/train.tsv runs/anon/sst2-train.tsv
+    python -m bench.anonymise sst2 ../shared/data/sst2/dev.tsv runs/anon/sst2-dev.tsv --ids runs/anon/sst2-train.ids.tsv
+    python -m bench.anonymise cluener ../shared/data/cluener/train.json runs/anon/cluener-train.tsv
+
+Units: SST-2 → whitespace words, CLUENER → characters (its texts are Chinese, unsegmented). IDs are given in
+order of first appearance in the first file (so they say nothing about frequency), starting at 100 like
+Tianchi's small IDs; the table `<out>.ids.tsv` (ID, unit) is written beside the output, and `--ids` reuses one
+so that a dev split shares the training split's IDs (an unseen unit gets a fresh ID). CLUENER has no document
+label: every row gets label 0 (pretraining ignores labels).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from minibert.training.io import atomic_write_text
+
+FIRST_ID = 100
+
+
+def read_units(kind: str, path: Path) -> list[tuple[int, list[str]]]:
+    """(label, units) per row: SST-2 `sentence\\tlabel` rows → words; CLUENER JSON lines → characters."""
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        if kind == "sst2":
+            next(f)  # header: sentence, label
+            for line in f:
+                sentence, label = line.rstrip("\n").rsplit("\t", 1)
+                rows.append((int(label), sentence.split()))
+        else:
+            rows = [(0, [c for c in json.loads(line)["text"] if not c.isspace()]) for line in f if line.strip()]
+    return [(label, units) for label, units in rows if units]
+
+
+def anonymise(rows, table: dict[str, int]) -> list[str]:
+    """`label\\tID ID ...` lines; units missing from `table` are added with the next free ID."""
+    lines = []
+    for label, units in rows:
+        ids = [table.setdefault(unit, FIRST_ID + len(table)) for unit in units]
+        lines.append(f"{label}\t{' '.join(map(str, ids))}")
+    return lines
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description="Write an anonymised integer-ID copy of SST-2 or CLUENER.")
+    parser.add_argument("kind", choices=("sst2", "cluener"))
+    parser.add_argument("source", type=Path)
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--ids", type=Path, help="an existing ID table to reuse (from the training split)")
+    args = parser.parse_args(argv)
+    table = {}
+    if args.ids:
+        for line in args.ids.read_text(encoding="utf-8").splitlines():
+            number, unit = line.split("\t", 1)
+            table[unit] = int(number)
+    rows = read_units(args.kind, args.source)
+    lines = anonymise(rows, table)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(args.out, "label\ttext\n" + "\n".join(lines) + "\n")
+    ids_path = args.out.with_name(args.out.name.removesuffix(".tsv") + ".ids.tsv")
+    atomic_write_text(ids_path, "".join(f"{number}\t{unit}\n" for unit, number in table.items()))
+    tokens = sum(len(units) for _, units in rows)
+    print(f"wrote {args.out} ({len(lines):,} rows, {tokens:,} tokens, {len(table):,} distinct units) and {ids_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

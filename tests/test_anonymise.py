@@ -1,0 +1,24 @@
+"""bench/anonymise.py: real text -> a Tianchi-shaped integer-ID corpus (the acceptance corpora of issue 10)."""
+import json
+
+from bench.anonymise import main
+
+
+def test_sst2_words_become_ids_in_order_of_first_appearance_and_dev_reuses_them(tmp_path):
+    (tmp_path / "train.tsv").write_text("sentence\tlabel\nthe film works \t1\nthe plot fails\t0\n", encoding="utf-8")
+    (tmp_path / "dev.tsv").write_text("sentence\tlabel\nthe new plot\t1\n", encoding="utf-8")
+    assert main(["sst2", str(tmp_path / "train.tsv"), str(tmp_path / "out" / "train.tsv")]) == 0
+    assert (tmp_path / "out" / "train.tsv").read_text().splitlines() == ["label\ttext", "1\t100 101 102",
+                                                                         "0\t100 103 104"]
+    assert main(["sst2", str(tmp_path / "dev.tsv"), str(tmp_path / "out" / "dev.tsv"),
+                 "--ids", str(tmp_path / "out" / "train.ids.tsv")]) == 0
+    assert (tmp_path / "out" / "dev.tsv").read_text().splitlines()[1] == "1\t100 105 103"  # "new" is unseen: 105
+
+
+def test_cluener_characters_without_whitespace(tmp_path):
+    rows = [{"text": "浙商 银行", "label": {}}, {"text": "银行", "label": {}}]
+    (tmp_path / "train.json").write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n",
+                                         encoding="utf-8")
+    assert main(["cluener", str(tmp_path / "train.json"), str(tmp_path / "c.tsv")]) == 0
+    assert (tmp_path / "c.tsv").read_text().splitlines() == ["label\ttext", "0\t100 101 102 103", "0\t102 103"]
+    assert (tmp_path / "c.ids.tsv").read_text(encoding="utf-8").splitlines()[0] == "100\t浙"
