@@ -5,7 +5,8 @@ spread between splits and seeds is as large as the differences we want to see. S
 fine-tune on every (seed, fold) and reports each row (pretrained encoder, random init, TF-IDF + LR) as mean ± sd.
 
     python -m finetune.cross_validate --folds 5 --seeds 3 -- --task cls --init runs/pretrain/final \\
-        --train-fraction 0.1 --compare-random --compare-tfidf --representation mean --lr 3e-4 --epochs 4
+        --train-fraction 0.1 --compare-random --compare-tfidf --representation mean --lr 3e-4 --epochs 4 \\
+        --max-length 64 --truncate windows
 
 Everything after `--` is a `python -m finetune` command line. The folds are a stratified split (by label) of the
 --train file (default: the task's embedded training data); the --dev file is not used. Seed s (s = --seed,
