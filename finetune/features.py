@@ -63,6 +63,15 @@ def windows(ids: np.ndarray, size: int) -> list[np.ndarray]:
     return [ids[start:start + size] for start in range(0, max(len(ids), 1), size)]
 
 
+def average_windows(values: torch.Tensor, sources: list[int], num_examples: int) -> torch.Tensor:
+    """Mean of the rows of `values` [W,...] that belong to each example: sources[w] is window w's example.
+    Returns [D,...]; an example without windows gets zeros (encode_texts gives every example at least one)."""
+    owner = torch.as_tensor(sources)                                                        # [W]
+    totals = torch.zeros(num_examples, *values.shape[1:], dtype=values.dtype).index_add_(0, owner, values)
+    counts = torch.bincount(owner, minlength=num_examples).clamp(min=1)                     # [D]
+    return totals / counts.reshape(-1, *[1] * (values.dim() - 1)).to(values.dtype)          # [D,...]
+
+
 def longest_first(length_a: int, length_b: int, budget: int) -> tuple[int, int]:
     """How many tokens of segments A and B survive when the longer one repeatedly loses a token (B on ties),
     in closed form instead of a token-by-token loop."""

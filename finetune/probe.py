@@ -31,7 +31,7 @@ from minibert.training.io import atomic_write_text
 
 from .__main__ import resolve_defaults
 from .config import parse_config
-from .features import collate
+from .features import average_windows, collate
 from .metrics import classification_metrics
 from .prepare import prepare
 from .tasks import build_model
@@ -49,10 +49,8 @@ def layer_features(model, features: list, num_texts: int, pad_id: int, batch_siz
         mask = batch["attention_mask"][..., None].float()                                  # [B,T,1]
         pooled.append(torch.stack([(h * mask).sum(1) / mask.sum(1) for h in out.hidden_states], 1))  # [B,L+1,H]
     per_window = torch.cat(pooled).double()                                                 # [W,L+1,H]
-    owner = torch.as_tensor([i if f.source is None else f.source for i, f in enumerate(features)])  # [W]
-    totals = torch.zeros(num_texts, *per_window.shape[1:], dtype=torch.double).index_add_(0, owner, per_window)
-    counts = torch.bincount(owner, minlength=num_texts).clamp(min=1)[:, None, None]
-    return (totals / counts).transpose(0, 1).numpy()                                        # [L+1,N,H]
+    sources = [i if f.source is None else f.source for i, f in enumerate(features)]         # one window per text
+    return average_windows(per_window, sources, num_texts).transpose(0, 1).numpy()          # [L+1,N,H]
 
 
 def probe_layers(model, prepared, seed: int) -> list[dict]:

@@ -162,10 +162,7 @@ def pool_windows(log_probs: torch.Tensor, sources: list[int], num_examples: int)
     """--truncate windows: one class per example from its windows' log-probabilities [W,C], averaged per example
     (a geometric mean of the windows' distributions: every window votes with its confidence, and a long document
     does not win by having more windows, since the mean divides by the count)."""
-    owner = torch.as_tensor(sources)                                                        # [W]
-    totals = torch.zeros(num_examples, log_probs.shape[1]).index_add_(0, owner, log_probs)  # [D,C]
-    counts = torch.bincount(owner, minlength=num_examples).clamp(min=1)[:, None]            # [D,1]
-    return (totals / counts).argmax(dim=-1).tolist()
+    return features.average_windows(log_probs, sources, num_examples).argmax(dim=-1).tolist()  # [D]
 
 
 def gold_labels(spec: TaskSpec, examples: list) -> list:
