@@ -15,9 +15,10 @@ The language (every draw comes from seeded generators; same seed → byte-identi
 2. **Sentences.** Clause = NP VERB NP [PREP NP], NP = DETERMINER [ADJECTIVE] NOUN; clauses join with ", CONJ" and
    end with "." or "?". The determiner AGREES with the noun's gender, whether or not an adjective stands
    between them (a dependency over 2 tokens); each noun has favourite adjectives and verbs, each verb favourite
-   objects, which sit 2-3 tokens after it. 80% of sentences open with one of 300 fixed 5-word set phrases (like
-   成语) built from 40 words: a word's neighbours are shared by many phrases, two words on each side name the
-   phrase. Both are what a ±2-token context sees and a bigram does not.
+   objects, which sit 2-3 tokens after it. Favourites come from a topic of their head word, so what a word
+   predicts locally also says which topic it belongs to (as in real text). 80% of sentences open with one of
+   300 fixed 5-word set phrases (like 成语) built from 40 words: a word's neighbours are shared by many phrases,
+   two words on each side name the phrase. Both are what a ±2-token context sees and a bigram does not.
 3. **Topics and classes.** Each of 28 topics favours its own nouns, verbs and adjectives (Zipf weights); each of
    the 14 classes has two home topics. A document draws a topic mixture centred on its class's home topics, every
    SENTENCE draws its topic from that mixture, so the label is spread over the whole document and no single word
@@ -103,9 +104,6 @@ class CorpusWorld:
         self.ids = rng.permutation(len(words))  # word index -> corpus ID (IDs carry no part-of-speech order)
         first = {kind: lo for kind, (lo, _) in self.range.items()}
         self.gender = rng.integers(0, spec.num_genders, size=spec.num_nouns)               # [nouns]
-        self.noun_adjectives = rng.integers(0, spec.num_adjectives, (spec.num_nouns, spec.num_favourites))
-        self.noun_verbs = rng.integers(0, spec.num_verbs, (spec.num_nouns, spec.num_favourites))
-        self.verb_objects = rng.integers(0, spec.num_nouns, (spec.num_verbs, spec.num_favourites))
         self.first = first
         # Lexicon-wide Zipf CDFs (a random word order, so frequency is unrelated to the ID) and per-topic ones.
         self.general, self.topic = {}, {}
@@ -116,6 +114,12 @@ class CorpusWorld:
             self.general[kind] = (order.tolist(), _cdf(_zipf(count, spec.zipf_exponent)))
             self.topic[kind] = [(rng.choice(count, support, replace=False).tolist(),
                                  _cdf(_zipf(support, spec.zipf_exponent))) for _ in range(spec.num_topics)]
+        # Collocations: a noun's favourite adjectives and verbs, a verb's favourite objects. They come from a topic
+        # the word itself belongs to, as in real text ("interest" -> "rate", "bank"), so the words a noun predicts
+        # locally share its topic and what MLM learns from neighbours also groups words by topic.
+        self.noun_adjectives = self._favourites("noun", "adj", rng)                         # [nouns, F]
+        self.noun_verbs = self._favourites("noun", "verb", rng)                             # [nouns, F]
+        self.verb_objects = self._favourites("verb", "noun", rng)                           # [verbs, F]
         self.preposition_cdf = _cdf(_zipf(spec.num_prepositions, 1.0))
         # Set phrases: Zipf-drawn words, so a frequent word sits in many phrases next to many different words
         # (its neighbours say little), while two words on each side name the phrase, hence the word (±2 context).
@@ -128,6 +132,20 @@ class CorpusWorld:
         self.class_alpha = np.full((num_classes, spec.num_topics), 0.1)                    # [C,K]
         self.class_alpha[np.arange(num_classes)[:, None], home] = 1.5
         self.class_prior = np.asarray(TIANCHI_CLASS_COUNTS, float) / sum(TIANCHI_CLASS_COUNTS)
+
+    def _favourites(self, kind, favourite_kind, rng):
+        """[words of `kind`, F] favourite word indices of `favourite_kind`, drawn from one topic the word is in."""
+        spec = self.spec
+        count = self.range[kind][1] - self.range[kind][0]
+        topics_of = [[] for _ in range(count)]
+        for topic, (members, _) in enumerate(self.topic[kind]):
+            for word in members:
+                topics_of[word].append(topic)
+        favourites = np.empty((count, spec.num_favourites), np.int64)
+        for word, topics in enumerate(topics_of):
+            home = topics[rng.integers(len(topics))] if topics else int(rng.integers(spec.num_topics))
+            favourites[word] = rng.choice(self.topic[favourite_kind][home][0], spec.num_favourites)
+        return favourites
 
     # ---- one document ----------------------------------------------------------------------------------------
     def _draw(self, table, r):

@@ -78,13 +78,38 @@ def small_config(config: BertConfig, widen_times: int, num_layers: int) -> BertC
 
 
 @torch.no_grad()
-def grow(model: BertForMaskedLM, target: BertConfig, noise: float, seed: int) -> BertForMaskedLM:
+def free_copied_heads(state: dict, hidden_size: int, original_size: int) -> dict:
+    """Turns the heads that widening copied into fresh, uniform-attention heads, without changing the function.
+
+    Copies of a head attend exactly as their original does, and the original heads are local (layer 0's init points
+    them at neighbours and stacking copies that layer), so a grown model has NO head that looks across the sequence,
+    and 20% of the run is too short for one to form (measured: every head's attention entropy stayed ≤ 0.34 of ln T).
+    Here a copy's query weights are zeroed, so it attends uniformly (the sequence's mean, what topic needs), and
+    its columns of the output map are zeroed while the original's are doubled: [[W, W], [W, W]] / 2 becomes
+    [[W, 0], [W, 0]], which maps [a, a'] to [Wa, Wa] for ANY a', so the grown model still computes the same function
+    and the new heads come in through their gradient.
+    """
+    for name, value in state.items():
+        if name.endswith("attention.qkv.weight") or name.endswith("attention.qkv.bias"):
+            value[original_size:hidden_size] = 0.0                  # [3H(,H)]: Q rows of the copies (Q = rows 0..H-1)
+        elif name.endswith("attention.out.weight"):                 # [H,H]: input columns = heads, copies last
+            value[:, :original_size] *= 2
+            value[:, original_size:] = 0.0
+    return state
+
+
+def grow(model: BertForMaskedLM, target: BertConfig, noise: float, seed: int,
+         free_copies: bool = False) -> BertForMaskedLM:
     """A `target`-shaped BertForMaskedLM computing (nearly) what `model` computes: widened until H matches,
-    then stacked until L matches; `noise` (std) is added to every weight matrix to break the copies' symmetry."""
+    then stacked until L matches; `noise` (std) is added to every weight matrix to break the copies' symmetry.
+    With `free_copies`, the copied heads start with uniform attention instead (free_copied_heads)."""
     state = {name: value.detach().float().cpu() for name, value in model.state_dict().items()}
     hidden, layers = model.config.hidden_size, model.config.num_hidden_layers
+    original = hidden
     while hidden < target.hidden_size:
         state, hidden = widen_state(state, hidden), hidden * 2
+    if free_copies and hidden > original:
+        state = free_copied_heads(state, hidden, original)
     if target.num_hidden_layers != layers:
         state = stack_state(state, layers, target.num_hidden_layers // layers)
     generator = torch.Generator().manual_seed(seed)

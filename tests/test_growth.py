@@ -50,3 +50,20 @@ def test_a_growing_run_exports_the_full_shape(tmp_path):
     assert main(pretrain_args(tmp_path, "run", tiny, 0)) == 0
     config = json.loads((tmp_path / "run" / "final" / "config.json").read_text())
     assert (config["hidden_size"], config["num_hidden_layers"]) == (64, 2)
+
+
+def test_freed_copies_attend_uniformly_and_the_grown_model_computes_the_same_function():
+    target = BertConfig.mini(60).apply_overrides(["hidden_dropout_prob=0.0", "attention_probs_dropout_prob=0.0"])
+    torch.manual_seed(0)
+    small = BertForMaskedLM(small_config(target, 1, 1)).eval()
+    init_sinusoidal_positions(small, 0.1)
+    init_local_attention(small, (-1, 1), 2.0)
+    ids = torch.randint(5, 60, (2, 16))
+    wide_config = small.config.apply_overrides(["hidden_size=256", "intermediate_size=1024", "num_attention_heads=4"])
+    wide = grow(small, wide_config, noise=0.0, seed=0, free_copies=True).eval()
+    torch.testing.assert_close(wide(ids, labels=ids).logits, small(ids, labels=ids).logits, atol=1e-4, rtol=1e-4)
+    before = small.bert(ids, output_attentions=True).attentions[0]                       # [B,2,T,T]
+    grown = grow(small, target, noise=0.0, seed=0, free_copies=True)
+    for layer in grown.bert(ids, output_attentions=True).attentions:                     # [B,4,T,T] each
+        torch.testing.assert_close(layer[:, 2:], torch.full_like(layer[:, 2:], 1 / 16))  # the copies: uniform
+    torch.testing.assert_close(grown.bert(ids, output_attentions=True).attentions[0][:, :2], before)
