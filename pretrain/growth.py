@@ -12,6 +12,9 @@ cheaper on a CPU (docs/pretrain.md has the measurements). Growing then keeps wha
   (identical copies would otherwise get identical gradients forever).
 * stack (progressive stacking, Gong et al. 2019): the L-layer encoder is copied onto layers L..kL-1; not exact
   in a post-LN BERT, but the copies start from useful attention instead of from scratch.
+* free the copies (on by default): a copied head would attend exactly like its original, and the originals are
+  local, so the copies start with uniform attention instead, still without changing the function
+  (free_copied_heads).
 
 Dimension legend: H hidden size, I intermediate size, L layers, V vocab, P positions.
 """
