@@ -80,6 +80,13 @@ class PretrainConfig:
     growth_free_heads: bool = field(default=True, metadata=rule(bool, help=
         "on growing, the copied half of each layer's heads starts with uniform (row-wide) attention; the function "
         "is unchanged"))
+    # A copied post-LN layer changes the function: held-out accuracy fell 0.32 -> 0.22 (SST-2 words) and 0.27 -> 0.21
+    # (CLUENER characters) at the moment of growing, and BERT-mini spent its steps winning that back. Near-identity
+    # new layers ended higher at the same steps on all three corpora measured (one seed each): SST-2 0.324 -> 0.338,
+    # CLUENER 0.278 -> 0.292, the embedded corpus 0.378 -> 0.400 (docs/pretrain.md, "Growing").
+    growth_stack: str = field(default="identity", metadata=rule(
+        str, "the layers stacking adds: copies of the small model's layers (Gong et al. 2019) or near-identity "
+        "layers (output maps zeroed)", choices=("copy", "identity")))
     growth_lr: float = field(default=3e-3, metadata=rule(float, gt=0, lt=1, help="peak LR of the small model's stage"))
     # ---- optimisation --------------------------------------------------------------------------------------------
     # The GLOBAL batch, so a run means the same on 1 CPU or 8 GPUs. 32 rows of 64 tokens: at a fixed token budget,

@@ -5,13 +5,19 @@ Why: a small model leaves the MLM "unigram plateau" after far fewer steps than B
 cheaper on a CPU (docs/pretrain.md has the measurements). Growing then keeps what it learned:
 
 * widen (Net2Net, Chen et al. 2016, here by exact duplication): every hidden unit, FFN unit and attention head is
-  copied once. With x' = [x, x], a linear map [[W, W], [W, W]] / 2 gives [Wx, Wx], a LayerNorm over [x, x] equals
-  [LN(x), LN(x)], and the copied heads attend exactly like their originals, so the wide model computes the SAME
-  function (tests/test_growth.py checks the logits). The tied decoder would double the logits; the MLM head's
-  last LayerNorm is scaled by 1/2 and the embeddings by 1/√2 to keep them. A little noise breaks the symmetry
-  (identical copies would otherwise get identical gradients forever).
+  copied once. With x' = [x, x], a linear map [[A, B], [C, D]] gives [(A+B)x, (C+D)x], so any split with
+  A + B = C + D = W gives [Wx, Wx]; a LayerNorm over [x, x] equals [LN(x), LN(x)], and the copied heads attend
+  exactly like their originals, so the wide model computes the SAME function (tests/test_growth.py checks the
+  logits). The tied decoder would double the logits; the MLM head's last LayerNorm is scaled by 1/2 and the
+  embeddings by 1/√2 to keep them.
+* break the symmetry, exactly: the split is W/2 ± noise, not W/2 and W/2. With an even split a unit and its copy
+  get the same gradient forever (measured: after 1,000 BERT-mini steps the two halves of the embeddings still
+  differed by 2%, so the 256-wide model was a 128-wide one twice, effective rank 60 of 256). Uneven outgoing
+  weights give the copies different gradients from the first step, at no cost to the function.
 * stack (progressive stacking, Gong et al. 2019): the L-layer encoder is copied onto layers L..kL-1; not exact
-  in a post-LN BERT, but the copies start from useful attention instead of from scratch.
+  in a post-LN BERT, but the copies start from useful attention instead of from scratch. Or (--growth-stack
+  identity) the new layers start as near-identity maps, so the grown model computes almost what the small one did
+  (stack_state says how a post-LN layer can be made one).
 * free the copies (on by default): a copied head would attend exactly like its original, and the originals are
   local, so the copies start with uniform attention instead, still without changing the function
   (free_copied_heads).
@@ -27,22 +33,25 @@ import torch
 
 from minibert import BertConfig, BertForMaskedLM
 
-GROWTH_NOISE = 1e-3  # std added to the grown weight matrices, so that the copies can drift apart
+GROWTH_NOISE = 0.02  # std of the uneven split W/2 ± noise: the scale of a fresh weight (initializer_range)
 
 
-def _widen_linear(weight: torch.Tensor) -> torch.Tensor:
-    """[out, in] -> [2·out, 2·in] = [[W, W], [W, W]] / 2: maps [x, x] to [Wx, Wx]."""
-    return weight.repeat(2, 2) / 2
+def _widen_linear(weight: torch.Tensor, noise: float, generator: torch.Generator) -> torch.Tensor:
+    """[out, in] -> [2·out, 2·in] = [[W/2 + N, W/2 - N], [W/2 + M, W/2 - M]]: maps [x, x] to [Wx, Wx] for any
+    noise N, M (std `noise`), and gives the two copies of each input unit different outgoing weights."""
+    half = weight.repeat(2, 1) / 2                                     # [2·out, in]
+    split = torch.randn(half.shape, generator=generator) * noise       # [2·out, in]
+    return torch.cat([half + split, half - split], dim=1)              # [2·out, 2·in]
 
 
-def widen_state(state: dict, hidden_size: int) -> dict:
+def widen_state(state: dict, hidden_size: int, noise: float, generator: torch.Generator) -> dict:
     """Doubles H, I and the number of heads (head size unchanged) of a BertForMaskedLM state dict, exactly."""
     wide = {}
     for name, value in state.items():
         if name.endswith("embeddings.weight"):                         # word [V,H], position [P,H], type [2,H]
             wide[name] = value.repeat(1, 2) / math.sqrt(2)
         elif name.endswith("attention.qkv.weight"):                    # Q, K, V blocks of [H,H] each
-            wide[name] = torch.cat([_widen_linear(block) for block in value.split(hidden_size)])
+            wide[name] = torch.cat([_widen_linear(block, noise, generator) for block in value.split(hidden_size)])
         elif name.endswith("attention.qkv.bias"):
             wide[name] = torch.cat([block.repeat(2) for block in value.split(hidden_size)])
         elif name == "mlm_head.bias":                                  # [V]: over the vocabulary, unchanged
@@ -50,21 +59,37 @@ def widen_state(state: dict, hidden_size: int) -> dict:
         elif name.startswith("mlm_head.layer_norm."):                  # halves h, so h'·E' = h·E
             wide[name] = value.repeat(2) / math.sqrt(2)
         elif value.dim() == 2:                                         # every other Linear
-            wide[name] = _widen_linear(value)
+            wide[name] = _widen_linear(value, noise, generator)
         else:                                                          # biases, LayerNorm gamma/beta
             wide[name] = value.repeat(2)
     return wide
 
 
-def stack_state(state: dict, num_layers: int, factor: int) -> dict:
-    """Copies encoder layers 0..L-1 onto L..factor·L-1 (progressive stacking)."""
+def stack_state(state: dict, num_layers: int, factor: int, identity: bool = False) -> dict:
+    """Copies encoder layers 0..L-1 onto L..factor·L-1 (progressive stacking).
+
+    identity: the copies start as (near) identity maps instead. A post-LN block is LN_f(h + FFN(h)) with
+    h = LN_a(x + Attn(x)); with the two output maps (attention.out, ffn.down) zeroed it is LN_f(LN_a(x)). The input
+    x = γ ⊙ n + β is the layer below's output LayerNorm (n normalised over H): its mean over H is ≈ mean(β) and its
+    std ≈ c = √(mean(γ²) + var(β)) for every token, so a LayerNorm with scalar gain c and bias mean(β) gives back
+    ≈ x. Not exact (the per-token mean and std wobble around those values), but far closer than a copy of the layer,
+    so growing costs less accuracy; the copied Q/K/V and FFN-in weights come in as the zeroed output maps learn
+    (their gradient is nonzero from the first step)."""
     stacked = dict(state)
     prefix = "bert.encoder.layers."
+    gamma, beta = (state[f"{prefix}{num_layers - 1}.ffn_norm.{rest}"] for rest in ("weight", "bias"))  # [H] each
+    identity_norm = {"weight": torch.full_like(gamma, (gamma.pow(2).mean() + beta.var(unbiased=False)).sqrt().item()),
+                     "bias": torch.full_like(beta, beta.mean().item())}
     for name, value in state.items():
         if name.startswith(prefix):
             index, rest = name[len(prefix):].split(".", 1)
             for copy in range(1, factor):
-                stacked[f"{prefix}{int(index) + copy * num_layers}.{rest}"] = value.clone()
+                new = value.clone()
+                if identity and rest.split(".")[0] in ("attention_norm", "ffn_norm"):
+                    new = identity_norm[rest.split(".")[1]].clone()
+                elif identity and rest.startswith(("attention.out.", "ffn.down.")):
+                    new = torch.zeros_like(value)
+                stacked[f"{prefix}{int(index) + copy * num_layers}.{rest}"] = new
     return stacked
 
 
@@ -88,37 +113,34 @@ def free_copied_heads(state: dict, hidden_size: int, original_size: int) -> dict
     them at neighbours and stacking copies that layer), so a grown model has NO head that looks across the sequence,
     and 20% of the run is too short for one to form (measured: every head's attention entropy stayed ≤ 0.34 of ln T).
     Here a copy's query weights are zeroed, so it attends uniformly (the sequence's mean, what topic needs), and
-    its columns of the output map are zeroed while the original's are doubled: [[W, W], [W, W]] / 2 becomes
-    [[W, 0], [W, 0]], which maps [a, a'] to [Wa, Wa] for ANY a', so the grown model still computes the same function
-    and the new heads come in through their gradient.
+    its columns of the output map are added onto the original's and zeroed: [[A, B], [C, D]] becomes
+    [[A+B, 0], [C+D, 0]] = [[W, 0], [W, 0]], which maps [a, a'] to [Wa, Wa] for ANY a', so the grown model still
+    computes the same function and the new heads come in through their gradient.
     """
     for name, value in state.items():
         if name.endswith("attention.qkv.weight") or name.endswith("attention.qkv.bias"):
             value[original_size:hidden_size] = 0.0                  # [3H(,H)]: Q rows of the copies (Q = rows 0..H-1)
         elif name.endswith("attention.out.weight"):                 # [H,H]: input columns = heads, copies last
-            value[:, :original_size] *= 2
+            copies = value[:, original_size:].reshape(hidden_size, -1, original_size)  # [H, copies, H0]
+            value[:, :original_size] += copies.sum(dim=1)
             value[:, original_size:] = 0.0
     return state
 
 
 def grow(model: BertForMaskedLM, target: BertConfig, noise: float, seed: int,
-         free_copies: bool = False) -> BertForMaskedLM:
-    """A `target`-shaped BertForMaskedLM computing (nearly) what `model` computes: widened until H matches,
-    then stacked until L matches; `noise` (std) is added to every weight matrix to break the copies' symmetry.
-    With `free_copies`, the copied heads start with uniform attention instead (free_copied_heads)."""
+         free_copies: bool = False, identity_stack: bool = False) -> BertForMaskedLM:
+    """A `target`-shaped BertForMaskedLM computing (nearly) what `model` computes: widened until H matches
+    (exactly; `noise` is the std of the uneven split that breaks the copies' symmetry), then stacked until L
+    matches (not exact). With `free_copies`, the copied heads start with uniform attention (free_copied_heads)."""
     state = {name: value.detach().float().cpu() for name, value in model.state_dict().items()}
     hidden, layers = model.config.hidden_size, model.config.num_hidden_layers
-    original = hidden
+    original, generator = hidden, torch.Generator().manual_seed(seed)
     while hidden < target.hidden_size:
-        state, hidden = widen_state(state, hidden), hidden * 2
+        state, hidden = widen_state(state, hidden, noise, generator), hidden * 2
     if free_copies and hidden > original:
         state = free_copied_heads(state, hidden, original)
     if target.num_hidden_layers != layers:
-        state = stack_state(state, layers, target.num_hidden_layers // layers)
-    generator = torch.Generator().manual_seed(seed)
-    for name, value in state.items():
-        if value.dim() == 2 and noise > 0:
-            value.add_(torch.randn(value.shape, generator=generator) * noise)
+        state = stack_state(state, layers, target.num_hidden_layers // layers, identity_stack)
     grown = BertForMaskedLM(target)
     grown.load_state_dict(state)
     return grown.to(next(model.parameters()).device)

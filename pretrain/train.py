@@ -233,7 +233,8 @@ def train(cfg: PretrainConfig, started_at: float | None = None) -> dict:
     first_nonfinite = torch.zeros((), dtype=torch.long, device=device)  # first step with an inf/NaN (0 = none)
     for step in range(start_step + 1, max_steps + 1):
         if step == grow_step + 1 and model.config != config:  # every rank grows the same weights, same noise
-            model = grow(model, config, noise=GROWTH_NOISE, seed=cfg.seed, free_copies=cfg.growth_free_heads)
+            model = grow(model, config, noise=GROWTH_NOISE, seed=cfg.seed, free_copies=cfg.growth_free_heads,
+                         identity_stack=cfg.growth_stack == "identity")
             table, optimizer, scheduler = stage_optimizer(model, grow_step)
             train_model = wrap(model)
             tqdm.write(f"step {step}: grew the model to H{config.hidden_size} L{config.num_hidden_layers}, a new "

@@ -4,7 +4,7 @@ import json
 import torch
 
 from minibert import BertConfig, BertForMaskedLM
-from pretrain.growth import grow, small_config
+from pretrain.growth import GROWTH_NOISE, grow, small_config
 from pretrain.warm_start import init_local_attention, init_sinusoidal_positions
 
 from conftest import pretrain_args
@@ -21,12 +21,28 @@ def test_widening_is_exact_and_stacking_reaches_the_target_shape():
         parameter.data.add_(torch.randn_like(parameter) * 0.05)
     ids = torch.randint(5, 60, (2, 12))
     wide_config = small.apply_overrides(["hidden_size=256", "intermediate_size=1024", "num_attention_heads=4"])
-    wide = grow(model, wide_config, noise=0.0, seed=0).eval()
+    wide = grow(model, wide_config, noise=GROWTH_NOISE, seed=0).eval()
     torch.testing.assert_close(wide(ids, labels=ids).logits, model(ids, labels=ids).logits, atol=1e-4, rtol=1e-4)
-    grown = grow(model, target, noise=1e-3, seed=0)
+    up = wide.bert.encoder.layers[0].ffn.up.weight                   # [2I, 2H]: the two copies of each input unit
+    assert (up[:, :128] - up[:, 128:]).abs().mean() > GROWTH_NOISE  # get different outgoing weights (an uneven split)
+    grown = grow(model, target, noise=GROWTH_NOISE, seed=0)
     assert grown.config.num_hidden_layers == 4 and grown.config.hidden_size == 256
-    layers = grown.bert.encoder.layers
-    assert not torch.equal(layers[0].ffn.up.weight, layers[3].ffn.up.weight)  # the noise broke the symmetry
+
+
+def test_the_uneven_split_lets_a_unit_and_its_copy_learn_different_things():
+    """With an even split (noise 0) the two halves of the hidden state get identical gradients; with the split
+    they do not, so training can use all H dimensions instead of H/2 twice."""
+    target = BertConfig.mini(60).apply_overrides(["hidden_dropout_prob=0.0", "attention_probs_dropout_prob=0.0"])
+    torch.manual_seed(0)
+    small = BertForMaskedLM(small_config(target, 1, 1))
+    ids = torch.randint(5, 60, (2, 12))
+    wide_config = small.config.apply_overrides(["hidden_size=256", "intermediate_size=1024", "num_attention_heads=4"])
+    for noise, symmetric in ((0.0, True), (GROWTH_NOISE, False)):
+        wide = grow(small, wide_config, noise=noise, seed=0)
+        wide(ids, labels=ids).loss.backward()
+        grad = wide.bert.embeddings.word_embeddings.weight.grad       # [V, 2·128]
+        halves_equal = torch.allclose(grad[:, :128], grad[:, 128:], atol=1e-7)
+        assert halves_equal == symmetric, noise
 
 
 def test_local_attention_heads_look_at_their_neighbours():
@@ -60,10 +76,31 @@ def test_freed_copies_attend_uniformly_and_the_grown_model_computes_the_same_fun
     init_local_attention(small, (-1, 1), 2.0)
     ids = torch.randint(5, 60, (2, 16))
     wide_config = small.config.apply_overrides(["hidden_size=256", "intermediate_size=1024", "num_attention_heads=4"])
-    wide = grow(small, wide_config, noise=0.0, seed=0, free_copies=True).eval()
+    wide = grow(small, wide_config, noise=GROWTH_NOISE, seed=0, free_copies=True).eval()
     torch.testing.assert_close(wide(ids, labels=ids).logits, small(ids, labels=ids).logits, atol=1e-4, rtol=1e-4)
     before = small.bert(ids, output_attentions=True).attentions[0]                       # [B,2,T,T]
-    grown = grow(small, target, noise=0.0, seed=0, free_copies=True)
+    grown = grow(small, target, noise=GROWTH_NOISE, seed=0, free_copies=True)
     for layer in grown.bert(ids, output_attentions=True).attentions:                     # [B,4,T,T] each
         torch.testing.assert_close(layer[:, 2:], torch.full_like(layer[:, 2:], 1 / 16))  # the copies: uniform
     torch.testing.assert_close(grown.bert(ids, output_attentions=True).attentions[0][:, :2], before)
+
+
+def test_identity_stacking_keeps_the_function_far_better_than_copying():
+    """A copied post-LN layer changes what the model computes; a near-identity one (output maps zeroed, its
+    LayerNorms set to the layer below's output LayerNorm) nearly keeps it, so growing costs less accuracy."""
+    target = BertConfig.mini(60).apply_overrides(["hidden_dropout_prob=0.0", "attention_probs_dropout_prob=0.0"])
+    torch.manual_seed(0)
+    small = BertForMaskedLM(small_config(target, 1, 1)).eval()
+    for parameter in small.parameters():  # non-trivial weights everywhere, LayerNorm γ ≈ 1 ± 0.05, β ≈ ±0.05
+        parameter.data.add_(torch.randn_like(parameter) * 0.05)
+    ids = torch.randint(5, 60, (2, 12))
+    reference = small(ids, labels=ids).logits                                     # [B,T,V]
+
+    def relative_error(identity_stack: bool) -> float:
+        grown = grow(small, target, noise=GROWTH_NOISE, seed=0, identity_stack=identity_stack).eval()
+        return ((grown(ids, labels=ids).logits - reference).norm() / reference.norm()).item()
+
+    copied, identity = relative_error(False), relative_error(True)
+    assert identity < 0.02 and copied > 0.2, (identity, copied)
+    grown = grow(small, target, noise=GROWTH_NOISE, seed=0, identity_stack=True)
+    assert not grown.bert.encoder.layers[3].ffn.down.weight.any()              # the new layers' output maps start at 0
