@@ -77,9 +77,10 @@ def stack_state(state: dict, num_layers: int, factor: int, identity: bool = Fals
     (their gradient is nonzero from the first step)."""
     stacked = dict(state)
     prefix = "bert.encoder.layers."
-    gamma, beta = (state[f"{prefix}{num_layers - 1}.ffn_norm.{rest}"] for rest in ("weight", "bias"))  # [H] each
-    identity_norm = {"weight": torch.full_like(gamma, (gamma.pow(2).mean() + beta.var(unbiased=False)).sqrt().item()),
-                     "bias": torch.full_like(beta, beta.mean().item())}
+    if identity:  # the scalar LayerNorm that maps the layer below's output back to itself (≈)
+        gamma, beta = (state[f"{prefix}{num_layers - 1}.ffn_norm.{rest}"] for rest in ("weight", "bias"))  # [H] each
+        gain = (gamma.pow(2).mean() + beta.var(unbiased=False)).sqrt().item()          # c = √(mean γ² + var β)
+        identity_norm = {"weight": torch.full_like(gamma, gain), "bias": torch.full_like(beta, beta.mean().item())}
     for name, value in state.items():
         if name.startswith(prefix):
             index, rest = name[len(prefix):].split(".", 1)
