@@ -23,6 +23,8 @@ import time
 import torch
 import torch.distributed as dist
 
+from pretrain.growth import grow
+
 # 12% of the budget, for checkpoints, the final evaluation, export and plot. Measured with 8%: a 9-minute
 # `make pretrain` took 550 s and a 10-minute Tianchi run overran by ~4%, because the probe does not see the grown
 # model's slower evaluations or the growth itself.
@@ -88,6 +90,32 @@ def time_training_steps(model: torch.nn.Module, train_model: torch.nn.Module, ba
     model.load_state_dict(weights)
     torch.set_rng_state(rng)
     return elapsed / PROBE_STEPS
+
+
+def budget_max_steps(cfg, model, train_model, wrap, batches, grown_config, started: float, eval_seconds: float,
+                     is_main: bool, say) -> int:
+    """--time-budget as max_steps: probe the step time, fit the steps into what is left, rank 0 decides for all.
+
+    Args:
+        cfg: the PretrainConfig (time_budget, growth_fraction, gradient_accumulation, eval_every, ...).
+        model / train_model: the bare model and what the loop calls; wrap(bare) wraps a model the same way.
+        grown_config: the BertConfig the model grows into, or None when it does not grow.
+        started: time.monotonic() when the command started; eval_seconds: one measured evaluation (rank 0).
+        say: rank 0's print.
+    """
+    budget = parse_duration(cfg.time_budget)
+    k = cfg.gradient_accumulation
+    step_seconds = time_training_steps(model, train_model, batches, k, cfg.adam_beta2)
+    if grown_config is not None:  # the grown model's steps cost more: time a throwaway grown copy, by its share
+        grown = grow(model, grown_config, noise=0.0, seed=cfg.seed)
+        step_seconds = (cfg.growth_fraction * step_seconds + (1 - cfg.growth_fraction)
+                        * time_training_steps(grown, wrap(grown), batches, k, cfg.adam_beta2))
+    max_steps = 0
+    if is_main:
+        max_steps = steps_for_budget(budget, time.monotonic() - started, step_seconds, eval_seconds, cfg.eval_every)
+        say(f"--time-budget {cfg.time_budget}: {time.monotonic() - started:.0f} s of set-up, {step_seconds:.3f} s "
+            f"per step, {eval_seconds:.1f} s per evaluation -> max_steps {max_steps:,}")
+    return broadcast_steps(max_steps, next(model.parameters()).device)
 
 
 def broadcast_steps(steps: int, device: torch.device) -> int:

@@ -53,8 +53,7 @@ from minibert.training.schedule import build_scheduler
 from pretrain import corpus as corpus_module
 from pretrain.baselines import export_count_tables, standing
 from pretrain.batching import Prefetcher, PretrainingBatches, split_micro_batches
-from pretrain.budget import (broadcast_steps, parse_duration, recorded_max_steps, steps_for_budget,
-                             time_training_steps)
+from pretrain.budget import budget_max_steps, recorded_max_steps
 from pretrain.config import PretrainConfig
 from pretrain.data import file_digest, prepare_corpus
 from pretrain.diagnostics import evaluate_with_diagnostics, plot_run
@@ -154,26 +153,15 @@ def train(cfg: PretrainConfig, started_at: float | None = None) -> dict:
     # ---- 3b. how many steps: --max-steps, or what --time-budget allows; recorded in the checkpoint ------------
     checkpoint_path, log = out / "checkpoint.pt", MetricsLog(out / "metrics.jsonl")
     recorded = recorded_max_steps(checkpoint_path) if cfg.resume else None  # a --time-budget run's decision
-    max_steps, eval_record = recorded or cfg.max_steps, {}
+    max_steps, eval_record, eval_seconds = recorded or cfg.max_steps, {}, 0.0
     if ctx.is_main and not cfg.resume:  # step 0: the untrained model, the curves' starting point
         eval_start = time.monotonic()
         eval_record = evaluate_with_diagnostics(model, heldout, device, amp_dtype, cfg.eval_sequences, baselines)
         eval_seconds = time.monotonic() - eval_start
         say(f"step 0: {standing(eval_record, baselines)}")
-    if cfg.time_budget and recorded is None:
-        budget = parse_duration(cfg.time_budget)
-        step_seconds = time_training_steps(model, train_model, batches, k, cfg.adam_beta2)
-        if growing:  # the grown model's steps cost more: time a throwaway grown copy too, weighted by its share
-            grown = grow(model, config, noise=0.0, seed=cfg.seed)
-            step_seconds = (cfg.growth_fraction * step_seconds + (1 - cfg.growth_fraction)
-                            * time_training_steps(grown, wrap(grown), batches, k, cfg.adam_beta2))
-            del grown
-        if ctx.is_main:  # rank 0 decides, every rank runs what it decided
-            max_steps = steps_for_budget(budget, time.monotonic() - started, step_seconds, eval_seconds,
-                                         cfg.eval_every)
-            say(f"--time-budget {cfg.time_budget}: {time.monotonic() - started:.0f} s of set-up, {step_seconds:.3f} "
-                f"s per step, {eval_seconds:.1f} s per evaluation -> max_steps {max_steps:,}")
-        max_steps = broadcast_steps(max_steps, device)
+    if cfg.time_budget and recorded is None:  # pretrain/budget.py: a timing probe, then rank 0 decides for all
+        max_steps = budget_max_steps(cfg, model, train_model, wrap, batches, config if growing else None, started,
+                                     eval_seconds, ctx.is_main, say)
     grow_step = min(round(cfg.growth_fraction * max_steps), max_steps - 1) if growing else 0  # the last small step
 
     def stage_optimizer(stage: BertForMaskedLM, first_step: int):

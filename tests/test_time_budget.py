@@ -61,7 +61,7 @@ def test_tiny_budget_stops_in_time_and_records_max_steps(tmp_path, restore_threa
 def test_resume_reuses_the_recorded_max_steps_bit_identically(tmp_path, restore_threads, monkeypatch):
     """The budget decision is faked (12 steps fit) so that the test does not depend on the machine's load; the run
     is interrupted at step 5, after the checkpoint of step 3, and resumed."""
-    from pretrain import train as train_module
+    from pretrain import budget as budget_module, train as train_module
 
     class Interrupted(train_module.PretrainingBatches):
         def __next__(self):  # the training stream only: the probe and evaluations read batches directly
@@ -69,7 +69,7 @@ def test_resume_reuses_the_recorded_max_steps_bit_identically(tmp_path, restore_
                 raise KeyboardInterrupt  # as Ctrl-C in the middle of step 5
             return super().__next__()
 
-    monkeypatch.setattr(train_module, "steps_for_budget", lambda *measured: 12)
+    monkeypatch.setattr(budget_module, "steps_for_budget", lambda *measured: 12)
     monkeypatch.setattr(train_module, "PretrainingBatches", Interrupted)
     growth = ["--growth-fraction", "0.5"]  # the small model trains steps 1-6, BERT-mini 7-12
     budget_run = args(tmp_path, "budget", "--time-budget", "1h", "--checkpoint-every", "3", "--log-every", "1", *growth)
@@ -78,7 +78,7 @@ def test_resume_reuses_the_recorded_max_steps_bit_identically(tmp_path, restore_
     state = torch.load(tmp_path / "budget" / "checkpoint.pt", weights_only=True)
     assert state["step"] == 3 and state["extra"]["budget_max_steps"] == 12
     monkeypatch.setattr(train_module, "PretrainingBatches", Interrupted.__mro__[1])
-    monkeypatch.setattr(train_module, "steps_for_budget", lambda *measured: 99)  # must not be asked again
+    monkeypatch.setattr(budget_module, "steps_for_budget", lambda *measured: 99)  # must not be asked again
     resumed = train(parse_config(budget_run + ["--resume"]))
     assert resumed["max_steps"] == 12
     # ...and it ends exactly where a step-based run of 12 steps ends: the timing probe left no trace either.
