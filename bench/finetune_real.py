@@ -114,9 +114,8 @@ def bench_cluener(out: Path, pretrain_steps: int, epochs: int) -> dict:
 
 
 def bench_tianchi(out: Path, pretrain_steps: int, epochs: int, folds: int = 5) -> dict:
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import f1_score
+    from finetune.baseline import tfidf_baseline
+    from finetune.data import TextExample
 
     source = SHARED / "tianchi-news" / "train_set.repaired.csv"
     lines = source.read_text(encoding="utf-8").splitlines()
@@ -144,11 +143,10 @@ def bench_tianchi(out: Path, pretrain_steps: int, epochs: int, folds: int = 5) -
                            "--lr", "2e-4", "--head-lr", "1e-3", "--patience", "0", "--encoder-dropout", "0.1",
                            "--out", str(fold_dir / "run")])
         pipeline.append(result["macro_f1"])
-        vectorizer = TfidfVectorizer(token_pattern=r"\S+", ngram_range=(1, 2), sublinear_tf=True, min_df=2)
-        features = vectorizer.fit_transform([texts[i] for i in train_index])
-        classifier = LogisticRegression(C=10.0, max_iter=2000).fit(features, labels[train_index])
-        predicted = classifier.predict(vectorizer.transform([texts[i] for i in dev_index]))
-        baseline.append(float(f1_score(labels[dev_index], predicted, average="macro")))
+        # The same tuned baseline as `make finetune --compare-tfidf` (n-grams and C by CV on the fold's train).
+        train_examples, dev_examples = ([TextExample(texts[i], None, int(labels[i]), i) for i in index]
+                                        for index in (train_index, dev_index))
+        baseline.append(tfidf_baseline(train_examples, dev_examples, num_labels=14)["macro_f1"])
         print(f"fold {fold}: pipeline macro-F1 {pipeline[-1]:.4f}, TF-IDF+LR {baseline[-1]:.4f}", flush=True)
     return {"task": f"Tianchi sample ({len(rows)} rows), {folds}-fold macro-F1", "pretrain_steps": pretrain_steps,
             "pipeline_folds": pipeline, "pipeline_mean": float(np.mean(pipeline)),

@@ -101,15 +101,23 @@ def print_comparison(cfg: FinetuneConfig, summary: dict) -> None:
         atomic_write_text(Path(cfg.out_dir) / "compare_random.json",
                           json.dumps(summary["compare_random"], indent=2) + "\n")
     if "tfidf" in summary:
-        rows["TF-IDF (1-2-gram) + logistic regression, full documents"] = summary["tfidf"][metric]
+        # One name for every run, so that finetune.cross_validate can average the row over seeds and folds.
+        rows["TF-IDF + logistic regression (tuned by CV on train), full documents"] = summary["tfidf"][metric]
     subset = f", train fraction {cfg.train_fraction} (stratified, seed {cfg.seed})" if cfg.train_fraction else ""
     print(f"dev {metric} on the same split ({summary['train_examples']:,} training examples{subset}):")
     width = max(map(len, rows))
     for name, value in rows.items():
         print(f"  {name:<{width}}  {value:.4f}")
+    chosen = summary["tfidf"]["chosen"] if "tfidf" in summary else None
+    if chosen:
+        how = f"{chosen['folds']}-fold CV macro-F1 {chosen['cv_macro_f1']:.4f}" if chosen["folds"] else \
+            "too few labels for CV: the defaults"
+        low, high = chosen["ngram_range"]
+        grams = f"{low}-grams" if low == high else f"{low}-{high}-grams"
+        print(f"  (TF-IDF chose {grams}, C={chosen['C']:g}; {how})")
     atomic_write_text(Path(cfg.out_dir) / "compare.json", json.dumps(
         {"metric": metric, "steps": steps, "train_examples": summary["train_examples"],
-         "train_fraction": cfg.train_fraction, "rows": rows}, indent=2) + "\n")
+         "train_fraction": cfg.train_fraction, "rows": rows, "tfidf_chosen": chosen}, indent=2) + "\n")
 
 
 def _main(argv: list[str]) -> int:

@@ -107,8 +107,8 @@ class FinetuneConfig:
     evaluate: str | None = option(None, "with --load: metrics on this labelled file (e.g. an out-of-domain dev)",
                                   str)
     compare_random: bool = option(False, "also fine-tune from random init for the same number of steps")
-    compare_tfidf: bool = option(False, "also score TF-IDF (1-2-gram) + logistic regression on the same split "
-                                        "(needs scikit-learn: pip install -e '.[baseline]')")
+    compare_tfidf: bool = option(False, "also score TF-IDF + logistic regression (n-grams and C tuned by CV on train) "
+                                        "on the same split (needs scikit-learn: pip install -e '.[baseline]')")
     progress: bool = option(True, "show a tqdm progress bar")
 
     def __post_init__(self) -> None:

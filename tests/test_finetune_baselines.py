@@ -50,6 +50,28 @@ def test_tfidf_sees_the_full_document():
     assert tfidf_baseline(train, dev, num_labels=2)["accuracy"] == 1.0
 
 
+def test_tfidf_tunes_its_ngrams_by_cross_validation_on_train():
+    # The class is the ORDER of two tokens ("7 8" vs "8 7"); both classes contain both tokens, so 1-grams see
+    # nothing and only the 1-2-gram setting can win. CV on train must find it, without looking at dev.
+    rng = np.random.default_rng(3)
+    def doc(label):
+        tokens = rng.integers(100, 130, size=20).astype(str).tolist()
+        at = int(rng.integers(0, 18))
+        tokens[at:at + 2] = ["7", "8"] if label else ["8", "7"]
+        return TextExample(" ".join(tokens), None, label, 0)
+    train = [doc(i % 2) for i in range(200)]
+    dev = [doc(i % 2) for i in range(60)]
+    result = tfidf_baseline(train, dev, num_labels=2)
+    assert result["chosen"]["ngram_range"] == [1, 2] and result["chosen"]["folds"] == 3
+    assert result["chosen"]["cv_macro_f1"] > 0.9 and result["accuracy"] > 0.9
+
+
+def test_tfidf_with_too_few_labels_for_cv_uses_the_defaults():
+    train = [TextExample("7 1 2", None, 0, 1), TextExample("8 1 2", None, 1, 2)]  # one example per class
+    result = tfidf_baseline(train, train, num_labels=2)
+    assert result["chosen"] == {"ngram_range": [1, 2], "C": 10.0, "cv_macro_f1": None, "folds": 0}
+
+
 def make_tsv(path, n, rng):
     rows = ["label\ttext"]
     for i in range(n):
