@@ -1,0 +1,65 @@
+"""bench/unlabelled_value.py: LSA fitted on unlabelled text reaches words the few labelled documents never show."""
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("sklearn", reason="the LSA diagnostic needs scikit-learn (the `baseline` extra)")
+
+from bench.unlabelled_value import lsa_baseline, main  # noqa: E402
+from finetune.baseline import tfidf_baseline  # noqa: E402
+from finetune.data import TextExample  # noqa: E402
+
+TOPIC_WORDS = [[f"{topic}{i}" for i in range(40)] for topic in ("a", "b")]  # two topics, disjoint vocabularies
+
+
+def _doc(rng, topic, words):
+    return " ".join(rng.choice(TOPIC_WORDS[topic][words], size=30))
+
+
+def _world(rng):
+    """Labelled training documents use words 0-4 of their topic only; dev documents use words 20-39 only."""
+    unlabelled = [_doc(rng, t, slice(0, 40)) for t in (0, 1) for _ in range(100)]
+    train = [TextExample(_doc(rng, t, slice(0, 5)), None, t, i) for i, t in enumerate([0, 1] * 6)]
+    dev = [TextExample(_doc(rng, t, slice(20, 40)), None, t, i) for i, t in enumerate([0, 1] * 20)]
+    return unlabelled, train, dev
+
+
+def test_lsa_generalises_to_words_no_labelled_document_contains():
+    unlabelled, train, dev = _world(np.random.default_rng(0))
+    tfidf = tfidf_baseline(train, dev, num_labels=2)
+    lsa = lsa_baseline(unlabelled, train, dev, num_labels=2, components=2)
+    # TF-IDF has never seen a dev word: every dev vector is zero and it predicts one class for all.
+    assert tfidf["macro_f1"] < 0.5
+    # LSA learnt from the unlabelled documents that words 20-39 go with words 0-4 of the same topic.
+    assert lsa["macro_f1"] > 0.95
+    assert lsa["chosen"]["folds"] == 3
+
+
+def test_too_many_components_is_one_clear_error():
+    unlabelled, train, dev = _world(np.random.default_rng(1))
+    with pytest.raises(ValueError, match=r"--components 500: the unlabelled corpus has only 80 distinct tokens"):
+        lsa_baseline(unlabelled, train, dev, num_labels=2, components=500)
+
+
+def test_cli_writes_both_rows_per_seed(tmp_path):
+    unlabelled, train, dev = _world(np.random.default_rng(2))
+    paths = {}
+    for name, rows in (("unlabelled", [f"0\t{t}" for t in unlabelled]),
+                       ("train", [f"{e.label}\t{e.text}" for e in train]), ("dev", [f"{e.label}\t{e.text}" for e in dev])):
+        paths[name] = tmp_path / f"{name}.tsv"
+        paths[name].write_text("label\ttext\n" + "\n".join(rows) + "\n")
+    out = tmp_path / "result.json"
+    code = main(["--unlabelled", str(paths["unlabelled"]), "--train", str(paths["train"]), "--dev", str(paths["dev"]),
+                 "--train-fraction", "0.5", "--seeds", "2", "--components", "2", "--out", str(out)])
+    assert code == 0
+    result = json.loads(out.read_text())
+    assert result["train_fraction"] == 0.5
+    assert [len(row["runs"]) for row in result["rows"].values()] == [2, 2]
+    lsa = next(row for name, row in result["rows"].items() if name.startswith("LSA"))
+    assert lsa["mean"] > 0.95
+
+
+def test_cli_refuses_a_partial_set_of_paths(tmp_path, capsys):
+    assert main(["--train", str(tmp_path / "t.tsv")]) == 2
+    assert "pass --unlabelled, --train and --dev together" in capsys.readouterr().err
