@@ -26,18 +26,16 @@ import argparse
 import json
 import sys
 import tempfile
-import warnings
 from pathlib import Path
 
 import numpy as np
 
-from finetune.baseline import stratified_subset, tfidf_baseline
+from finetune.baseline import fit_by_cv, stratified_subset, tfidf_baseline
 from finetune.data import FORMATS, read_tsv
 from finetune.metrics import classification_metrics
 from minibert.training.io import atomic_write_text
 
 LSA_C_GRID = (1.0, 10.0, 100.0)
-FOLDS = 3
 
 
 def lsa_baseline(unlabelled: list[str], train: list, dev: list, num_labels: int, components: int,
@@ -54,7 +52,6 @@ def lsa_baseline(unlabelled: list[str], train: list, dev: list, num_labels: int,
     from sklearn.decomposition import TruncatedSVD
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import GridSearchCV, StratifiedKFold
     from sklearn.preprocessing import Normalizer
 
     tfidf = TfidfVectorizer(token_pattern=r"\S+", sublinear_tf=True, lowercase=False).fit(unlabelled)  # V words
@@ -65,19 +62,12 @@ def lsa_baseline(unlabelled: list[str], train: list, dev: list, num_labels: int,
     # Unit-length LSA vectors: the usual LSA step (cosine geometry), so document length does not set the scale.
     def embed(examples):
         return Normalizer().transform(svd.transform(tfidf.transform([e.text for e in examples])))   # [D,K]
-    labels = np.array([e.label for e in train])
-    folds = min(FOLDS, int(np.bincount(labels).max()))
-    model, chosen = LogisticRegression(C=10.0, max_iter=3000, random_state=seed), {"C": 10.0, "folds": 0}
-    if folds >= 2:
-        search = GridSearchCV(model, {"C": list(LSA_C_GRID)}, scoring="f1_macro",
-                              cv=StratifiedKFold(folds, shuffle=True, random_state=seed))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # "the least populated class has only 1 member"
-            search.fit(embed(train), labels)
-        model = search.best_estimator_
-        chosen = {"C": search.best_params_["C"], "cv_macro_f1": float(search.best_score_), "folds": folds}
-    else:
-        model.fit(embed(train), labels)
+    model, best, folds = fit_by_cv(LogisticRegression(C=10.0, max_iter=3000, random_state=seed),
+                                   {"C": list(LSA_C_GRID)}, embed(train), np.array([e.label for e in train]), seed,
+                                   "LSA + LR: choosing C")
+    chosen = {"C": 10.0, "cv_macro_f1": None, "folds": 0}
+    if folds:
+        chosen = {"C": best["params"]["C"], "cv_macro_f1": best["score"], "folds": folds}
     metrics = classification_metrics(np.array([e.label for e in dev]), model.predict(embed(dev)), num_labels)
     return {**metrics, "chosen": chosen}
 

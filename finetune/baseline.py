@@ -53,7 +53,7 @@ def _text(example: TextExample) -> str:
 TFIDF_GRID = {"ngram_range": ((1, 1), (1, 2)), "C": (1.0, 10.0, 100.0)}
 # 3 folds, not 5: a 1-2-gram fit on the 2,700 embedded documents (78k features, 14 classes) takes ~25 s on one core,
 # and 5 folds made the search 6 minutes of `make finetune TASK=cls`.
-TFIDF_FOLDS = 3
+CV_FOLDS = 3
 
 
 def tfidf_baseline(train: list[TextExample], dev: list[TextExample], num_labels: int, seed: int = 0) -> dict:
@@ -68,7 +68,6 @@ def tfidf_baseline(train: list[TextExample], dev: list[TextExample], num_labels:
     try:
         from sklearn.feature_extraction.text import TfidfVectorizer
         from sklearn.linear_model import LogisticRegression
-        from sklearn.model_selection import GridSearchCV, StratifiedKFold
         from sklearn.pipeline import Pipeline
     except ImportError:
         raise ValueError("the TF-IDF + LR baseline needs scikit-learn: pip install -e '.[baseline]' (make finetune "
@@ -76,8 +75,7 @@ def tfidf_baseline(train: list[TextExample], dev: list[TextExample], num_labels:
     if any(isinstance(e.label, list) for e in train):
         raise ValueError("the TF-IDF + LR baseline is single-label only; drop --compare-tfidf for --multi-label")
     labels = np.array([e.label for e in train])
-    counts = np.bincount(labels)
-    if np.count_nonzero(counts) < 2:
+    if np.count_nonzero(np.bincount(labels)) < 2:
         raise ValueError(f"the TF-IDF + LR baseline needs at least 2 classes in the training data, got "
                          f"{sorted(set(labels.tolist()))}; use more training examples")
     # token_pattern \S+: every whitespace-separated token counts (the default drops 1-character tokens, i.e.
@@ -85,25 +83,38 @@ def tfidf_baseline(train: list[TextExample], dev: list[TextExample], num_labels:
     pipeline = Pipeline([
         ("tfidf", TfidfVectorizer(token_pattern=r"\S+", ngram_range=(1, 2), sublinear_tf=True, lowercase=False)),
         ("lr", LogisticRegression(C=10.0, max_iter=2000, random_state=seed))])
-    texts = [_text(e) for e in train]
-    # Stratified folds need the largest class in every fold; with 10% labels the rarest classes have one example
-    # and sit in one fold only (sklearn warns about it; the split is still the best one possible).
-    folds = min(TFIDF_FOLDS, int(counts.max()))
+    grid = {"tfidf__ngram_range": list(TFIDF_GRID["ngram_range"]), "lr__C": list(TFIDF_GRID["C"])}
+    pipeline, best, folds = fit_by_cv(pipeline, grid, [_text(e) for e in train], labels, seed,
+                                      "TF-IDF + LR: choosing n-grams and C")
     chosen = {"ngram_range": [1, 2], "C": 10.0, "cv_macro_f1": None, "folds": 0}
-    if folds >= 2:
-        print(f"TF-IDF + LR: choosing n-grams and C by {folds}-fold CV on the {len(train):,} training examples "
-              f"({folds * len(TFIDF_GRID['ngram_range']) * len(TFIDF_GRID['C'])} fits)", flush=True)
-        grid = {"tfidf__ngram_range": list(TFIDF_GRID["ngram_range"]), "lr__C": list(TFIDF_GRID["C"])}
-        search = GridSearchCV(pipeline, grid, scoring="f1_macro", refit=True,
-                              cv=StratifiedKFold(folds, shuffle=True, random_state=seed))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # "the least populated class has only 1 member"
-            search.fit(texts, labels)
-        pipeline = search.best_estimator_
-        chosen = {"ngram_range": list(search.best_params_["tfidf__ngram_range"]), "C": search.best_params_["lr__C"],
-                  "cv_macro_f1": float(search.best_score_), "folds": folds}
-    else:
-        pipeline.fit(texts, labels)
+    if folds:
+        chosen = {"ngram_range": list(best["params"]["tfidf__ngram_range"]), "C": best["params"]["lr__C"],
+                  "cv_macro_f1": best["score"], "folds": folds}
     predicted = pipeline.predict([_text(e) for e in dev])
     metrics = classification_metrics(np.array([e.label for e in dev]), predicted, num_labels)
     return {**metrics, "chosen": chosen}
+
+
+def fit_by_cv(estimator, grid: dict, inputs, labels: np.ndarray, seed: int, announce: str):
+    """Fit `estimator` with the `grid` setting that scores best by stratified k-fold CV (macro-F1) on the training
+    data, refitted on all of it; the dev split is never seen. Prints `announce` with the number of fits.
+
+    Returns:
+        (fitted estimator, {"params", "score"} of the best setting or None, folds). Folds 0: no class has 2
+        examples, too few to cross-validate, so the estimator was fitted with its own settings.
+    """
+    from sklearn.model_selection import GridSearchCV, StratifiedKFold
+
+    # Stratified folds need the largest class in every fold; with 10% labels the rarest classes have one example
+    # and sit in one fold only (sklearn warns about it; the split is still the best one possible).
+    folds = min(CV_FOLDS, int(np.bincount(labels).max()))
+    if folds < 2:
+        return estimator.fit(inputs, labels), None, 0
+    print(f"{announce} by {folds}-fold CV on the {len(labels):,} training examples "
+          f"({folds * int(np.prod([len(v) for v in grid.values()]))} fits)", flush=True)
+    search = GridSearchCV(estimator, grid, scoring="f1_macro", refit=True,
+                          cv=StratifiedKFold(folds, shuffle=True, random_state=seed))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "the least populated class has only 1 member"
+        search.fit(inputs, labels)
+    return search.best_estimator_, {"params": search.best_params_, "score": float(search.best_score_)}, folds
