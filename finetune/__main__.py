@@ -95,16 +95,18 @@ def print_comparison(cfg: FinetuneConfig, summary: dict) -> None:
     """The rows that say what pretraining bought, on the same split and training examples; saved as compare.json
     (and compare_random.json, its older name, when random init was run)."""
     metric, steps = summary["metric"], summary["steps"]
+    # Row names carry no per-run numbers (the step count goes in the header line): finetune.cross_validate
+    # averages each row by its name over seeds and folds, whose step counts differ.
     rows = {f"pretrained encoder ({cfg.init})": summary["best"][metric]}
     if "compare_random" in summary:
-        rows[f"random init, same recipe and {steps} steps"] = summary["compare_random"]["random"]
+        rows["random init, same recipe and steps"] = summary["compare_random"]["random"]
         atomic_write_text(Path(cfg.out_dir) / "compare_random.json",
                           json.dumps(summary["compare_random"], indent=2) + "\n")
     if "tfidf" in summary:
-        # One name for every run, so that finetune.cross_validate can average the row over seeds and folds.
         rows["TF-IDF + logistic regression (tuned by CV on train), full documents"] = summary["tfidf"][metric]
     subset = f", train fraction {cfg.train_fraction} (stratified, seed {cfg.seed})" if cfg.train_fraction else ""
-    print(f"dev {metric} on the same split ({summary['train_examples']:,} training examples{subset}):")
+    print(f"dev {metric} on the same split ({summary['train_examples']:,} training examples{subset}; "
+          f"{steps:,} steps for each model):")
     width = max(map(len, rows))
     for name, value in rows.items():
         print(f"  {name:<{width}}  {value:.4f}")

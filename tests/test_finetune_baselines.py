@@ -125,6 +125,21 @@ def test_cross_validation_reports_mean_and_sd(tmp_path, capsys):
     assert not dev[0] & dev[1] and len(dev[0] | dev[1]) == 60  # the folds partition the file
 
 
+def test_cross_validation_averages_random_init_over_folds_of_different_step_counts(tmp_path, capsys):
+    # 61 rows in 3 folds: 40 or 41 training rows, so 5 or 6 steps of 8 per fold. The random-init row must stay one
+    # row averaged over the folds (its name once carried the step count, which split it into one row per count).
+    make_tsv(tmp_path / "train.tsv", 61, np.random.default_rng(3))
+    code = cross_validate_main(["--folds", "3", "--seeds", "1", "--", *finetune_args(
+        tmp_path, "--train", str(tmp_path / "train.tsv"), "--out", str(tmp_path / "cv"), "--compare-random")])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    steps = {json.loads((tmp_path / "cv" / "seed42" / f"fold{k}" / "run" / "metrics.json").read_text())["steps"]
+             for k in range(3)}
+    assert len(steps) == 2  # the case this test is about
+    result = json.loads((tmp_path / "cv" / "cross_validation.json").read_text())
+    assert len(result["rows"]) == 2 and all(len(row["runs"]) == 3 for row in result["rows"].values())
+
+
 # ---- --truncate windows: read the whole document, average the windows' log-probabilities ---------------------
 def test_windows_cover_every_token_once_and_keep_their_document():
     from finetune.features import encode_texts, windows
