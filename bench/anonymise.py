@@ -11,16 +11,24 @@ order of first appearance in the first file (so they say nothing about frequency
 Tianchi's small IDs; the table `<out>.ids.tsv` (ID, unit) is written beside the output, and `--ids` reuses one
 so that a dev split shares the training split's IDs (an unseen unit gets a fresh ID). CLUENER has no document
 label: every row gets label 0 (pretraining ignores labels).
+
+    python -m bench.anonymise reveal runs/cluener60m/final runs/cluener60m-chars --ids runs/anon/cluener-train.ids.tsv
+
+`reveal` goes the other way for a checkpoint: it copies an encoder pretrained on the anonymised corpus, with each
+ID in its vocab.txt replaced by the unit it stands for. The weights are untouched (row i still means the same
+unit), so the encoder can be fine-tuned on the original labelled files, e.g. CLUENER's character-level entity
+spans, which have no ID form.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from pathlib import Path
 
-from minibert.training.io import atomic_write_text
+from minibert.training.io import atomic_write_text, staging_folder
 
 FIRST_ID = 100
 
@@ -48,18 +56,47 @@ def anonymise(rows, table: dict[str, int]) -> list[str]:
     return lines
 
 
+def reveal(encoder: Path, out: Path, table: dict[str, int]) -> int:
+    """Copies the checkpoint folder `encoder` to `out` with its vocab.txt's IDs replaced by their units.
+
+    Returns the number of vocab entries replaced (special tokens such as [CLS] are kept as they are).
+    """
+    vocab = encoder / "vocab.txt"
+    if not vocab.is_file():
+        raise SystemExit(f"error: reveal: no vocab.txt in {encoder}; give the folder of a checkpoint "
+                         "(e.g. runs/cluener60m/final)")
+    unit_of = {str(number): unit for unit, number in table.items()}
+    tokens = vocab.read_text(encoding="utf-8").splitlines()
+    revealed = [unit_of.get(token, token) for token in tokens]
+    with staging_folder(out) as staging:  # all files or none: a half-copied checkpoint is never left behind
+        for path in encoder.iterdir():
+            if path.is_file() and path.name != "vocab.txt":
+                shutil.copyfile(path, staging / path.name)
+        (staging / "vocab.txt").write_text("\n".join(revealed) + "\n", encoding="utf-8")
+    return sum(a != b for a, b in zip(tokens, revealed))
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description="Write an anonymised integer-ID copy of SST-2 or CLUENER.")
-    parser.add_argument("kind", choices=("sst2", "cluener"))
-    parser.add_argument("source", type=Path)
-    parser.add_argument("out", type=Path)
-    parser.add_argument("--ids", type=Path, help="an existing ID table to reuse (from the training split)")
+    parser = argparse.ArgumentParser(description="Write an anonymised integer-ID copy of SST-2 or CLUENER, or "
+                                                 "reveal the units of an encoder pretrained on one.")
+    parser.add_argument("kind", choices=("sst2", "cluener", "reveal"))
+    parser.add_argument("source", type=Path, help="the text file; for reveal, the checkpoint folder")
+    parser.add_argument("out", type=Path, help="the TSV to write; for reveal, the folder to write")
+    parser.add_argument("--ids", type=Path, help="an existing ID table to reuse (from the training split); "
+                                                 "reveal needs the table the corpus was written with")
     args = parser.parse_args(argv)
+    if args.kind == "reveal" and args.ids is None:
+        parser.error("reveal needs --ids: the <corpus>.ids.tsv written beside the anonymised corpus")
     table = {}
     if args.ids:
         for line in args.ids.read_text(encoding="utf-8").splitlines():
             number, unit = line.split("\t", 1)
             table[unit] = int(number)
+    if args.kind == "reveal":
+        count = reveal(args.source, args.out, table)
+        print(f"wrote {args.out}: the checkpoint of {args.source} with {count:,} IDs in vocab.txt replaced by "
+              f"their units")
+        return 0
     rows = read_units(args.kind, args.source)
     lines = anonymise(rows, table)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -22,3 +22,17 @@ def test_cluener_characters_without_whitespace(tmp_path):
     assert main(["cluener", str(tmp_path / "train.json"), str(tmp_path / "c.tsv")]) == 0
     assert (tmp_path / "c.tsv").read_text().splitlines() == ["label\ttext", "0\t100 101 102 103", "0\t102 103"]
     assert (tmp_path / "c.ids.tsv").read_text(encoding="utf-8").splitlines()[0] == "100\t浙"
+
+
+def test_reveal_swaps_ids_for_units_in_a_checkpoint_copy_and_keeps_the_weights(tmp_path):
+    (tmp_path / "ids.tsv").write_text("100\t浙\n101\t商\n", encoding="utf-8")
+    encoder = tmp_path / "final"
+    encoder.mkdir()
+    (encoder / "vocab.txt").write_text("[PAD]\n[UNK]\n101\n100\n999\n", encoding="utf-8")
+    (encoder / "model.safetensors").write_bytes(b"\x00weights\x01")
+    assert main(["reveal", str(encoder), str(tmp_path / "chars"), "--ids", str(tmp_path / "ids.tsv")]) == 0
+    # Same order (row i keeps its meaning); an ID missing from the table stays as it is.
+    assert (tmp_path / "chars" / "vocab.txt").read_text(encoding="utf-8").splitlines() == \
+        ["[PAD]", "[UNK]", "商", "浙", "999"]
+    assert (tmp_path / "chars" / "model.safetensors").read_bytes() == b"\x00weights\x01"
+    assert (encoder / "vocab.txt").read_text(encoding="utf-8").startswith("[PAD]\n[UNK]\n101")  # source untouched
