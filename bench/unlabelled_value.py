@@ -83,15 +83,19 @@ def default_paths(cache: Path) -> tuple[Path, Path, Path]:
     return corpus, train, dev
 
 
-def compare(unlabelled_path, train_path, dev_path, fraction: float | None, seeds: int, components: int) -> dict:
-    """Both rows on `seeds` stratified subsets (seed 0, 1, ...). Returns {"rows": {name: {mean, sd, runs}}}."""
+def compare(unlabelled_path, train_path, dev_path, fraction: float | None, seeds: int, components: int,
+            first_seed: int = 0) -> dict:
+    """Both rows on `seeds` stratified subsets (seed first_seed, first_seed + 1, ...).
+
+    Returns {"rows": {name: {mean, sd, runs}}}.
+    """
     tianchi = FORMATS["tianchi"]
     unlabelled = [e.text for e in read_tsv(unlabelled_path, tianchi, with_labels=False)]  # labels unused
     train_all, dev = read_tsv(train_path, tianchi), read_tsv(dev_path, tianchi)
     num_labels = 1 + max(e.label for e in train_all + dev)
     names = ("TF-IDF + LR (labelled documents only)", f"LSA ({components} dims, fitted on the unlabelled corpus) + LR")
     runs: dict = {name: [] for name in names}
-    for seed in range(seeds if fraction else 1):
+    for seed in range(first_seed, first_seed + (seeds if fraction else 1)):
         train = stratified_subset(train_all, fraction, seed) if fraction else train_all
         print(f"seed {seed}: {len(train):,} labelled training documents, {len(unlabelled):,} unlabelled", flush=True)
         for name, result in zip(names, (tfidf_baseline(train, dev, num_labels, seed),
@@ -110,7 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train", help="labelled training TSV (label, text); default: the embedded cls data")
     parser.add_argument("--dev", help="labelled dev TSV; default: the embedded cls data")
     parser.add_argument("--train-fraction", type=float, default=0.1, help="share of labels, stratified; 1 = all")
-    parser.add_argument("--seeds", type=int, default=3, help="subsets to draw (seed 0, 1, ...)")
+    parser.add_argument("--seeds", type=int, default=3, help="subsets to draw (seed --seed, --seed + 1, ...)")
+    parser.add_argument("--seed", type=int, default=0, help="the first subset's seed: match python -m finetune's "
+                                                            "--seed (finetune.cross_validate's folds use 42, 43, ...)")
     parser.add_argument("--components", type=int, default=100, help="LSA dimensions K")
     parser.add_argument("--out", default="runs/unlabelled_value.json")
     args = parser.parse_args(argv)
@@ -122,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         paths = (args.unlabelled, args.train, args.dev) if args.train else default_paths(Path(scratch))
         try:
             result = compare(*paths, None if args.train_fraction >= 1 else args.train_fraction, args.seeds,
-                             args.components)
+                             args.components, args.seed)
         except ValueError as error:
             print(f"error: {error}", file=sys.stderr)
             return 2

@@ -51,11 +51,11 @@ def test_cli_writes_both_rows_per_seed(tmp_path):
         paths[name].write_text("label\ttext\n" + "\n".join(rows) + "\n")
     out = tmp_path / "result.json"
     code = main(["--unlabelled", str(paths["unlabelled"]), "--train", str(paths["train"]), "--dev", str(paths["dev"]),
-                 "--train-fraction", "0.5", "--seeds", "2", "--components", "2", "--out", str(out)])
+                 "--train-fraction", "0.5", "--seeds", "2", "--seed", "42", "--components", "2", "--out", str(out)])
     assert code == 0
     result = json.loads(out.read_text())
     assert result["train_fraction"] == 0.5
-    assert [len(row["runs"]) for row in result["rows"].values()] == [2, 2]
+    assert [[run["seed"] for run in row["runs"]] for row in result["rows"].values()] == [[42, 43], [42, 43]]
     lsa = next(row for name, row in result["rows"].items() if name.startswith("LSA"))
     assert lsa["mean"] > 0.95
 
