@@ -63,8 +63,8 @@ def reveal(encoder: Path, out: Path, table: dict[str, int]) -> int:
     """
     vocab = encoder / "vocab.txt"
     if not vocab.is_file():
-        raise SystemExit(f"error: reveal: no vocab.txt in {encoder}; give the folder of a checkpoint "
-                         "(e.g. runs/cluener60m/final)")
+        raise FileNotFoundError(f"reveal: no vocab.txt in {encoder}; give the folder of a checkpoint "
+                                "(e.g. runs/cluener60m/final)")
     unit_of = {str(number): unit for unit, number in table.items()}
     tokens = vocab.read_text(encoding="utf-8").splitlines()
     revealed = [unit_of.get(token, token) for token in tokens]
@@ -93,7 +93,11 @@ def main(argv=None) -> int:
             number, unit = line.split("\t", 1)
             table[unit] = int(number)
     if args.kind == "reveal":
-        count = reveal(args.source, args.out, table)
+        try:
+            count = reveal(args.source, args.out, table)
+        except FileNotFoundError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
         print(f"wrote {args.out}: the checkpoint of {args.source} with {count:,} IDs in vocab.txt replaced by "
               f"their units")
         return 0

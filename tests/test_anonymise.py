@@ -24,7 +24,7 @@ def test_cluener_characters_without_whitespace(tmp_path):
     assert (tmp_path / "c.ids.tsv").read_text(encoding="utf-8").splitlines()[0] == "100\t浙"
 
 
-def test_reveal_swaps_ids_for_units_in_a_checkpoint_copy_and_keeps_the_weights(tmp_path):
+def test_reveal_swaps_ids_for_units_in_a_checkpoint_copy_and_keeps_the_weights(tmp_path, capsys):
     (tmp_path / "ids.tsv").write_text("100\t浙\n101\t商\n", encoding="utf-8")
     encoder = tmp_path / "final"
     encoder.mkdir()
@@ -36,3 +36,5 @@ def test_reveal_swaps_ids_for_units_in_a_checkpoint_copy_and_keeps_the_weights(t
         ["[PAD]", "[UNK]", "商", "浙", "999"]
     assert (tmp_path / "chars" / "model.safetensors").read_bytes() == b"\x00weights\x01"
     assert (encoder / "vocab.txt").read_text(encoding="utf-8").startswith("[PAD]\n[UNK]\n101")  # source untouched
+    assert main(["reveal", str(tmp_path / "nowhere"), str(tmp_path / "x"), "--ids", str(tmp_path / "ids.tsv")]) == 2
+    assert "no vocab.txt in" in capsys.readouterr().err and not (tmp_path / "x").exists()
