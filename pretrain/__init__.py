@@ -10,6 +10,7 @@ Reading order:
     masking.py   dynamic 80/10/10 masking, fresh at every step
     evaluation.py, baselines.py, diagnostics.py   held-out MLM accuracy next to the count baselines (unigram,
                  bidirectional bigram, ±2 window) and the plateau diagnostics (is the model using context yet?)
-    budget.py    --time-budget: the time you have, turned into max_steps once
+    budget.py    --time-budget: the time you have, turned into max_steps (a probe, then again at the growth step)
     config.py, train.py, __main__.py   the training loop (`python -m pretrain`)
+    outputs.py   what a run leaves: the final model, count tables, loss_curve.png, results.json
 """

@@ -1,4 +1,4 @@
-"""Pretrain for the time you have: `--time-budget 10m` becomes a number of optimizer steps, decided once.
+"""Pretrain for the time you have: `--time-budget 10m` becomes a number of optimizer steps, decided at most twice.
 
 The budget covers the whole command (corpus generation and encoding, the baselines, evaluations, checkpoints and
 the export), so the clock starts when `python -m pretrain` starts. After the set-up, a short timing probe runs a
@@ -9,16 +9,24 @@ few real training steps (forward, backward, AdamW) on a throwaway copy of the st
 The reserve (RESERVE_FRACTION of the budget, at least RESERVE_MIN_S) pays for the checkpoints, the final
 evaluation, the export and the plot, and absorbs a machine that gets a little slower during the run.
 
+A probe of a few steps is easily fooled: another process holding the cores for that one second halves the
+estimate, and the probe never sees the grown model's slower evaluations. So a growing run (pretrain/growth.py)
+decides a second time, at the growth step, when the first stage has been timed for real: the grown stage gets
+what is left of the budget at the measured pace (`steps_after_growth`). Each stage has its own schedule anyway,
+so nothing already trained is re-scheduled; only the split between the stages moves away from growth_fraction.
+
 Why a step count and not "stop when the clock runs out": the LR schedule (warmup, then decay to 0 over the run,
 as 24hBERT/Izsak et al. 2021 do with fractions of the run) needs to know where the run ends, and a step count
-keeps a run reproducible: it is recorded in the checkpoint, a --resume reuses it (bit-identical, tests/
-test_resume.py), and under DDP rank 0 measures and broadcasts it, so every rank runs the same steps.
+keeps a run reproducible: both decisions are recorded in the checkpoint, a --resume reuses them (bit-identical,
+tests/test_time_budget.py), and under DDP rank 0 measures and broadcasts them, so every rank runs the same steps.
 """
 
 from __future__ import annotations
 
 import re
+import statistics
 import time
+from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
@@ -30,8 +38,24 @@ from pretrain.growth import grow
 # model's slower evaluations or the growth itself.
 RESERVE_FRACTION = 0.12
 RESERVE_MIN_S = 8.0       # ... but at least this many seconds (saving and plotting take a few seconds anyway)
-PROBE_STEPS = 6           # timed steps (after one untimed warm-up step: first calls allocate and pick kernels)
+PROBE_STEPS = 8           # timed steps (after one untimed warm-up step: first calls allocate and pick kernels)
 UNITS = {"s": 1, "m": 60, "h": 3600}
+
+
+@dataclass
+class BudgetPlan:
+    """What --time-budget decided, as recorded in the checkpoint (so --resume repeats nothing).
+
+    max_steps: the run's length; grown_ratio: a grown step's time / a small step's time (the probe's);
+    grow_step: the last small step, set by the second decision (None before it, or when the model does not grow).
+    """
+    max_steps: int
+    grown_ratio: float = 1.0
+    grow_step: int | None = None
+
+    def record(self) -> dict:
+        return {"budget_max_steps": self.max_steps, "budget_grown_ratio": self.grown_ratio,
+                "budget_grow_step": self.grow_step}
 
 
 def parse_duration(text: str) -> float:
@@ -59,10 +83,25 @@ def steps_for_budget(budget_s: float, elapsed_s: float, step_s: float, eval_s: f
     return max(1, int(left / (step_s + eval_s / eval_every)))
 
 
+def steps_after_growth(budget_s: float, elapsed_s: float, stage_s: float, stage_steps: int, grown_ratio: float) -> int:
+    """The grown model's steps that fit in what is left of the budget (at least 1): the second decision.
+
+    Args:
+        budget_s: the whole command's budget; elapsed_s: spent so far, the first stage included.
+        stage_s, stage_steps: wall seconds and steps of the first stage as this process ran it (its evaluations
+            and checkpoints included, so their cost is in the pace too).
+        grown_ratio: the probe's grown step time / small step time: how much dearer a step becomes.
+    """
+    reserve = max(RESERVE_MIN_S, RESERVE_FRACTION * budget_s)
+    pace = stage_s / max(1, stage_steps) * grown_ratio  # seconds per grown step, at this run's measured speed
+    return max(1, int((budget_s - elapsed_s - reserve) / pace))
+
+
 def time_training_steps(model: torch.nn.Module, train_model: torch.nn.Module, batches, micro_batches: int,
                         adam_beta2: float) -> float:
-    """Seconds per optimizer step, measured on real batches; the model's weights and the torch RNG are restored
-    afterwards, so the probe leaves no trace in the run.
+    """Seconds per optimizer step (the median of the timed steps, so one step slowed by another process does not
+    move it), measured on real batches; the model's weights and the torch RNG are restored afterwards, so the
+    probe leaves no trace in the run.
 
     Args:
         model: the bare model; train_model: what the loop calls (the DDP / torch.compile wrapper, or model).
@@ -74,7 +113,7 @@ def time_training_steps(model: torch.nn.Module, train_model: torch.nn.Module, ba
     weights = {name: tensor.clone() for name, tensor in model.state_dict().items()}
     rng = torch.get_rng_state()
     device = next(model.parameters()).device
-    elapsed = 0.0
+    seconds = []
     for step in range(PROBE_STEPS + 1):
         batch = batches.batch(0, step % batches.steps_per_epoch)
         rows = len(batch["input_ids"]) // micro_batches
@@ -86,14 +125,15 @@ def time_training_steps(model: torch.nn.Module, train_model: torch.nn.Module, ba
         optimizer.zero_grad(set_to_none=True)
         if device.type == "cuda":
             torch.cuda.synchronize()
-        elapsed += (time.perf_counter() - start) if step else 0.0  # step 0 is the warm-up
+        if step:  # step 0 is the warm-up
+            seconds.append(time.perf_counter() - start)
     model.load_state_dict(weights)
     torch.set_rng_state(rng)
-    return elapsed / PROBE_STEPS
+    return statistics.median(seconds)
 
 
 def budget_max_steps(cfg, model, train_model, wrap, batches, grown_config, started: float, eval_seconds: float,
-                     is_main: bool, say) -> int:
+                     is_main: bool, say) -> BudgetPlan:
     """--time-budget as max_steps: probe the step time, fit the steps into what is left, rank 0 decides for all.
 
     Args:
@@ -102,20 +142,46 @@ def budget_max_steps(cfg, model, train_model, wrap, batches, grown_config, start
         grown_config: the BertConfig the model grows into, or None when it does not grow.
         started: time.monotonic() when the command started; eval_seconds: one measured evaluation (rank 0).
         say: rank 0's print.
+    Returns:
+        the BudgetPlan: max_steps, and how much dearer a grown step is than a small one (1.0 when the model does
+        not grow), for the second decision (replan_after_growth).
     """
     budget = parse_duration(cfg.time_budget)
     k = cfg.gradient_accumulation
-    step_seconds = time_training_steps(model, train_model, batches, k, cfg.adam_beta2)
+    step_seconds = small_seconds = time_training_steps(model, train_model, batches, k, cfg.adam_beta2)
+    grown_ratio = 1.0
     if grown_config is not None:  # the grown model's steps cost more: time a throwaway grown copy, by its share
         grown = grow(model, grown_config, noise=0.0, seed=cfg.seed)
-        step_seconds = (cfg.growth_fraction * step_seconds + (1 - cfg.growth_fraction)
-                        * time_training_steps(grown, wrap(grown), batches, k, cfg.adam_beta2))
+        grown_seconds = time_training_steps(grown, wrap(grown), batches, k, cfg.adam_beta2)
+        grown_ratio = grown_seconds / small_seconds
+        step_seconds = cfg.growth_fraction * small_seconds + (1 - cfg.growth_fraction) * grown_seconds
     max_steps = 0
     if is_main:
         max_steps = steps_for_budget(budget, time.monotonic() - started, step_seconds, eval_seconds, cfg.eval_every)
         say(f"--time-budget {cfg.time_budget}: {time.monotonic() - started:.0f} s of set-up, {step_seconds:.3f} s "
             f"per step, {eval_seconds:.1f} s per evaluation -> max_steps {max_steps:,}")
-    return broadcast_steps(max_steps, next(model.parameters()).device)
+    return BudgetPlan(broadcast_steps(max_steps, next(model.parameters()).device), grown_ratio)
+
+
+def replan_after_growth(plan: BudgetPlan, cfg, grow_step: int, stage_start: tuple[int, float], started: float,
+                        device: torch.device, is_main: bool, say) -> int:
+    """The second decision of a --time-budget run, at the growth step: sets plan.grow_step and plan.max_steps
+    (rank 0's, on every rank) and returns the new max_steps.
+
+    stage_start: (step, time.monotonic()) where this process started training the first stage (after a --resume,
+    the resumed step), so the pace is measured on steps this process ran.
+    """
+    max_steps = 0
+    if is_main:
+        first_step, first_time = stage_start
+        now = time.monotonic()
+        max_steps = grow_step + steps_after_growth(parse_duration(cfg.time_budget), now - started, now - first_time,
+                                                   grow_step - first_step, plan.grown_ratio)
+        say(f"--time-budget {cfg.time_budget}: the first stage ran {grow_step - first_step:,} steps in "
+            f"{now - first_time:.0f} s -> {max_steps - grow_step:,} steps for the grown model "
+            f"(planned {plan.max_steps - grow_step:,}), max_steps {max_steps:,}")
+    plan.max_steps, plan.grow_step = broadcast_steps(max_steps, device), grow_step
+    return plan.max_steps
 
 
 def broadcast_steps(steps: int, device: torch.device) -> int:
@@ -127,12 +193,16 @@ def broadcast_steps(steps: int, device: torch.device) -> int:
     return int(value.item())
 
 
-def recorded_max_steps(checkpoint_path) -> int | None:
-    """The max_steps a budget run recorded in its checkpoint (None for a step-based run's checkpoint)."""
+def recorded_budget(checkpoint_path) -> BudgetPlan | None:
+    """The BudgetPlan a budget run recorded in its checkpoint (None for a step-based run's checkpoint). Its
+    grow_step is None when the checkpoint predates the growth step: then the resumed run makes the second
+    decision itself."""
     if not checkpoint_path.is_file():
         return None
     try:
         extra = torch.load(checkpoint_path, map_location="cpu", weights_only=True).get("extra", {})
     except Exception:  # unreadable: load_training_state reports it in one line
         return None
-    return extra.get("budget_max_steps")
+    if "budget_max_steps" not in extra:
+        return None
+    return BudgetPlan(extra["budget_max_steps"], extra.get("budget_grown_ratio", 1.0), extra.get("budget_grow_step"))

@@ -99,7 +99,8 @@ class PretrainConfig:
     max_steps: int = field(default=1000, metadata=rule(int, ge=1, help="optimizer steps to train (ignored with --time-budget)"))
     time_budget: str = field(default="", metadata=rule(str, help=
         "train for this long instead of --max-steps, e.g. 90s, 10m, 1h: the WHOLE command (set-up, evaluations, "
-        "export) fits in it; max_steps is then measured once and recorded in the checkpoint"))
+        "export) fits in it; max_steps is measured after a timing probe, again at the growth step, and recorded in "
+        "the checkpoint"))
     lr: float = field(default=1e-3, metadata=rule(float, gt=0, lt=1, help="peak learning rate"))
     warmup_fraction: float = field(default=0.06, metadata=rule(float, ge=0, le=1, help=
         "share of each stage's steps (all of max_steps without growth) for the linear LR warmup (学习率预热); 6% as "

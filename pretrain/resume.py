@@ -25,7 +25,8 @@ import torch
 from minibert.checkpoint import CheckpointError, load_pretrained
 from minibert.cli import RunFailed
 from minibert.checkpoint.pretrained import require_finite
-from pretrain.budget import recorded_max_steps
+from minibert.training.io import atomic_write_bytes, atomic_write_text
+from pretrain.budget import recorded_budget
 from pretrain.config import PretrainConfig, flag_name
 from pretrain.data import file_digest
 
@@ -84,7 +85,7 @@ def check_start(cfg: PretrainConfig) -> tuple[Path, Path] | None:
     if cfg.resume and not checkpoint.is_file():  # say so now, not after encoding the corpus
         raise FileNotFoundError(f"resume: no checkpoint at {checkpoint}; run without --resume to start fresh, or "
                                 f"pass the --out folder of the run to continue")
-    if cfg.resume and cfg.time_budget and recorded_max_steps(checkpoint) is None:
+    if cfg.resume and cfg.time_budget and recorded_budget(checkpoint) is None:
         raise ValueError(f"--time-budget {cfg.time_budget} with --resume: {checkpoint} was written by a step-based "
                          f"run; resume it with its --max-steps instead")
     finished = (Path(cfg.out) / "results.json").exists()
@@ -143,6 +144,23 @@ def load_init_weights(model: torch.nn.Module, path: Path) -> None:
     except CheckpointError as error:
         raise ValueError(f"--init {path}: {error}") from None
     model.load_state_dict(loaded.state_dict())
+
+
+def prepare_out_folder(cfg: PretrainConfig, log, start_step: int, vocab_path: Path, first_record: dict) -> None:
+    """Rank 0's files before the first step. A resumed run drops the log lines the killed run wrote after its last
+    checkpoint (they will be redone); a fresh run deletes a finished run's files and writes its config, its vocab
+    (--resume and --init read it) and the step-0 evaluation."""
+    out = Path(cfg.out)
+    if cfg.resume:
+        kept = [record for record in log.read() if record["step"] <= start_step]
+        atomic_write_text(log.path, "".join(json.dumps(record, sort_keys=True) + "\n" for record in kept))
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in (log.path, out / "checkpoint.pt", out / "results.json"):
+        stale.unlink(missing_ok=True)
+    atomic_write_text(out / "pretrain_config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
+    atomic_write_bytes(out / "vocab.txt", vocab_path.read_bytes())
+    log.write(first_record)
 
 
 def read_digests(corpus) -> tuple[str, str]:

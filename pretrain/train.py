@@ -5,11 +5,12 @@
     3. model (a small one that grows into BERT-mini, pretrain/growth.py), AdamW groups, schedule, precision
     4. 断点续训 resume: model, optimizer, schedule, RNGs and data position from <out>/checkpoint.pt
     5. the loop: k micro-batches (梯度累积), clip, step; log, evaluate, checkpoint
-    6. the final model in minibert format, the curves, held-out accuracy next to the count baselines
+    6. the final model in minibert format, the curves, held-out accuracy next to the count baselines (outputs.py)
 
 Every evaluation prints where the model stands against counting: `held-out acc 0.31 | ±2 window 0.35 | bigram 0.26
 | unigram 0.05` (pretrain/baselines.py), with the plateau diagnostics of pretrain/diagnostics.py. `--time-budget 10m`
-turns the time you have into max_steps once, after a short timing probe (pretrain/budget.py). The unigram
+turns the time you have into max_steps after a short timing probe, re-planned once at the growth step
+(pretrain/budget.py). The unigram
 plateau (a model that guesses the most frequent token everywhere for thousands of steps) is left by starting small,
 with init tricks (pretrain/warm_start.py), and growing into the full model half-way (docs/pretrain.md).
 
@@ -26,7 +27,6 @@ B = G / (W·k) rows per micro-batch, T max_len, V vocab, M masked positions.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import random
@@ -40,28 +40,27 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from minibert import BertForMaskedLM
-from minibert.checkpoint import save_pretrained
 from minibert.training.accumulation import global_prediction_count, loss_weight
 from minibert.training.checkpoint import gather_rng_states, load_training_state, save_training_state
 from minibert.training.device import autocast, autocast_dtype, make_grad_scaler, move_batch
 from minibert.training.distributed import all_reduce_sum, init_distributed, shutdown_distributed
-from minibert.training.io import atomic_write_bytes, atomic_write_text
 from minibert.training.logs import MetricsLog
 from minibert.training.mfu import measure_matmul_peak, training_flops_per_token
 from minibert.training.optim import build_adamw, format_group_table, param_groups
 from minibert.training.schedule import build_scheduler
 from pretrain import corpus as corpus_module
-from pretrain.baselines import export_count_tables, standing
+from pretrain.baselines import standing
 from pretrain.batching import Prefetcher, PretrainingBatches, split_micro_batches
-from pretrain.budget import budget_max_steps, recorded_max_steps
+from pretrain.budget import budget_max_steps, recorded_budget, replan_after_growth
 from pretrain.config import PretrainConfig
 from pretrain.data import file_digest, prepare_corpus
-from pretrain.diagnostics import evaluate_with_diagnostics, plot_run
+from pretrain.diagnostics import evaluate_with_diagnostics
 from pretrain.evaluation import heldout_yardsticks, split_documents
 from pretrain.growth import GROWTH_NOISE, grow, saved_hidden_size, small_config
 from pretrain.masking import DynamicMasking
+from pretrain.outputs import write_outputs
 from pretrain.resume import (TrainingDiverged, check_fingerprint, check_start, choose_vocab, divergence_message,
-                             fingerprint, load_init_weights, read_digests)
+                             fingerprint, load_init_weights, prepare_out_folder, read_digests)
 from pretrain.warm_start import train_token_counts, warm_started_model
 
 
@@ -152,17 +151,19 @@ def train(cfg: PretrainConfig, started_at: float | None = None) -> dict:
 
     # ---- 3b. how many steps: --max-steps, or what --time-budget allows; recorded in the checkpoint ------------
     checkpoint_path, log = out / "checkpoint.pt", MetricsLog(out / "metrics.jsonl")
-    recorded = recorded_max_steps(checkpoint_path) if cfg.resume else None  # a --time-budget run's decision
-    max_steps, eval_record, eval_seconds = recorded or cfg.max_steps, {}, 0.0
+    plan = recorded_budget(checkpoint_path) if cfg.resume else None  # a --time-budget run's decisions
+    eval_record, eval_seconds = {}, 0.0
     if ctx.is_main and not cfg.resume:  # step 0: the untrained model, the curves' starting point
         eval_start = time.monotonic()
         eval_record = evaluate_with_diagnostics(model, heldout, device, amp_dtype, cfg.eval_sequences, baselines)
         eval_seconds = time.monotonic() - eval_start
         say(f"step 0: {standing(eval_record, baselines)}")
-    if cfg.time_budget and recorded is None:  # pretrain/budget.py: a timing probe, then rank 0 decides for all
-        max_steps = budget_max_steps(cfg, model, train_model, wrap, batches, config if growing else None, started,
-                                     eval_seconds, ctx.is_main, say)
+    if cfg.time_budget and plan is None:  # pretrain/budget.py: a timing probe, then rank 0 decides for all
+        plan = budget_max_steps(cfg, model, train_model, wrap, batches, config if growing else None, started,
+                                eval_seconds, ctx.is_main, say)
+    max_steps = plan.max_steps if plan else cfg.max_steps
     grow_step = min(round(cfg.growth_fraction * max_steps), max_steps - 1) if growing else 0  # the last small step
+    grow_step = plan.grow_step if plan and plan.grow_step else grow_step  # the budget's second decision moved it
 
     def stage_optimizer(stage: BertForMaskedLM, first_step: int):
         """AdamW and its schedule for the stage that starts after `first_step` (0, or grow_step after growing)."""
@@ -193,17 +194,9 @@ def train(cfg: PretrainConfig, started_at: float | None = None) -> dict:
                                                                           checkpoint_path))
         batches.load_state_dict(state["data"])
         start_step = state["step"]
-        if ctx.is_main:  # drop log lines the killed run wrote after its last checkpoint: they will be redone
-            kept = [r for r in log.read() if r["step"] <= start_step]
-            atomic_write_text(log.path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept))
         say(f"resumed from {checkpoint_path} at step {start_step}")
-    elif ctx.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        for stale in (log.path, checkpoint_path, out / "results.json"):
-            stale.unlink(missing_ok=True)  # a fresh run starts fresh files
-        atomic_write_text(out / "pretrain_config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
-        atomic_write_bytes(out / "vocab.txt", corpus.vocab_path.read_bytes())  # --resume and --init read it
-        log.write({"step": 0, **eval_record, **baselines})
+    if ctx.is_main:  # a fresh run's config, vocab and step-0 record; a resumed run's log cut at its checkpoint
+        prepare_out_folder(cfg, log, start_step, corpus.vocab_path, {"step": 0, **eval_record, **baselines})
 
     # ---- 5. the loop ---------------------------------------------------------------------------------------------
     # Nothing in a step makes the host wait for the GPU: ids and labels are checked on the CPU batch (so the model's
@@ -219,8 +212,14 @@ def train(cfg: PretrainConfig, started_at: float | None = None) -> dict:
     last_checkpoint, final_eval = start_step, {}
     where = standing(eval_record or None, baselines, window=False) if ctx.is_main else ""  # the bar's standing
     first_nonfinite = torch.zeros((), dtype=torch.long, device=device)  # first step with an inf/NaN (0 = none)
-    for step in range(start_step + 1, max_steps + 1):
+    stage_start = (start_step, time.monotonic())  # where this process's first-stage pace is measured from
+    step = start_step
+    while step < max_steps:  # not a range(): --time-budget's second decision may move max_steps at the growth step
+        step += 1
         if step == grow_step + 1 and model.config != config:  # every rank grows the same weights, same noise
+            if plan and plan.grow_step is None:  # --time-budget's second decision, from the measured pace
+                max_steps = bar.total = replan_after_growth(plan, cfg, grow_step, stage_start, started, device,
+                                                            ctx.is_main, say)
             model = grow(model, config, noise=GROWTH_NOISE, seed=cfg.seed, free_copies=cfg.growth_free_heads,
                          identity_stack=cfg.growth_stack == "identity")
             table, optimizer, scheduler = stage_optimizer(model, grow_step)
@@ -305,7 +304,7 @@ def train(cfg: PretrainConfig, started_at: float | None = None) -> dict:
                                     scheduler=scheduler, scaler=scaler, data_state=batches.state_dict(),
                                     rng_states=rng_states, extra={
                                         "fingerprint": run_fingerprint,  # resume is a contract (resume.py)
-                                        **({"budget_max_steps": max_steps} if cfg.time_budget else {})})
+                                        **(plan.record() if plan else {})})
             last_checkpoint = step
         if logged:  # the next window starts after evaluation and checkpointing, so they don't count as training
             window = {"tokens": 0, "flops": 0.0, "start": time.perf_counter()}
@@ -313,24 +312,12 @@ def train(cfg: PretrainConfig, started_at: float | None = None) -> dict:
     if isinstance(source, Prefetcher):
         source.close()
 
-    # ---- 6. final model, curves, summary -------------------------------------------------------------------------
+    # ---- 6. final model, count tables, curves, results.json (pretrain/outputs.py) -------------------------------
     result = {}
     if ctx.is_main:
-        save_pretrained(model, out / "final", format="minibert", vocab=corpus.vocab_path)
-        export_count_tables(out / "final", bigram_counts, corpus_path, corpus, heldout_docs, cfg.max_len)  # fill_mask
-        if cfg.export_hf:
-            save_pretrained(model, out / "final_hf", format="hf", vocab=corpus.vocab_path)
         if not final_eval:  # resumed after the last step: score the final model once more
             final_eval = evaluate_with_diagnostics(model, heldout, device, amp_dtype, cfg.eval_sequences, baselines)
-        plot_run(log.path, out / "loss_curve.png", f"MLM pretraining, {out.name}", baselines)
-        result = {**final_eval, **baselines, "unigram_token": unigram["token"], "unigram_ppl": unigram["perplexity"],
-                  "max_steps": max_steps, "time_budget": cfg.time_budget or None,
-                  "wall_s": round(time.monotonic() - started, 1)}
-        atomic_write_text(out / "results.json", json.dumps(result, indent=2) + "\n")
-        say(f"{standing(result, baselines)} (unigram always guesses {unigram['token']!r}); perplexity "
-            f"{result['eval_ppl']:.1f} vs unigram {unigram['perplexity']:.1f}; {max_steps:,} steps in "
-            f"{result['wall_s']:.0f} s")
-        say(f"model written to {out / 'final'} (model.safetensors, config.json, vocab.txt; bigram_counts.npz and "
-            f"heldout_examples.txt for `python -m minibert.explain fill_mask`)")
+        result = write_outputs(model, cfg, out, corpus, corpus_path, heldout_docs, (unigram, bigram_counts, baselines),
+                               final_eval, max_steps, started, log.path, say)
     shutdown_distributed()
     return result
