@@ -163,24 +163,31 @@ def budget_max_steps(cfg, model, train_model, wrap, batches, grown_config, start
     return BudgetPlan(broadcast_steps(max_steps, next(model.parameters()).device), grown_ratio)
 
 
-def replan_after_growth(plan: BudgetPlan, cfg, grow_step: int, stage_start: tuple[int, float], started: float,
-                        device: torch.device, is_main: bool, say) -> int:
+def replan_after_growth(plan: BudgetPlan, cfg, small: tuple, grown: tuple, batches, grow_step: int,
+                        stage_start: tuple[int, float], started: float, is_main: bool, say) -> int:
     """The second decision of a --time-budget run, at the growth step: sets plan.grow_step and plan.max_steps
     (rank 0's, on every rank) and returns the new max_steps.
 
-    stage_start: (step, time.monotonic()) where this process started training the first stage (after a --resume,
-    the resumed step), so the pace is measured on steps this process ran.
+    Args:
+        small, grown: (bare model, what the loop calls) before and after growing. Both are timed again here, one
+            right after the other (every rank takes part, as DDP needs), so the grown / small step-time ratio is
+            read under the same load: the first probe's ratio came from two measurements up to a minute apart,
+            and a neighbouring process during one of them skewed it by 55% in a real run (docs/pretrain.md).
+        stage_start: (step, time.monotonic()) where this process started training the first stage (after a
+            --resume, the resumed step), so the pace is measured on steps this process ran.
     """
-    max_steps = 0
+    stage_seconds = time.monotonic() - stage_start[1]  # the first stage's wall time, before the timing below
+    k = cfg.gradient_accumulation
+    plan.grown_ratio = (time_training_steps(*grown, batches, k, cfg.adam_beta2)
+                        / time_training_steps(*small, batches, k, cfg.adam_beta2))
+    max_steps, ran = 0, grow_step - stage_start[0]
     if is_main:
-        first_step, first_time = stage_start
-        now = time.monotonic()
-        max_steps = grow_step + steps_after_growth(parse_duration(cfg.time_budget), now - started, now - first_time,
-                                                   grow_step - first_step, plan.grown_ratio)
-        say(f"--time-budget {cfg.time_budget}: the first stage ran {grow_step - first_step:,} steps in "
-            f"{now - first_time:.0f} s -> {max_steps - grow_step:,} steps for the grown model "
+        max_steps = grow_step + steps_after_growth(parse_duration(cfg.time_budget), time.monotonic() - started,
+                                                   stage_seconds, ran, plan.grown_ratio)
+        say(f"--time-budget {cfg.time_budget}: the first stage ran {ran:,} steps in {stage_seconds:.0f} s, a grown "
+            f"step costs {plan.grown_ratio:.1f}x a small one -> {max_steps - grow_step:,} steps for the grown model "
             f"(planned {plan.max_steps - grow_step:,}), max_steps {max_steps:,}")
-    plan.max_steps, plan.grow_step = broadcast_steps(max_steps, device), grow_step
+    plan.max_steps, plan.grow_step = broadcast_steps(max_steps, next(grown[0].parameters()).device), grow_step
     return plan.max_steps
 
 

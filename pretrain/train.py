@@ -10,9 +10,9 @@
 Every evaluation prints where the model stands against counting: `held-out acc 0.31 | ±2 window 0.35 | bigram 0.26
 | unigram 0.05` (pretrain/baselines.py), with the plateau diagnostics of pretrain/diagnostics.py. `--time-budget 10m`
 turns the time you have into max_steps after a short timing probe, re-planned once at the growth step
-(pretrain/budget.py). The unigram
-plateau (a model that guesses the most frequent token everywhere for thousands of steps) is left by starting small,
-with init tricks (pretrain/warm_start.py), and growing into the full model half-way (docs/pretrain.md).
+(pretrain/budget.py). The unigram plateau (a model that guesses the most frequent token everywhere for thousands of
+steps) is left by starting small, with init tricks (pretrain/warm_start.py), and growing into the full model
+(docs/pretrain.md).
 
 The recipe: MLM only, no next-sentence prediction (RoBERTa, Liu et al. 2019, found NSP does not help), dynamic
 masking, sparse MLM head, attention AND hidden dropout 0 (Cramming, Geiping & Goldstein 2022), a large LR with
@@ -217,13 +217,14 @@ def train(cfg: PretrainConfig, started_at: float | None = None) -> dict:
     while step < max_steps:  # not a range(): --time-budget's second decision may move max_steps at the growth step
         step += 1
         if step == grow_step + 1 and model.config != config:  # every rank grows the same weights, same noise
-            if plan and plan.grow_step is None:  # --time-budget's second decision, from the measured pace
-                max_steps = bar.total = replan_after_growth(plan, cfg, grow_step, stage_start, started, device,
-                                                            ctx.is_main, say)
+            small = (model, train_model)
             model = grow(model, config, noise=GROWTH_NOISE, seed=cfg.seed, free_copies=cfg.growth_free_heads,
                          identity_stack=cfg.growth_stack == "identity")
-            table, optimizer, scheduler = stage_optimizer(model, grow_step)
             train_model = wrap(model)
+            if plan and plan.grow_step is None:  # --time-budget's second decision, from the first stage's pace
+                max_steps = bar.total = replan_after_growth(plan, cfg, small, (model, train_model), batches,
+                                                            grow_step, stage_start, started, ctx.is_main, say)
+            table, optimizer, scheduler = stage_optimizer(model, grow_step)
             tqdm.write(f"step {step}: grew the model to H{config.hidden_size} L{config.num_hidden_layers}, a new "
                        f"AdamW and schedule:\n{table}")
         micro_batches = next(source)  # this rank's G/W rows as k micro-batches, already masked and checked
