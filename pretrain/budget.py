@@ -38,6 +38,9 @@ from pretrain.growth import grow
 # model's slower evaluations or the growth itself.
 RESERVE_FRACTION = 0.12
 RESERVE_MIN_S = 8.0       # ... but at least this many seconds (saving and plotting take a few seconds anyway)
+# The second decision has measured the first stage's evaluations and checkpoints, so what it keeps back only pays
+# for the export and absorbs drift: 4%. With the first decision's 12% an idle 9-minute run ended after 7.4 minutes.
+FINAL_RESERVE_FRACTION = 0.04
 PROBE_STEPS = 8           # timed steps (after one untimed warm-up step: first calls allocate and pick kernels)
 UNITS = {"s": 1, "m": 60, "h": 3600}
 
@@ -46,16 +49,14 @@ UNITS = {"s": 1, "m": 60, "h": 3600}
 class BudgetPlan:
     """What --time-budget decided, as recorded in the checkpoint (so --resume repeats nothing).
 
-    max_steps: the run's length; grown_ratio: a grown step's time / a small step's time (the probe's);
-    grow_step: the last small step, set by the second decision (None before it, or when the model does not grow).
+    max_steps: the run's length; grow_step: the last small step, set by the second decision (None before it,
+    or when the model does not grow).
     """
     max_steps: int
-    grown_ratio: float = 1.0
     grow_step: int | None = None
 
     def record(self) -> dict:
-        return {"budget_max_steps": self.max_steps, "budget_grown_ratio": self.grown_ratio,
-                "budget_grow_step": self.grow_step}
+        return {"budget_max_steps": self.max_steps, "budget_grow_step": self.grow_step}
 
 
 def parse_duration(text: str) -> float:
@@ -83,18 +84,21 @@ def steps_for_budget(budget_s: float, elapsed_s: float, step_s: float, eval_s: f
     return max(1, int(left / (step_s + eval_s / eval_every)))
 
 
-def steps_after_growth(budget_s: float, elapsed_s: float, stage_s: float, stage_steps: int, grown_ratio: float) -> int:
+def steps_after_growth(budget_s: float, elapsed_s: float, stage_s: float, stage_steps: int, small_step_s: float,
+                       grown_step_s: float) -> int:
     """The grown model's steps that fit in what is left of the budget (at least 1): the second decision.
 
     Args:
         budget_s: the whole command's budget; elapsed_s: spent so far, the first stage included.
-        stage_s, stage_steps: wall seconds and steps of the first stage as this process ran it (its evaluations
-            and checkpoints included, so their cost is in the pace too).
-        grown_ratio: the probe's grown step time / small step time: how much dearer a step becomes.
+        stage_s, stage_steps: wall seconds and steps of the first stage as this process ran it.
+        small_step_s, grown_step_s: one training step of each model, timed just now.
+    The first stage's pace minus its bare step is what each step costs around the model (batches, masking, logging,
+    evaluations, checkpoints); a grown step costs that plus its own step. (Scaling the whole pace by the grown /
+    small ratio instead charged that overhead 8 times over and ended an idle 9-minute run after 7.4 minutes.)
     """
-    reserve = max(RESERVE_MIN_S, RESERVE_FRACTION * budget_s)
-    pace = stage_s / max(1, stage_steps) * grown_ratio  # seconds per grown step, at this run's measured speed
-    return max(1, int((budget_s - elapsed_s - reserve) / pace))
+    reserve = max(RESERVE_MIN_S, FINAL_RESERVE_FRACTION * budget_s)
+    overhead = max(0.0, stage_s / max(1, stage_steps) - small_step_s)  # seconds per step outside forward/backward
+    return max(1, int((budget_s - elapsed_s - reserve) / (grown_step_s + overhead)))
 
 
 def time_training_steps(model: torch.nn.Module, train_model: torch.nn.Module, batches, micro_batches: int,
@@ -143,24 +147,21 @@ def budget_max_steps(cfg, model, train_model, wrap, batches, grown_config, start
         started: time.monotonic() when the command started; eval_seconds: one measured evaluation (rank 0).
         say: rank 0's print.
     Returns:
-        the BudgetPlan: max_steps, and how much dearer a grown step is than a small one (1.0 when the model does
-        not grow), for the second decision (replan_after_growth).
+        the BudgetPlan, whose max_steps the growth step revisits (replan_after_growth).
     """
     budget = parse_duration(cfg.time_budget)
     k = cfg.gradient_accumulation
-    step_seconds = small_seconds = time_training_steps(model, train_model, batches, k, cfg.adam_beta2)
-    grown_ratio = 1.0
+    step_seconds = time_training_steps(model, train_model, batches, k, cfg.adam_beta2)
     if grown_config is not None:  # the grown model's steps cost more: time a throwaway grown copy, by its share
         grown = grow(model, grown_config, noise=0.0, seed=cfg.seed)
-        grown_seconds = time_training_steps(grown, wrap(grown), batches, k, cfg.adam_beta2)
-        grown_ratio = grown_seconds / small_seconds
-        step_seconds = cfg.growth_fraction * small_seconds + (1 - cfg.growth_fraction) * grown_seconds
+        step_seconds = (cfg.growth_fraction * step_seconds + (1 - cfg.growth_fraction)
+                        * time_training_steps(grown, wrap(grown), batches, k, cfg.adam_beta2))
     max_steps = 0
     if is_main:
         max_steps = steps_for_budget(budget, time.monotonic() - started, step_seconds, eval_seconds, cfg.eval_every)
         say(f"--time-budget {cfg.time_budget}: {time.monotonic() - started:.0f} s of set-up, {step_seconds:.3f} s "
             f"per step, {eval_seconds:.1f} s per evaluation -> max_steps {max_steps:,}")
-    return BudgetPlan(broadcast_steps(max_steps, next(model.parameters()).device), grown_ratio)
+    return BudgetPlan(broadcast_steps(max_steps, next(model.parameters()).device))
 
 
 def replan_after_growth(plan: BudgetPlan, cfg, small: tuple, grown: tuple, batches, grow_step: int,
@@ -170,23 +171,23 @@ def replan_after_growth(plan: BudgetPlan, cfg, small: tuple, grown: tuple, batch
 
     Args:
         small, grown: (bare model, what the loop calls) before and after growing. Both are timed again here, one
-            right after the other (every rank takes part, as DDP needs), so the grown / small step-time ratio is
-            read under the same load: the first probe's ratio came from two measurements up to a minute apart,
-            and a neighbouring process during one of them skewed it by 55% in a real run (docs/pretrain.md).
+            right after the other (every rank takes part, as DDP needs), under the load of now: the first probe's
+            two timings lie up to a minute apart, and a neighbouring process during one of them skewed their
+            ratio by 55% in a real run (docs/pretrain.md).
         stage_start: (step, time.monotonic()) where this process started training the first stage (after a
             --resume, the resumed step), so the pace is measured on steps this process ran.
     """
     stage_seconds = time.monotonic() - stage_start[1]  # the first stage's wall time, before the timing below
     k = cfg.gradient_accumulation
-    plan.grown_ratio = (time_training_steps(*grown, batches, k, cfg.adam_beta2)
-                        / time_training_steps(*small, batches, k, cfg.adam_beta2))
+    small_s = time_training_steps(*small, batches, k, cfg.adam_beta2)
+    grown_s = time_training_steps(*grown, batches, k, cfg.adam_beta2)
     max_steps, ran = 0, grow_step - stage_start[0]
     if is_main:
         max_steps = grow_step + steps_after_growth(parse_duration(cfg.time_budget), time.monotonic() - started,
-                                                   stage_seconds, ran, plan.grown_ratio)
-        say(f"--time-budget {cfg.time_budget}: the first stage ran {ran:,} steps in {stage_seconds:.0f} s, a grown "
-            f"step costs {plan.grown_ratio:.1f}x a small one -> {max_steps - grow_step:,} steps for the grown model "
-            f"(planned {plan.max_steps - grow_step:,}), max_steps {max_steps:,}")
+                                                   stage_seconds, ran, small_s, grown_s)
+        say(f"--time-budget {cfg.time_budget}: the first stage ran {ran:,} steps in {stage_seconds:.0f} s; a step "
+            f"takes {small_s:.3f} s small, {grown_s:.3f} s grown -> {max_steps - grow_step:,} steps for the grown "
+            f"model (planned {plan.max_steps - grow_step:,}), max_steps {max_steps:,}")
     plan.max_steps, plan.grow_step = broadcast_steps(max_steps, next(grown[0].parameters()).device), grow_step
     return plan.max_steps
 
@@ -212,4 +213,4 @@ def recorded_budget(checkpoint_path) -> BudgetPlan | None:
         return None
     if "budget_max_steps" not in extra:
         return None
-    return BudgetPlan(extra["budget_max_steps"], extra.get("budget_grown_ratio", 1.0), extra.get("budget_grow_step"))
+    return BudgetPlan(extra["budget_max_steps"], extra.get("budget_grow_step"))
