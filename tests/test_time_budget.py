@@ -22,6 +22,14 @@ def args(tmp_path, out, *extra):
     return pretrain_args(tmp_path, out, TINY, 2, *extra)
 
 
+def assert_within_budget(wall: float, budget: float) -> None:
+    load, cores = os.getloadavg()[0], os.cpu_count() or 1
+    if wall > budget and load > cores:  # other processes took the CPU away at random: not the budget's fault
+        pytest.skip(f"wall-clock check skipped: load average {load:.1f} on {cores} cores (the run took {wall:.1f} s "
+                    f"of {budget} s); rerun on an idle machine")
+    assert wall <= budget, f"the run took {wall:.1f} s of a {budget} s budget"
+
+
 def test_durations():
     assert parse_duration("90s") == parse_duration("1.5m") == parse_duration("90") == 90
     assert parse_duration("1h30m") == 5400 and parse_duration("10m") == 600
@@ -60,11 +68,7 @@ def test_tiny_budget_stops_in_time_and_records_max_steps(tmp_path, restore_threa
     assert result["max_steps"] >= 1 and result["time_budget"] == f"{budget}s"
     state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
     assert state["step"] == result["max_steps"] == state["extra"]["budget_max_steps"]
-    load, cores = os.getloadavg()[0], os.cpu_count() or 1
-    if wall > budget and load > cores:  # other processes took the CPU away at random: not the budget's fault
-        pytest.skip(f"wall-clock check skipped: load average {load:.1f} on {cores} cores (the run took {wall:.1f} s "
-                    f"of {budget} s); rerun on an idle machine")
-    assert wall <= budget, f"the run took {wall:.1f} s of a {budget} s budget"
+    assert_within_budget(wall, budget)
 
 
 def test_a_probe_fooled_by_a_busy_machine_is_corrected_at_the_growth_step(tmp_path, restore_threads, monkeypatch):
@@ -90,11 +94,7 @@ def test_a_probe_fooled_by_a_busy_machine_is_corrected_at_the_growth_step(tmp_pa
     grow_step = state["extra"]["budget_grow_step"]  # 80% of the first decision's steps
     assert state["extra"]["budget_max_steps"] == result["max_steps"] == state["step"]
     assert result["max_steps"] - grow_step > 5 * grow_step, "the re-plan did not give the grown model the time left"
-    load, cores = os.getloadavg()[0], os.cpu_count() or 1
-    if wall > budget and load > cores:  # other processes took the CPU away at random: not the budget's fault
-        pytest.skip(f"wall-clock check skipped: load average {load:.1f} on {cores} cores (the run took {wall:.1f} s "
-                    f"of {budget} s); rerun on an idle machine")
-    assert wall <= budget, f"the run took {wall:.1f} s of a {budget} s budget"
+    assert_within_budget(wall, budget)
 
 
 def test_resume_reuses_the_recorded_max_steps_bit_identically(tmp_path, restore_threads, monkeypatch):
