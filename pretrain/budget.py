@@ -12,8 +12,9 @@ evaluation, the export and the plot, and absorbs a machine that gets a little sl
 A probe of a few steps is easily fooled: another process holding the cores for that one second halves the
 estimate, and the probe never sees the grown model's slower evaluations. So a growing run (pretrain/growth.py)
 decides a second time, at the growth step, when the first stage has been timed for real: the grown stage gets
-what is left of the budget at the measured pace (`steps_after_growth`). Each stage has its own schedule anyway,
-so nothing already trained is re-scheduled; only the split between the stages moves away from growth_fraction.
+what is left of the budget (minus a smaller final reserve), each grown step costed as its freshly timed step plus
+the per-step overhead the first stage showed (`steps_after_growth`). Each stage has its own schedule anyway, so
+nothing already trained is re-scheduled; only the split between the stages moves away from growth_fraction.
 
 Why a step count and not "stop when the clock runs out": the LR schedule (warmup, then decay to 0 over the run,
 as 24hBERT/Izsak et al. 2021 do with fractions of the run) needs to know where the run ends, and a step count
