@@ -56,7 +56,7 @@ from pretrain.config import PretrainConfig
 from pretrain.data import file_digest, prepare_corpus
 from pretrain.diagnostics import evaluate_with_diagnostics
 from pretrain.evaluation import heldout_yardsticks, split_documents
-from pretrain.growth import GROWTH_NOISE, grow, saved_hidden_size, small_config
+from pretrain.growth import GROWTH_NOISE, carry_adam_state, grow, saved_hidden_size, small_config
 from pretrain.masking import DynamicMasking
 from pretrain.outputs import write_outputs
 from pretrain.resume import (TrainingDiverged, check_fingerprint, check_start, choose_vocab, divergence_message,
@@ -224,7 +224,10 @@ def train(cfg: PretrainConfig, started_at: float | None = None) -> dict:
             if plan and plan.grow_step is None:  # --time-budget's second decision, from the first stage's pace
                 max_steps = bar.total = replan_after_growth(plan, cfg, small, (model, train_model), batches,
                                                             grow_step, stage_start, started, ctx.is_main, say)
+            small_optimizer = optimizer
             table, optimizer, scheduler = stage_optimizer(model, grow_step)
+            if cfg.growth_carry_optimizer:  # AdamW's moments too, or a fresh state jolts every trained weight
+                carry_adam_state(small[0], small_optimizer, model, optimizer, cfg.growth_free_heads)
             tqdm.write(f"step {step}: grew the model to H{config.hidden_size} L{config.num_hidden_layers}, a new "
                        f"AdamW and schedule:\n{table}")
         micro_batches = next(source)  # this rank's G/W rows as k micro-batches, already masked and checked

@@ -4,7 +4,7 @@ import json
 import torch
 
 from minibert import BertConfig, BertForMaskedLM
-from pretrain.growth import GROWTH_NOISE, grow, small_config
+from pretrain.growth import GROWTH_NOISE, carry_adam_state, grow, small_config
 from pretrain.warm_start import init_local_attention, init_sinusoidal_positions
 
 from conftest import pretrain_args
@@ -104,3 +104,34 @@ def test_identity_stacking_keeps_the_function_far_better_than_copying():
     assert identity < 0.02 and copied > 0.2, (identity, copied)
     grown = grow(small, target, noise=GROWTH_NOISE, seed=0, identity_stack=True)
     assert not grown.bert.encoder.layers[3].ffn.down.weight.any()              # the new layers' output maps start at 0
+
+
+def test_growing_carries_adams_moments_so_trained_weights_are_not_jolted():
+    """carry_adam_state tiles the small model's AdamW moments onto the grown weights (new layers stay fresh), so
+    the first step after growing moves a trained weight by less than a fresh AdamW's ±LR."""
+    target = BertConfig.mini(60).apply_overrides(["hidden_dropout_prob=0.0", "attention_probs_dropout_prob=0.0"])
+    torch.manual_seed(0)
+    small = BertForMaskedLM(small_config(target, 1, 1))
+    small_optimizer = torch.optim.AdamW(small.parameters(), lr=1e-3)
+    for _ in range(20):  # a fresh batch per step: noisy gradients, so |m|/√v settles below 1
+        ids = torch.randint(5, 60, (4, 12))
+        small(ids, labels=ids).loss.backward()
+        small_optimizer.step()
+        small_optimizer.zero_grad()
+    ids = torch.randint(5, 60, (4, 12))
+    moved = {}
+    for carry in (False, True):
+        grown = grow(small, target, noise=GROWTH_NOISE, seed=0, free_copies=True, identity_stack=True)
+        optimizer = torch.optim.AdamW(grown.parameters(), lr=1e-3, weight_decay=0.0)
+        if carry:
+            assert carry_adam_state(small, small_optimizer, grown, optimizer, free_copies=True) == \
+                len(list(small.parameters()))
+            qkv = grown.bert.encoder.layers[0].attention.qkv.weight
+            assert optimizer.state[qkv]["exp_avg"].shape == qkv.shape
+            assert optimizer.state[qkv]["exp_avg_sq"][128:256].abs().sum() == 0  # the freed copies' Q rows
+            assert grown.bert.encoder.layers[1].ffn.up.weight not in optimizer.state  # stacked layers: fresh
+        before = grown.bert.embeddings.word_embeddings.weight.detach().clone()
+        grown(ids, labels=ids).loss.backward()
+        optimizer.step()
+        moved[carry] = (grown.bert.embeddings.word_embeddings.weight.detach() - before).abs().mean().item()
+    assert moved[False] > 1.5 * moved[True], moved  # fresh: ±LR on every entry with a gradient
