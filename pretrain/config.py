@@ -72,6 +72,11 @@ class PretrainConfig:
     # at 0.206 on Tianchi (bigram 0.192; 0.222 at 0.8), where the small model had saturated: docs/pretrain.md.
     growth_fraction: float = field(default=0.95, metadata=rule(float, ge=0, lt=1, help=
         "share of max_steps trained by a small model (H/2, 1 layer) before it grows into the full one; 0 = off"))
+    # The small model saturates: CLUENER characters 0.315 held-out after 8,246 small steps, 0.317-0.327 after 20,400
+    # (a 60-minute run). 8,000 leaves a 10-minute run on 2 CPU cores nearly as it was (4,958-8,772 small steps) and
+    # gives the rest of a longer run to BERT-mini (docs/pretrain.md, "Longer budgets").
+    growth_max_small_steps: int = field(default=8000, metadata=rule(int, ge=0, help=
+        "at most this many steps for the small model, whatever growth_fraction says; 0 = no cap"))
     # Copying heads gives a grown model 16 local heads and none that looks across the row: measured after a 9-minute
     # run, every head's attention entropy ≤ 0.34 of ln T and its mean distance ≤ 5 tokens. Freeing the copies
     # (pretrain/growth.py:free_copied_heads) left 8 heads with entropy 0.9 and distance ~21 and raised held-out

@@ -9,10 +9,10 @@
 
 Every evaluation prints where the model stands against counting: `held-out acc 0.31 | ±2 window 0.35 | bigram 0.26
 | unigram 0.05` (pretrain/baselines.py), with the plateau diagnostics of pretrain/diagnostics.py. `--time-budget 10m`
-turns the time you have into max_steps after a short timing probe, re-planned once at the growth step
-(pretrain/budget.py). The unigram plateau (a model that guesses the most frequent token everywhere for thousands of
-steps) is left by starting small, with init tricks (pretrain/warm_start.py), and growing into the full model
-(docs/pretrain.md).
+turns the time you have into max_steps after a short timing probe, re-planned once at the growth step, with a
+hard stop behind both (pretrain/budget.py). The unigram plateau (a model that guesses the most frequent token
+everywhere for thousands of steps) is left by starting small, with init tricks (pretrain/warm_start.py), and
+growing into the full model (docs/pretrain.md).
 
 The recipe: MLM only, no next-sentence prediction (RoBERTa, Liu et al. 2019, found NSP does not help), dynamic
 masking, sparse MLM head, attention AND hidden dropout 0 (Cramming, Geiping & Goldstein 2022), a large LR with
@@ -51,12 +51,13 @@ from minibert.training.schedule import build_scheduler
 from pretrain import corpus as corpus_module
 from pretrain.baselines import standing
 from pretrain.batching import Prefetcher, PretrainingBatches, split_micro_batches
-from pretrain.budget import budget_max_steps, recorded_budget, replan_after_growth
+from pretrain.budget import budget_deadline, budget_max_steps, out_of_time, recorded_budget, replan_after_growth
 from pretrain.config import PretrainConfig
 from pretrain.data import file_digest, prepare_corpus
 from pretrain.diagnostics import evaluate_with_diagnostics
 from pretrain.evaluation import heldout_yardsticks, split_documents
-from pretrain.growth import GROWTH_NOISE, carry_adam_state, grow, saved_hidden_size, small_config
+from pretrain.growth import (GROWTH_NOISE, carry_adam_state, grow, last_small_step, saved_hidden_size,
+                            small_config)
 from pretrain.masking import DynamicMasking
 from pretrain.outputs import write_outputs
 from pretrain.resume import (TrainingDiverged, check_fingerprint, check_start, choose_vocab, divergence_message,
@@ -162,7 +163,8 @@ def train(cfg: PretrainConfig, started_at: float | None = None) -> dict:
         plan = budget_max_steps(cfg, model, train_model, wrap, batches, config if growing else None, started,
                                 eval_seconds, ctx.is_main, say)
     max_steps = plan.max_steps if plan else cfg.max_steps
-    grow_step = min(round(cfg.growth_fraction * max_steps), max_steps - 1) if growing else 0  # the last small step
+    # the last small step: growth_fraction of the run, at most growth_max_small_steps (the small model saturates)
+    grow_step = last_small_step(max_steps, cfg.growth_fraction, cfg.growth_max_small_steps) if growing else 0
     grow_step = plan.grow_step if plan and plan.grow_step else grow_step  # the budget's second decision moved it
 
     def stage_optimizer(stage: BertForMaskedLM, first_step: int):
@@ -213,9 +215,17 @@ def train(cfg: PretrainConfig, started_at: float | None = None) -> dict:
     where = standing(eval_record or None, baselines, window=False) if ctx.is_main else ""  # the bar's standing
     first_nonfinite = torch.zeros((), dtype=torch.long, device=device)  # first step with an inf/NaN (0 = none)
     stage_start = (start_step, time.monotonic())  # where this process's first-stage pace is measured from
+    deadline = budget_deadline(cfg, started)  # --time-budget's hard stop, should the machine slow down (budget.py)
     step = start_step
     while step < max_steps:  # not a range(): --time-budget's second decision may move max_steps at the growth step
         step += 1
+        if step % cfg.log_every == 0 and step < max_steps and out_of_time(deadline, device):
+            if ctx.is_main:
+                tqdm.write(f"--time-budget {cfg.time_budget}: out of time at step {step:,} of {max_steps:,} (the "
+                           f"machine ran slower than planned): this step is the last, then the final evaluation")
+            if plan.grow_step is None and model.config != config:  # still small: grow now, export the full shape
+                grow_step = plan.grow_step = step - 1
+            max_steps = bar.total = step
         if step == grow_step + 1 and model.config != config:  # every rank grows the same weights, same noise
             small = (model, train_model)
             model = grow(model, config, noise=GROWTH_NOISE, seed=cfg.seed, free_copies=cfg.growth_free_heads,

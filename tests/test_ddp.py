@@ -8,6 +8,7 @@ difference left is the order of floating-point sums, so the weights agree to fp3
 """
 
 import json
+import re
 import subprocess
 import sys
 
@@ -62,12 +63,17 @@ def test_time_budget_rank_0_decides_for_all(tmp_path):
               *args(tmp_path, "ddp", "--time-budget", "25s", "--eval-every", "50", "--checkpoint-every", "1000")]
     done = subprocess.run(launch, cwd=REPO_ROOT, capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr[-3000:]
-    decided = [line for line in done.stdout.splitlines() if line.startswith("--time-budget")]
-    assert len(decided) == 2, "only rank 0 decides (and says so), after the probe and again at the growth step"
+    said = [line for line in done.stdout.splitlines() if line.startswith("--time-budget")]
+    decided = [line for line in said if " -> " in line]
+    stopped = [int(re.search(r"out of time at step ([\d,]+)", line)[1].replace(",", "")) for line in said
+               if "out of time" in line]  # a busy machine: the hard stop, rank 0's clock, on both ranks
+    # only rank 0 decides (and says so), after the probe and again at the growth step, unless the hard stop came first
+    assert len(decided) == 2 or (len(decided) == 1 and stopped), said
+    planned = int(decided[-1].rsplit(" ", 1)[1].replace(",", ""))
     steps = json.loads((tmp_path / "ddp" / "results.json").read_text())["max_steps"]
-    assert decided[-1].endswith(f"max_steps {steps:,}") and steps >= 1
+    assert len(stopped) <= 1 and steps == (stopped[0] if stopped else planned) >= 1
     state = torch.load(tmp_path / "ddp" / "checkpoint.pt", weights_only=True)
-    assert state["step"] == state["extra"]["budget_max_steps"] == steps
+    assert state["step"] == steps and state["extra"]["budget_max_steps"] == planned
 
 
 def test_global_batch_must_split_over_processes(tmp_path):

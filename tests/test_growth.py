@@ -4,7 +4,7 @@ import json
 import torch
 
 from minibert import BertConfig, BertForMaskedLM
-from pretrain.growth import GROWTH_NOISE, carry_adam_state, grow, small_config
+from pretrain.growth import GROWTH_NOISE, carry_adam_state, grow, last_small_step, small_config
 from pretrain.warm_start import init_local_attention, init_sinusoidal_positions
 
 from conftest import pretrain_args
@@ -66,6 +66,22 @@ def test_a_growing_run_exports_the_full_shape(tmp_path):
     assert main(pretrain_args(tmp_path, "run", tiny, 0)) == 0
     config = json.loads((tmp_path / "run" / "final" / "config.json").read_text())
     assert (config["hidden_size"], config["num_hidden_layers"]) == (64, 2)
+
+
+def test_the_small_stage_is_a_fraction_of_the_run_up_to_its_cap(tmp_path):
+    assert last_small_step(1000, 0.95, 8000) == 950 and last_small_step(20000, 0.95, 8000) == 8000
+    assert last_small_step(20000, 0.95, 0) == 19000 and last_small_step(10, 0.99, 0) == 9  # one grown step at least
+    tiny = ["--max-steps", "8", "--batch-size", "4", "--max-len", "32", "--eval-every", "100", "--eval-sequences",
+            "8", "--log-every", "1", "--set", "hidden_size=64", "--set", "num_attention_heads=2", "--set",
+            "intermediate_size=128", "--set", "num_hidden_layers=2", "--num-threads", "1",
+            "--growth-max-small-steps", "3", "--lr", "3e-4"]
+    from pretrain.__main__ import main
+    assert main(pretrain_args(tmp_path, "run", tiny, 0)) == 0
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    lrs = [r["lr"] for r in records if "lr" in r]  # growth_lr 3e-3 decays over 3 small steps, then --lr 3e-4 over 5
+    assert len(lrs) == 8 and lrs[:3] == sorted(lrs[:3], reverse=True) and lrs[0] == 3e-3 and lrs[3] == 3e-4, lrs
+    config = json.loads((tmp_path / "run" / "final" / "config.json").read_text())
+    assert config["hidden_size"] == 64
 
 
 def test_freed_copies_attend_uniformly_and_the_grown_model_computes_the_same_function():
