@@ -23,6 +23,14 @@ def args(tmp_path, out, *extra):
     return pretrain_args(tmp_path, out, TINY, 2, *extra)
 
 
+def budget_run(tmp_path, budget: float, *extra):
+    """A tiny --time-budget run, timed from its start: (its result, wall seconds, its checkpoint)."""
+    started = time.monotonic()
+    result = train(parse_config(args(tmp_path, "run", "--time-budget", f"{budget}s", *extra)), started_at=started)
+    wall = time.monotonic() - started
+    return result, wall, torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+
+
 def assert_within_budget(wall: float, budget: float) -> None:
     load, cores = os.getloadavg()[0], os.cpu_count() or 1
     if wall > budget and load > cores:  # other processes took the CPU away at random: not the budget's fault
@@ -74,11 +82,8 @@ def test_bad_budget_is_one_line(tmp_path, capsys):
 
 def test_tiny_budget_stops_in_time_and_records_max_steps(tmp_path, restore_threads):
     budget = RESERVE_MIN_S + 6
-    started = time.monotonic()
-    result = train(parse_config(args(tmp_path, "run", "--time-budget", f"{budget}s")), started_at=started)
-    wall = time.monotonic() - started
+    result, wall, state = budget_run(tmp_path, budget)
     assert result["max_steps"] >= 1 and result["time_budget"] == f"{budget}s"
-    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
     # the plan, or fewer steps where the machine ran slower than the probe said and the hard stop ended the run
     assert state["step"] == result["max_steps"] <= state["extra"]["budget_max_steps"]
     assert_within_budget(wall, budget)
@@ -99,11 +104,7 @@ def test_a_probe_fooled_by_a_busy_machine_is_corrected_at_the_growth_step(tmp_pa
 
     monkeypatch.setattr(budget_module, "time_training_steps", fooled)
     budget = RESERVE_MIN_S + 12
-    started = time.monotonic()
-    result = train(parse_config(args(tmp_path, "run", "--time-budget", f"{budget}s", "--checkpoint-every", "1000")),
-                   started_at=started)
-    wall = time.monotonic() - started
-    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    result, wall, state = budget_run(tmp_path, budget, "--checkpoint-every", "1000")
     grow_step = state["extra"]["budget_grow_step"]  # growth_fraction of the first decision's steps
     planned = state["extra"]["budget_max_steps"]  # the hard stop may end a run on a busy machine before it
     assert result["max_steps"] == state["step"] <= planned
@@ -154,11 +155,7 @@ def test_a_machine_slower_than_planned_stops_at_the_deadline_grown_and_exported(
 
     monkeypatch.setattr(budget_module, "steps_for_budget", lambda *measured: 1_000_000)
     budget = RESERVE_MIN_S + 12
-    started = time.monotonic()
-    result = train(parse_config(args(tmp_path, "run", "--time-budget", f"{budget}s", "--log-every", "5")),
-                   started_at=started)
-    wall = time.monotonic() - started
-    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    result, wall, state = budget_run(tmp_path, budget, "--log-every", "5")
     assert 5 <= result["max_steps"] == state["step"] < 1_000_000 and result["max_steps"] % 5 == 0
     assert state["extra"]["budget_grow_step"] == result["max_steps"] - 1  # grown for the last step
     config = json.loads((tmp_path / "run" / "final" / "config.json").read_text())
