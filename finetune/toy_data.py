@@ -20,6 +20,7 @@ No real data ships with minibert, so each task writes its own default files on f
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -51,8 +52,10 @@ def default_cls_data(folder: Path) -> tuple[Path, Path]:
 
     train, dev = folder / "train.tsv", folder / "dev.tsv"
     if not (train.is_file() and dev.is_file()):
-        # generate_corpus always writes a pretraining corpus too; ask for one document and delete it.
-        scratch = folder / "unused_pretraining_corpus.tsv"
+        # generate_corpus always writes a pretraining corpus too; ask for one document and delete it. The name
+        # carries the pid: two first runs at once (e.g. seeds of finetune.cross_validate started side by side)
+        # each write the same train/dev bytes atomically, but a shared scratch name let one delete the other's.
+        scratch = folder / f"unused_pretraining_corpus-{os.getpid()}.tsv"
         generate_corpus(scratch, num_docs=1, seed=SEED, labelled_dir=folder, labelled_docs=CLS_DOCS)
         scratch.unlink()
         words_table_path(scratch).unlink()

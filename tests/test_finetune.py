@@ -299,3 +299,21 @@ def test_config_precedence_defaults_json_flags(tmp_path):
         parse_config(["--config", str(tmp_path / "typo.json")])
     with pytest.raises(ValueError, match="--truncate='middle'"):
         parse_config(["--truncate", "middle"])
+
+
+def test_first_runs_side_by_side_all_get_the_same_default_cls_data(tmp_path):
+    """Seeds of `python -m finetune.cross_validate` started together each generate the embedded cls data on first
+    use; a shared scratch file once let one process delete it under another (FileNotFoundError)."""
+    import subprocess
+    import sys
+
+    code = "import sys; from finetune.toy_data import default_data; default_data('cls', sys.argv[1])"
+    runs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "together")], stderr=subprocess.PIPE,
+                             text=True) for _ in range(3)]
+    errors = [run.communicate()[1] for run in runs]
+    assert [run.returncode for run in runs] == [0, 0, 0], errors
+    from finetune.toy_data import DATA_VERSION, default_data
+    alone = default_data("cls", tmp_path / "alone")
+    together = sorted((tmp_path / "together" / f"cls-v{DATA_VERSION}").iterdir())
+    assert [p.name for p in together] == ["dev.tsv", "train.tsv"]                # no scratch files left behind
+    assert [p.read_bytes() for p in together] == [alone[1].read_bytes(), alone[0].read_bytes()]
