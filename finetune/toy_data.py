@@ -20,7 +20,6 @@ No real data ships with minibert, so each task writes its own default files on f
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -48,17 +47,13 @@ FILLER_ONLY = "的了是在有这个我们他说到和也就要会对上年来�
 
 def default_cls_data(folder: Path) -> tuple[Path, Path]:
     """train.tsv / dev.tsv from pretrain/corpus.py's labelled split (written once, then reused)."""
-    from pretrain.corpus import generate_corpus, words_table_path
+    from pretrain.corpus import generate_corpus
 
     train, dev = folder / "train.tsv", folder / "dev.tsv"
     if not (train.is_file() and dev.is_file()):
-        # generate_corpus always writes a pretraining corpus too; ask for one document and delete it. The name
-        # carries the pid: two first runs at once (e.g. seeds of finetune.cross_validate started side by side)
-        # each write the same train/dev bytes atomically, but a shared scratch name let one delete the other's.
-        scratch = folder / f"unused_pretraining_corpus-{os.getpid()}.tsv"
-        generate_corpus(scratch, num_docs=1, seed=SEED, labelled_dir=folder, labelled_docs=CLS_DOCS)
-        scratch.unlink()
-        words_table_path(scratch).unlink()
+        # Only the labelled split (no pretraining corpus, no scratch file): first runs side by side, e.g. the seeds
+        # of finetune.cross_validate, each write the same bytes atomically.
+        generate_corpus(None, seed=SEED, labelled_dir=folder, labelled_docs=CLS_DOCS)
     return train, dev
 
 

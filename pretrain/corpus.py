@@ -226,12 +226,13 @@ def generate_corpus(out, num_docs=4000, seed=0, labelled_dir=None, labelled_docs
 
     Args:
         out: TSV path for the pretraining corpus (`label\\ttext`); the words table goes to words_table_path(out).
+            None writes only the labelled split (finetune/toy_data.py's default cls data).
         num_docs: documents in the pretraining corpus.
         seed: fixes the world and every document; same seed → byte-identical files.
         labelled_dir: if given, writes `train.tsv` (90%) and `dev.tsv` (10%) of `labelled_docs` fresh
             documents there: same world, documents disjoint from the pretraining corpus.
     Returns:
-        (labels [D], docs) of the pretraining corpus.
+        (labels [D], docs) of the pretraining corpus; None when out is None.
     """
     if num_docs < 1:
         raise ValueError(f"--docs: got {num_docs}, need at least 1 document; pass e.g. --docs 4000")
@@ -239,15 +240,17 @@ def generate_corpus(out, num_docs=4000, seed=0, labelled_dir=None, labelled_docs
         raise ValueError(f"--labelled-docs: got {labelled_docs}, need at least 10 for a train/dev split; "
                          "pass e.g. --labelled-docs 2000")
     world = CorpusWorld(spec, np.random.default_rng([seed, 0]))
-    labels, docs = world.sample_documents(num_docs, np.random.default_rng([seed, 1]))
-    write_tsv(out, labels, docs)
-    atomic_write_text(words_table_path(out), world.words_table())
-    if labelled_dir is not None:
+    pretraining = None
+    if out is not None:
+        pretraining = world.sample_documents(num_docs, np.random.default_rng([seed, 1]))
+        write_tsv(out, *pretraining)
+        atomic_write_text(words_table_path(out), world.words_table())
+    if labelled_dir is not None:  # its own generator ([seed, 2]): the same split with or without `out`
         ft_labels, ft_docs = world.sample_documents(labelled_docs, np.random.default_rng([seed, 2]))
         cut = labelled_docs * 9 // 10
         write_tsv(Path(labelled_dir) / "train.tsv", ft_labels[:cut], ft_docs[:cut])
         write_tsv(Path(labelled_dir) / "dev.tsv", ft_labels[cut:], ft_docs[cut:])
-    return labels, docs
+    return pretraining
 
 
 def main(argv=None):
