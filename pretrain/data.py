@@ -31,10 +31,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from minibert.tokenizers import SPECIAL_TOKENS, WhitespaceTokenizer
 from minibert.training.io import remove_stale_temps, temp_name
+from pretrain import corpus as generator
 from pretrain.readers import decode_texts, detect_format, iter_text_chunks  # noqa: F401 (detect_format re-exported)
 
 CACHE_FORMAT_VERSION = 2  # 2: BOM stripped from one-document-per-line corpora
@@ -177,6 +179,27 @@ def _open_cached(directory):
     tokens = np.memmap(directory / "tokens.bin", dtype=meta["dtype"], mode="r", shape=(meta["num_tokens"],))
     return EncodedCorpus(directory, tokens, np.load(directory / "offsets.npy"),
                          WhitespaceTokenizer.from_file(directory / "vocab.txt"))
+
+
+def load_corpus(cfg, vocab_path, rank, world_size, log=print):
+    """The run's corpus, encoded: --corpus, or the embedded default corpus, generated on first use.
+
+    The default corpus is named after its generator's source (pretrain/corpus.py), so an edited generator never
+    reuses an old file. Rank 0 generates and encodes; the other ranks wait at a barrier and then read its cache.
+    Returns (EncodedCorpus, corpus path)."""
+    cache_dir = Path(cfg.cache_dir)
+    corpus_path = Path(cfg.corpus) if cfg.corpus else \
+        cache_dir / f"default_corpus-{file_digest(generator.__file__)[:12]}.tsv"
+    if rank == 0 and cfg.corpus is None and not corpus_path.exists():
+        log(f"generating the embedded default corpus into {corpus_path} (once)")
+        generator.generate_corpus(corpus_path)
+    if rank == 0:
+        corpus = prepare_corpus(corpus_path, vocab_path, cache_dir=cache_dir, log=log)
+    if world_size > 1:
+        torch.distributed.barrier()
+    if rank != 0:
+        corpus = prepare_corpus(corpus_path, vocab_path, cache_dir=cache_dir, log=log)
+    return corpus, corpus_path
 
 
 def prepare_corpus(corpus_path, vocab_path=None, cache_dir=".cache/pretrain", min_freq=1, max_vocab_size=None,

@@ -28,6 +28,7 @@ from torch import nn
 
 from minibert.training.device import move_batch
 from minibert.training.logs import plot_curves
+from pretrain.baselines import standing
 from pretrain.evaluation import evaluate
 
 
@@ -75,6 +76,12 @@ def evaluate_with_diagnostics(model: nn.Module, heldout, device: torch.device, a
     metrics.update(context_diagnostics(model, next(heldout.epoch_batches()), device))
     metrics["bigram_gap"] = metrics["eval_acc"] - baselines["bigram_acc"]
     return metrics
+
+
+def describe_evaluation(metrics: dict, baselines: dict) -> str:
+    """The evaluation's log line: the standing against counting, the loss, and the two plateau diagnostics."""
+    return (f"{standing(metrics, baselines)} | loss {metrics['eval_loss']:.3f}, perplexity {metrics['eval_ppl']:.1f} | "
+            f"attention entropy {metrics['attention_entropy']:.2f}, hidden cosine {metrics['hidden_cosine']:.2f}")
 
 
 def plot_run(log_path, png_path, title: str, baselines: dict) -> None:

@@ -45,16 +45,15 @@ from minibert.training.checkpoint import gather_rng_states, load_training_state,
 from minibert.training.device import autocast, autocast_dtype, make_grad_scaler, move_batch
 from minibert.training.distributed import all_reduce_sum, init_distributed, shutdown_distributed
 from minibert.training.logs import MetricsLog
-from minibert.training.mfu import measure_matmul_peak, training_flops_per_token
+from minibert.training.mfu import ThroughputWindow, measure_matmul_peak, training_flops_per_token
 from minibert.training.optim import build_adamw, format_group_table, param_groups
 from minibert.training.schedule import build_scheduler
-from pretrain import corpus as corpus_module
 from pretrain.baselines import standing
 from pretrain.batching import Prefetcher, PretrainingBatches, split_micro_batches
 from pretrain.budget import budget_deadline, budget_max_steps, out_of_time, recorded_budget, replan_after_growth
 from pretrain.config import PretrainConfig
-from pretrain.data import file_digest, prepare_corpus
-from pretrain.diagnostics import evaluate_with_diagnostics
+from pretrain.data import load_corpus
+from pretrain.diagnostics import describe_evaluation, evaluate_with_diagnostics
 from pretrain.evaluation import heldout_yardsticks, split_documents
 from pretrain.growth import (GROWTH_NOISE, carry_adam_state, grow, last_small_step, saved_hidden_size,
                             small_config)
@@ -63,7 +62,6 @@ from pretrain.outputs import write_outputs
 from pretrain.resume import (TrainingDiverged, check_fingerprint, check_start, choose_vocab, divergence_message,
                              fingerprint, load_init_weights, prepare_out_folder, read_digests)
 from pretrain.warm_start import train_token_counts, warm_started_model
-
 
 
 def train(cfg: PretrainConfig, started_at: float | None = None) -> dict:
@@ -84,23 +82,11 @@ def train(cfg: PretrainConfig, started_at: float | None = None) -> dict:
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)  # the SAME initial weights on every rank (DDP also broadcasts rank 0's)
-    out, cache_dir = Path(cfg.out), Path(cfg.cache_dir)
+    out = Path(cfg.out)
 
     # ---- 2. data -------------------------------------------------------------------------------------------------
-    # The default corpus is named after the generator's source, so an edited generator never reuses an old file.
-    generator_digest = file_digest(corpus_module.__file__)[:12]
-    corpus_path = Path(cfg.corpus) if cfg.corpus else cache_dir / f"default_corpus-{generator_digest}.tsv"
-    if ctx.is_main and cfg.corpus is None and not corpus_path.exists():
-        say(f"generating the embedded default corpus into {corpus_path} (once)")
-        corpus_module.generate_corpus(corpus_path)
     init = check_start(cfg)  # --init: a new run from old weights, encoded with THEIR vocab
-    vocab_path = choose_vocab(cfg, init)
-    if ctx.is_main:  # rank 0 encodes; the others then find the cache
-        corpus = prepare_corpus(corpus_path, vocab_path, cache_dir=cache_dir, log=say)
-    if W > 1:
-        torch.distributed.barrier()
-    if not ctx.is_main:
-        corpus = prepare_corpus(corpus_path, vocab_path, cache_dir=cache_dir, log=say)
+    corpus, corpus_path = load_corpus(cfg, choose_vocab(cfg, init), ctx.rank, W, log=say)
     tokenizer = corpus.tokenizer
     train_docs, heldout_docs = split_documents(corpus.num_docs, cfg.heldout_fraction, seed=cfg.seed,
                                                  source=corpus_path)
@@ -129,9 +115,8 @@ def train(cfg: PretrainConfig, started_at: float | None = None) -> dict:
     scaler = make_grad_scaler(device, amp_dtype)
 
     def wrap(bare: BertForMaskedLM) -> torch.nn.Module:
-        """What the loop calls. The loop checks ids and labels on the CPU batch (section 5), so the model's own
-        checks, which would make the host wait for a GPU, are off. DDP all-reduces (averages) gradients during
-        backward; device_ids only for a GPU."""
+        """What the loop calls: the model's own input checks off (they would make the host wait for a GPU; the loop
+        checks the CPU batch instead), in DDP (averages gradients during backward), maybe compiled."""
         bare.bert.check_inputs, bare.mlm_head.check_labels = False, False
         wrapped = bare
         if W > 1:
@@ -158,7 +143,7 @@ def train(cfg: PretrainConfig, started_at: float | None = None) -> dict:
         eval_start = time.monotonic()
         eval_record = evaluate_with_diagnostics(model, heldout, device, amp_dtype, cfg.eval_sequences, baselines)
         eval_seconds = time.monotonic() - eval_start
-        say(f"step 0: {standing(eval_record, baselines)}")
+        say(f"step 0: {describe_evaluation(eval_record, baselines)}")
     if cfg.time_budget and plan is None:  # pretrain/budget.py: a timing probe, then rank 0 decides for all
         plan = budget_max_steps(cfg, model, train_model, wrap, batches, config if growing else None, started,
                                 eval_seconds, ctx.is_main, say)
@@ -210,7 +195,7 @@ def train(cfg: PretrainConfig, started_at: float | None = None) -> dict:
 
     source = Prefetcher(batches, prepare) if device.type == "cuda" else map(prepare, batches)
     bar = tqdm(total=max_steps, initial=start_step, disable=not ctx.is_main, dynamic_ncols=True)
-    window = {"tokens": 0, "flops": 0.0, "start": time.perf_counter()}
+    window = ThroughputWindow()  # tokens/s and MFU since the last log line
     last_checkpoint, final_eval = start_step, {}
     where = standing(eval_record or None, baselines, window=False) if ctx.is_main else ""  # the bar's standing
     first_nonfinite = torch.zeros((), dtype=torch.long, device=device)  # first step with an inf/NaN (0 = none)
@@ -278,8 +263,7 @@ def train(cfg: PretrainConfig, started_at: float | None = None) -> dict:
         # ---- logging: tokens/s and MFU count real (non-padding) tokens; FLOPs use the masked-only vocab head
         tokens = W * sum(int(mb["attention_mask"].sum()) if mb["attention_mask"] is not None
                          else mb["input_ids"].numel() for mb in micro_batches)  # CPU tensors; approximately global
-        window["tokens"] += tokens
-        window["flops"] += tokens * training_flops_per_token(model.config, cfg.max_len, total / tokens)
+        window.add(tokens, tokens * training_flops_per_token(model.config, cfg.max_len, total / tokens))
         bar.update(1)
         logged = step % cfg.log_every == 0 or step == max_steps
         checkpointing = step % cfg.checkpoint_every == 0 or step == max_steps
@@ -293,10 +277,9 @@ def train(cfg: PretrainConfig, started_at: float | None = None) -> dict:
                 raise TrainingDiverged(divergence_message(int(read[2]) or step, loss, grad_norm.item(), cfg,
                                                           checkpoint_path, last_checkpoint))
         if logged:
-            elapsed = time.perf_counter() - window["start"]
+            tokens_per_s, mfu = window.rates(W * peak_flops)
             record = {"step": step, "loss": loss, "mlm_acc": correct_total / total, "lr": lr,
-                      "grad_norm": grad_norm.item(), "tokens_per_s": window["tokens"] / elapsed,
-                      "mfu": window["flops"] / elapsed / (W * peak_flops)}
+                      "grad_norm": grad_norm.item(), "tokens_per_s": tokens_per_s, "mfu": mfu}
             bar.set_postfix_str(f"loss {loss:.3f} acc {record['mlm_acc']:.3f} lr {record['lr']:.1e} "
                                 f"tok/s {record['tokens_per_s']:,.0f} MFU {record['mfu']:.0%} | {where}",
                                 refresh=False)
@@ -308,9 +291,7 @@ def train(cfg: PretrainConfig, started_at: float | None = None) -> dict:
             if not cfg.matmul_peak_gflops:  # rank 0's re-measured peak; other ranks only use theirs for the bar
                 peak_flops = max(peak_flops, measure_matmul_peak(device, amp_dtype or torch.float32))
             where = standing(final_eval, baselines, window=False)
-            tqdm.write(f"step {step}: {standing(final_eval, baselines)} | loss {final_eval['eval_loss']:.3f}, "
-                       f"perplexity {final_eval['eval_ppl']:.1f} | attention entropy "
-                       f"{final_eval['attention_entropy']:.2f}, hidden cosine {final_eval['hidden_cosine']:.2f}")
+            tqdm.write(f"step {step}: {describe_evaluation(final_eval, baselines)}")
         if checkpointing:
             rng_states = gather_rng_states()  # a collective: every rank takes part, rank 0 writes
             if ctx.is_main:
@@ -321,7 +302,7 @@ def train(cfg: PretrainConfig, started_at: float | None = None) -> dict:
                                         **(plan.record() if plan else {})})
             last_checkpoint = step
         if logged:  # the next window starts after evaluation and checkpointing, so they don't count as training
-            window = {"tokens": 0, "flops": 0.0, "start": time.perf_counter()}
+            window.restart()
     bar.close()
     if isinstance(source, Prefetcher):
         source.close()

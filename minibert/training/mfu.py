@@ -51,5 +51,21 @@ def measure_matmul_peak(device: torch.device, dtype: torch.dtype = torch.float32
     return 2 * size ** 3 / best
 
 
-def mfu(tokens_per_second: float, flops_per_token: float, peak_flops: float) -> float:
-    return tokens_per_second * flops_per_token / peak_flops
+class ThroughputWindow:
+    """Tokens and training FLOPs since the window started. The loop restarts it after each log line, evaluation
+    and checkpoint, so their time never counts as training time and every log line reports the latest pace."""
+
+    def __init__(self) -> None:
+        self.restart()
+
+    def restart(self) -> None:
+        self.tokens, self.flops, self.start = 0, 0.0, time.perf_counter()
+
+    def add(self, tokens: int, flops: float) -> None:
+        self.tokens += tokens
+        self.flops += flops
+
+    def rates(self, peak_flops: float) -> tuple[float, float]:
+        """(tokens per second, MFU): the FLOP/s achieved since the start, divided by `peak_flops`."""
+        elapsed = time.perf_counter() - self.start
+        return self.tokens / elapsed, self.flops / elapsed / peak_flops

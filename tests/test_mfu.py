@@ -1,0 +1,58 @@
+"""MFU's numerator: the FLOPs formula of minibert/training/mfu.py against what PyTorch's FLOP counter sees."""
+
+import time
+
+import pytest
+import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
+
+from minibert import BertConfig, BertForMaskedLM
+from minibert.training.mfu import ThroughputWindow, forward_flops_per_token, training_flops_per_token
+
+B, T, M = 2, 16, 5  # batch, sequence length, masked positions
+
+
+def counted_flops(model, batch, backward: bool) -> int:
+    # The fused CPU attention kernel is invisible to the counter; the math backend runs the same attention as bmm.
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        out = model(**batch)
+        if backward:
+            out.loss.backward()
+    return counter.get_total_flops()
+
+
+@pytest.fixture()
+def model_and_batch():
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=64, max_position_embeddings=T, hidden_dropout_prob=0.0,
+                        attention_probs_dropout_prob=0.0)
+    labels = torch.full((B, T), -100)
+    labels.view(-1)[torch.randperm(B * T)[:M]] = 7  # M predicted positions, the sparse MLM head's only work
+    batch = {"input_ids": torch.randint(5, 50, (B, T)), "labels": labels}
+    return config, BertForMaskedLM(config), batch
+
+
+def test_forward_flops_formula_matches_pytorchs_count_exactly(model_and_batch):
+    config, model, batch = model_and_batch
+    formula = B * T * forward_flops_per_token(config, T, predicted_fraction=M / (B * T))
+    assert counted_flops(model, batch, backward=False) == pytest.approx(formula, rel=1e-9)
+
+
+def test_training_flops_are_three_forwards(model_and_batch):
+    # the backward pass computes gradients w.r.t. inputs AND weights: two matmuls for each one of the forward
+    config, model, batch = model_and_batch
+    formula = B * T * training_flops_per_token(config, T, predicted_fraction=M / (B * T))
+    assert counted_flops(model, batch, backward=True) == pytest.approx(formula, rel=1e-9)
+
+
+def test_throughput_window_reports_the_pace_since_its_last_restart():
+    window = ThroughputWindow()
+    window.add(1000, 6e6)
+    window.restart()  # what came before the restart (an evaluation, say) no longer counts
+    window.add(500, 3e6)
+    time.sleep(0.01)
+    tokens_per_s, mfu = window.rates(peak_flops=1e9)
+    assert 0 < tokens_per_s < 500 / 0.01
+    assert mfu * 1e9 / tokens_per_s == pytest.approx(3e6 / 500)  # FLOPs per token of the window's own steps
