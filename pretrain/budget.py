@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from pretrain.growth import grow
+from pretrain.growth import grow, last_small_step
 
 # 12% of the budget, for checkpoints, the final evaluation, export and plot. Measured with 8%: a 9-minute
 # `make pretrain` took 550 s and a 10-minute Tianchi run overran by ~4%, because the probe does not see the grown
@@ -48,6 +48,10 @@ RESERVE_MIN_S = 8.0       # ... but at least this many seconds (saving and plott
 FINAL_RESERVE_FRACTION = 0.04
 # The hard stop (out_of_time): the final evaluation, checkpoint and export took 1.6 s after a 60-minute SST-2 run.
 STOP_MARGIN_S = RESERVE_MIN_S
+# The watchdog on the small stage (BudgetPlan.grow_by): grow early once the grown model would get less than this
+# share of the time the first decision planned for it. Not 1: the probe times bare steps, and even on an idle
+# machine the small stage runs ~20% slower than that (batches, masking), which alone would cut it short every time.
+GROWN_SHARE_KEPT = 0.5
 PROBE_STEPS = 8           # timed steps (after one untimed warm-up step: first calls allocate and pick kernels)
 UNITS = {"s": 1, "m": 60, "h": 3600}
 
@@ -58,9 +62,14 @@ class BudgetPlan:
 
     max_steps: the run's length; grow_step: the last small step, set by the second decision (None before it,
     or when the model does not grow).
+    grow_by: time.monotonic() by which the small model must grow to leave the grown one GROWN_SHARE_KEPT of the
+        time the first decision planned for it (None without growing, and after --resume: a clock of this
+        process only, so it is not recorded).
     """
     max_steps: int
     grow_step: int | None = None
+    grow_by: float | None = None
+    grown_steps: int | None = None  # the first decision's grown steps, for the second decision's log line
 
     def record(self) -> dict:
         return {"budget_max_steps": self.max_steps, "budget_grow_step": self.grow_step}
@@ -171,7 +180,13 @@ def budget_max_steps(cfg, model, train_model, wrap, batches, grown_config, start
         say(f"--time-budget {cfg.time_budget}: {elapsed:.0f} s of set-up, {small_seconds:.3f} s per step"
             + (f" ({grown_seconds:.3f} s grown)" if grown_config is not None else "")
             + f", {eval_seconds:.1f} s per evaluation -> max_steps {max_steps:,}")
-    return BudgetPlan(broadcast_steps(max_steps, next(model.parameters()).device))
+    plan = BudgetPlan(broadcast_steps(max_steps, next(model.parameters()).device))
+    if grown_config is not None:  # every rank sets it (out_of_time is a collective); rank 0's clock decides
+        plan.grown_steps = plan.max_steps - last_small_step(plan.max_steps, fraction, cfg.growth_max_small_steps)
+        final_reserve = max(RESERVE_MIN_S, FINAL_RESERVE_FRACTION * budget)
+        grown_time = plan.grown_steps * (grown_seconds + eval_seconds / cfg.eval_every)  # as the first decision planned
+        plan.grow_by = started + budget - final_reserve - GROWN_SHARE_KEPT * grown_time
+    return plan
 
 
 def planned_steps(budget_s: float, elapsed_s: float, small_s: float, grown_s: float, eval_s: float, eval_every: int,
@@ -214,7 +229,7 @@ def replan_after_growth(plan: BudgetPlan, cfg, small: tuple, grown: tuple, batch
                                                    stage_seconds, ran, small_s, grown_s)
         say(f"--time-budget {cfg.time_budget}: the first stage ran {ran:,} steps in {stage_seconds:.0f} s; a step "
             f"takes {small_s:.3f} s small, {grown_s:.3f} s grown -> {max_steps - grow_step:,} steps for the grown "
-            f"model (planned {plan.max_steps - grow_step:,}), max_steps {max_steps:,}")
+            f"model (planned {plan.grown_steps or plan.max_steps - grow_step:,}), max_steps {max_steps:,}")
     plan.max_steps, plan.grow_step = broadcast_steps(max_steps, next(grown[0].parameters()).device), grow_step
     return plan.max_steps
 

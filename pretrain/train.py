@@ -211,6 +211,13 @@ def train(cfg: PretrainConfig, started_at: float | None = None) -> dict:
             if plan.grow_step is None and model.config != config:  # still small: grow now, export the full shape
                 grow_step = plan.grow_step = step - 1
             max_steps = bar.total = step
+        if step < grow_step and step % cfg.log_every == 0 and out_of_time(plan and plan.grow_by, device):
+            # The small stage runs slower than the first decision planned (a busy machine): grow now, so that the
+            # second decision still finds the grown model's planned time left, not a single step (docs/pretrain.md).
+            if ctx.is_main:
+                tqdm.write(f"--time-budget {cfg.time_budget}: the small model is behind plan; it grows after step "
+                           f"{step:,}, not {grow_step:,}, to leave BERT-mini its planned time")
+            grow_step = step
         if step == grow_step + 1 and model.config != config:  # every rank grows the same weights, same noise
             small = (model, train_model)
             model = grow(model, config, noise=GROWTH_NOISE, seed=cfg.seed, free_copies=cfg.growth_free_heads,

@@ -149,15 +149,33 @@ def test_resume_reuses_the_recorded_max_steps_bit_identically(tmp_path, restore_
 def test_a_machine_slower_than_planned_stops_at_the_deadline_grown_and_exported(tmp_path, restore_threads,
                                                                                  monkeypatch):
     """The first decision is faked to plan a million steps (as if the machine then slowed down 1,000-fold), so the
-    small stage would never end: the hard stop must still end the command inside its budget, grow the model first
-    and export the full shape."""
+    small stage would never end, and the watchdog that grows early is switched off (it sees no grown steps planned):
+    the hard stop must still end the command inside its budget, grow the model first and export the full shape."""
+    from pretrain import budget as budget_module
+
+    monkeypatch.setattr(budget_module, "steps_for_budget", lambda *measured: 1_000_000)
+    monkeypatch.setattr(budget_module, "last_small_step", lambda max_steps, *growth: max_steps)
+    budget = RESERVE_MIN_S + 12
+    result, wall, state = budget_run(tmp_path, budget, "--log-every", "5")
+    assert 5 <= result["max_steps"] == state["step"] < 1_000_000 and result["max_steps"] % 5 == 0
+    assert state["extra"]["budget_grow_step"] == result["max_steps"] - 1  # grown for the last step
+    config = json.loads((tmp_path / "run" / "final" / "config.json").read_text())
+    assert (config["hidden_size"], config["num_hidden_layers"]) == (32, 2)
+    assert_within_budget(wall, budget)
+
+
+def test_a_small_stage_behind_plan_grows_early_and_leaves_the_grown_model_its_time(tmp_path, restore_threads,
+                                                                                    monkeypatch):
+    """The same million-step plan, with the watchdog on: the planned grown steps cannot fit any more, so the small
+    model grows at the first check (step 5) and the second decision gives BERT-mini the rest of the budget, instead
+    of the single step the hard stop would leave it (a busy 2-core machine did that to `make pretrain`)."""
     from pretrain import budget as budget_module
 
     monkeypatch.setattr(budget_module, "steps_for_budget", lambda *measured: 1_000_000)
     budget = RESERVE_MIN_S + 12
     result, wall, state = budget_run(tmp_path, budget, "--log-every", "5")
-    assert 5 <= result["max_steps"] == state["step"] < 1_000_000 and result["max_steps"] % 5 == 0
-    assert state["extra"]["budget_grow_step"] == result["max_steps"] - 1  # grown for the last step
+    assert state["extra"]["budget_grow_step"] == 5
+    assert result["max_steps"] == state["step"] > 5 + 5, "the grown model got fewer than 5 steps"
     config = json.loads((tmp_path / "run" / "final" / "config.json").read_text())
     assert (config["hidden_size"], config["num_hidden_layers"]) == (32, 2)
     assert_within_budget(wall, budget)
