@@ -16,7 +16,7 @@ what is left of the budget (minus a smaller final reserve), each grown step cost
 the per-step overhead the first stage showed (`steps_after_growth`). Each stage has its own schedule anyway, so
 nothing already trained is re-scheduled; only the split between the stages moves away from growth_fraction.
 
-Behind both decisions sits a hard stop (out_of_time): if the clock still runs out, because the machine got slower
+Behind both decisions sits a hard stop (check_clock): if the clock still runs out, because the machine got slower
 after the last decision, the step at which it does becomes the last one (a small model grows first, so the export
 is always the full shape), with the final evaluation and export as usual, STOP_MARGIN_S before the budget ends.
 
@@ -46,7 +46,7 @@ RESERVE_MIN_S = 8.0       # ... but at least this many seconds (saving and plott
 # The second decision has measured the first stage's evaluations and checkpoints, so what it keeps back only pays
 # for the export and absorbs drift: 4%. With the first decision's 12% an idle 9-minute run ended after 7.4 minutes.
 FINAL_RESERVE_FRACTION = 0.04
-# The hard stop (out_of_time): the final evaluation, checkpoint and export took 1.6 s after a 60-minute SST-2 run.
+# The hard stop (check_clock): the final evaluation, checkpoint and export took 1.6 s after a 60-minute SST-2 run.
 STOP_MARGIN_S = RESERVE_MIN_S
 # The watchdog on the small stage (BudgetPlan.grow_by): grow early once the grown model would get less than this
 # share of the time the first decision planned for it. Not 1: the probe times bare steps, and even on an idle
@@ -181,7 +181,7 @@ def budget_max_steps(cfg, model, train_model, wrap, batches, grown_config, start
             + (f" ({grown_seconds:.3f} s grown)" if grown_config is not None else "")
             + f", {eval_seconds:.1f} s per evaluation -> max_steps {max_steps:,}")
     plan = BudgetPlan(broadcast_steps(max_steps, next(model.parameters()).device))
-    if grown_config is not None:  # every rank sets it (out_of_time is a collective); rank 0's clock decides
+    if grown_config is not None:  # every rank sets it (check_clock is a collective); rank 0's clock decides
         plan.grown_steps = plan.max_steps - last_small_step(plan.max_steps, fraction, cfg.growth_max_small_steps)
         final_reserve = max(RESERVE_MIN_S, FINAL_RESERVE_FRACTION * budget)
         grown_time = plan.grown_steps * (grown_seconds + eval_seconds / cfg.eval_every)  # as the first decision planned
@@ -239,11 +239,19 @@ def budget_deadline(cfg, started: float) -> float | None:
     return started + parse_duration(cfg.time_budget) - STOP_MARGIN_S if cfg.time_budget else None
 
 
-def out_of_time(deadline: float | None, device: torch.device) -> bool:
-    """The hard stop behind both decisions: has rank 0's clock passed the deadline? (Every rank gets the same answer,
-    so all of them stop at the same step.) Needed because a machine that slows down after the last decision still
-    overruns: two 60-minute runs ended 3.7% and 3.9% late, their grown steps 15-20% slower than timed at growing."""
-    return deadline is not None and bool(broadcast_steps(int(time.monotonic() > deadline), device))
+def check_clock(deadline: float | None, grow_by: float | None, device: torch.device) -> tuple[bool, bool]:
+    """Rank 0's clock against the hard stop (`deadline`) and the small stage's watchdog (`grow_by`; None once the
+    model has grown), as (out of time, behind plan): one broadcast, so every rank stops or grows at the same step.
+
+    The hard stop sits behind both decisions because a machine that slows down after the last decision still
+    overruns: two 60-minute runs ended 3.7% and 3.9% late, their grown steps 15-20% slower than timed at growing.
+    The watchdog grows the model early when the small stage runs slower than the first decision planned (a busy
+    machine), so that the second decision still finds the grown model its time, not a single step (docs/pretrain.md).
+    """
+    now = time.monotonic()
+    late = int(deadline is not None and now > deadline) + 2 * int(grow_by is not None and now > grow_by)
+    late = broadcast_steps(late, device)  # bit 0: out of time, bit 1: behind plan
+    return bool(late & 1), bool(late & 2)
 
 
 def broadcast_steps(steps: int, device: torch.device) -> int:

@@ -50,7 +50,7 @@ from minibert.training.optim import build_adamw, format_group_table, param_group
 from minibert.training.schedule import build_scheduler
 from pretrain.baselines import standing
 from pretrain.batching import Prefetcher, PretrainingBatches, split_micro_batches
-from pretrain.budget import budget_deadline, budget_max_steps, out_of_time, recorded_budget, replan_after_growth
+from pretrain.budget import budget_deadline, budget_max_steps, check_clock, recorded_budget, replan_after_growth
 from pretrain.config import PretrainConfig
 from pretrain.data import load_corpus
 from pretrain.diagnostics import describe_evaluation, evaluate_with_diagnostics
@@ -74,6 +74,7 @@ def train(cfg: PretrainConfig, started_at: float | None = None) -> dict:
     ctx = init_distributed(cfg.device)
     device, W, k = ctx.device, ctx.world_size, cfg.gradient_accumulation
     say = print if ctx.is_main else (lambda *args, **kwargs: None)  # only rank 0 talks and writes
+    note = tqdm.write if ctx.is_main else say  # the same, during the loop: above the progress bar
     if cfg.batch_size % (W * k):
         raise ValueError(f"--batch-size={cfg.batch_size} (the global batch) must split evenly into {W} process(es) "
                          f"x {k} micro-batch(es); use a multiple of {W * k}")
@@ -204,20 +205,18 @@ def train(cfg: PretrainConfig, started_at: float | None = None) -> dict:
     step = start_step
     while step < max_steps:  # not a range(): --time-budget's second decision may move max_steps at the growth step
         step += 1
-        if step % cfg.log_every == 0 and step < max_steps and out_of_time(deadline, device):
-            if ctx.is_main:
-                tqdm.write(f"--time-budget {cfg.time_budget}: out of time at step {step:,} of {max_steps:,} (the "
-                           f"machine ran slower than planned): this step is the last, then the final evaluation")
-            if plan.grow_step is None and model.config != config:  # still small: grow now, export the full shape
-                grow_step = plan.grow_step = step - 1
-            max_steps = bar.total = step
-        if step < grow_step and step % cfg.log_every == 0 and out_of_time(plan and plan.grow_by, device):
-            # The small stage runs slower than the first decision planned (a busy machine): grow now, so that the
-            # second decision still finds the grown model's planned time left, not a single step (docs/pretrain.md).
-            if ctx.is_main:
-                tqdm.write(f"--time-budget {cfg.time_budget}: the small model is behind plan; it grows after step "
-                           f"{step:,}, not {grow_step:,}, to leave BERT-mini its planned time")
-            grow_step = step
+        if plan and step % cfg.log_every == 0 and step < max_steps:  # --time-budget's clock (pretrain/budget.py)
+            out_of_time, behind_plan = check_clock(deadline, plan.grow_by if step < grow_step else None, device)
+            if out_of_time:  # the machine ran slower than planned: a hard stop
+                note(f"--time-budget {cfg.time_budget}: out of time at step {step:,} of {max_steps:,}: this step is "
+                     f"the last, then the final evaluation")
+                if plan.grow_step is None and model.config != config:  # still small: grow now, export the full shape
+                    grow_step = plan.grow_step = step - 1
+                max_steps = bar.total = step
+            elif behind_plan:  # a slow small stage: grow now, so that BERT-mini keeps time for its own steps
+                note(f"--time-budget {cfg.time_budget}: the small model is behind plan; it grows after step {step:,}, "
+                     f"not {grow_step:,}, to leave BERT-mini its planned time")
+                grow_step = step
         if step == grow_step + 1 and model.config != config:  # every rank grows the same weights, same noise
             small = (model, train_model)
             model = grow(model, config, noise=GROWTH_NOISE, seed=cfg.seed, free_copies=cfg.growth_free_heads,
@@ -230,7 +229,7 @@ def train(cfg: PretrainConfig, started_at: float | None = None) -> dict:
             table, optimizer, scheduler = stage_optimizer(model, grow_step)
             if cfg.growth_carry_optimizer:  # AdamW's moments too, or a fresh state jolts every trained weight
                 carry_adam_state(small[0], small_optimizer, model, optimizer, cfg.growth_free_heads)
-            tqdm.write(f"step {step}: grew the model to H{config.hidden_size} L{config.num_hidden_layers}, a new "
+            note(f"step {step}: grew the model to H{config.hidden_size} L{config.num_hidden_layers}, a new "
                        f"AdamW and schedule:\n{table}")
         micro_batches = next(source)  # this rank's G/W rows as k micro-batches, already masked and checked
         counts = [len(mb["prediction_positions"]) for mb in micro_batches]  # M_i per micro-batch
@@ -298,7 +297,7 @@ def train(cfg: PretrainConfig, started_at: float | None = None) -> dict:
             if not cfg.matmul_peak_gflops:  # rank 0's re-measured peak; other ranks only use theirs for the bar
                 peak_flops = max(peak_flops, measure_matmul_peak(device, amp_dtype or torch.float32))
             where = standing(final_eval, baselines, window=False)
-            tqdm.write(f"step {step}: {describe_evaluation(final_eval, baselines)}")
+            note(f"step {step}: {describe_evaluation(final_eval, baselines)}")
         if checkpointing:
             rng_states = gather_rng_states()  # a collective: every rank takes part, rank 0 writes
             if ctx.is_main:
