@@ -39,13 +39,14 @@ LSA_C_GRID = (1.0, 10.0, 100.0)
 
 
 def lsa_baseline(unlabelled: list[str], train: list, dev: list, num_labels: int, components: int,
-                 seed: int = 0) -> dict:
+                 seed: int = 0, class_weight: str | None = None) -> dict:
     """LSA fitted on `unlabelled` texts, then logistic regression (C by stratified CV) on the train examples.
 
     Args:
         unlabelled: the pretraining corpus's texts (whitespace tokens); the labelled texts are NOT part of the fit.
         train, dev: TextExample lists (single-label).
         components: K, the SVD rank.
+        class_weight: None or "balanced", as finetune's --class-weight.
     Returns:
         classification_metrics of the dev predictions plus "chosen": {"C", "cv_macro_f1", "folds"}.
     """
@@ -62,7 +63,8 @@ def lsa_baseline(unlabelled: list[str], train: list, dev: list, num_labels: int,
     # Unit-length LSA vectors: the usual LSA step (cosine geometry), so document length does not set the scale.
     def embed(examples):
         return Normalizer().transform(svd.transform(tfidf.transform([e.text for e in examples])))   # [D,K]
-    model, best, folds = fit_by_cv(LogisticRegression(C=10.0, max_iter=3000, random_state=seed),
+    model, best, folds = fit_by_cv(LogisticRegression(C=10.0, max_iter=3000, random_state=seed,
+                                                                      class_weight=class_weight),
                                    {"C": list(LSA_C_GRID)}, embed(train), np.array([e.label for e in train]), seed,
                                    "LSA + LR: choosing C")
     chosen = {"C": 10.0, "cv_macro_f1": None, "folds": 0}
@@ -84,7 +86,7 @@ def default_paths(cache: Path) -> tuple[Path, Path, Path]:
 
 
 def compare(unlabelled_path, train_path, dev_path, fraction: float | None, seeds: int, components: int,
-            first_seed: int = 0) -> dict:
+            first_seed: int = 0, class_weight: str | None = None) -> dict:
     """Both rows on `seeds` stratified subsets (seed first_seed, first_seed + 1, ...).
 
     Returns {"rows": {name: {mean, sd, runs}}}.
@@ -98,14 +100,16 @@ def compare(unlabelled_path, train_path, dev_path, fraction: float | None, seeds
     for seed in range(first_seed, first_seed + (seeds if fraction else 1)):
         train = stratified_subset(train_all, fraction, seed) if fraction else train_all
         print(f"seed {seed}: {len(train):,} labelled training documents, {len(unlabelled):,} unlabelled", flush=True)
-        for name, result in zip(names, (tfidf_baseline(train, dev, num_labels, seed),
-                                        lsa_baseline(unlabelled, train, dev, num_labels, components, seed))):
+        for name, result in zip(names, (tfidf_baseline(train, dev, num_labels, seed, class_weight),
+                                        lsa_baseline(unlabelled, train, dev, num_labels, components, seed,
+                                                     class_weight))):
             runs[name].append({"seed": seed, "macro_f1": result["macro_f1"], "chosen": result["chosen"]})
             print(f"  {name}: dev macro-F1 {result['macro_f1']:.3f}", flush=True)
     rows = {name: {"mean": float(np.mean([r["macro_f1"] for r in rs])),
                    "sd": float(np.std([r["macro_f1"] for r in rs], ddof=1)) if len(rs) > 1 else 0.0, "runs": rs}
             for name, rs in runs.items()}
-    return {"train_fraction": fraction, "components": components, "rows": rows}
+    return {"train_fraction": fraction, "components": components, "class_weight": class_weight or "none",
+            "rows": rows}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="the first subset's seed: match python -m finetune's "
                                                             "--seed (finetune.cross_validate's folds use 42, 43, ...)")
     parser.add_argument("--components", type=int, default=100, help="LSA dimensions K")
+    parser.add_argument("--class-weight", choices=("none", "balanced"), default="none",
+                        help="both rows' logistic regression: as python -m finetune's --class-weight")
     parser.add_argument("--out", default="runs/unlabelled_value.json")
     args = parser.parse_args(argv)
     if (args.train is None) != (args.dev is None) or (args.train is not None and args.unlabelled is None):
@@ -128,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         paths = (args.unlabelled, args.train, args.dev) if args.train else default_paths(Path(scratch))
         try:
             result = compare(*paths, None if args.train_fraction >= 1 else args.train_fraction, args.seeds,
-                             args.components, args.seed)
+                             args.components, args.seed, None if args.class_weight == "none" else args.class_weight)
         except ValueError as error:
             print(f"error: {error}", file=sys.stderr)
             return 2

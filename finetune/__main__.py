@@ -83,7 +83,7 @@ def run(cfg: FinetuneConfig) -> dict:
         summary["compare_random"] = comparison
     if cfg.compare_tfidf:
         summary["tfidf"] = tfidf_baseline(prepared.train_examples, prepared.dev_examples, prepared.spec.num_labels,
-                                          cfg.seed)
+                                          cfg.seed, None if cfg.class_weight == "none" else cfg.class_weight)
     if cfg.compare_random or cfg.compare_tfidf:
         print_comparison(cfg, summary)
     if cfg.predict:
@@ -105,6 +105,7 @@ def print_comparison(cfg: FinetuneConfig, summary: dict) -> None:
     if "tfidf" in summary:
         rows["TF-IDF + logistic regression (tuned by CV on train), full documents"] = summary["tfidf"][metric]
     subset = f", train fraction {cfg.train_fraction} (stratified, seed {cfg.seed})" if cfg.train_fraction else ""
+    subset += ", balanced class weights in every row" if cfg.class_weight == "balanced" else ""
     print(f"dev {metric} on the same split ({summary['train_examples']:,} training examples{subset}; "
           f"{steps:,} steps for each model):")
     width = max(map(len, rows))
@@ -119,7 +120,8 @@ def print_comparison(cfg: FinetuneConfig, summary: dict) -> None:
         print(f"  (TF-IDF chose {grams}, C={chosen['C']:g}; {how})")
     atomic_write_text(Path(cfg.out_dir) / "compare.json", json.dumps(
         {"metric": metric, "steps": steps, "train_examples": summary["train_examples"],
-         "train_fraction": cfg.train_fraction, "rows": rows, "tfidf_chosen": chosen}, indent=2) + "\n")
+         "train_fraction": cfg.train_fraction, "class_weight": cfg.class_weight, "rows": rows,
+         "tfidf_chosen": chosen}, indent=2) + "\n")
 
 
 def _main(argv: list[str]) -> int:

@@ -59,6 +59,9 @@ class FinetuneConfig:
     num_labels: int | None = option(None, "number of classes; default: max train label + 1", int, ge=1)
     multi_label: bool = option(False, "several labels per text: BCE loss, micro/macro-F1")
     threshold: float = option(0.5, "multi-label decision threshold on sigmoid(logit)", gt=0, lt=1)
+    class_weight: str = option("none", "cls: weight each class's loss terms: none | balanced (n / (C·n_c), as "
+                               "scikit-learn's; lifts the rare classes macro-F1 counts fully); the TF-IDF row gets "
+                               "the same", choices=("none", "balanced"))
     representation: str = option("cls", "sentence vector: cls | pooler | mean", choices=("cls", "pooler", "mean"))
     head: str = option("softmax", "ner head: softmax (BIO tags) | globalpointer (span scores)",
                        choices=("softmax", "globalpointer"))

@@ -53,8 +53,9 @@ def layer_features(model, features: list, num_texts: int, pad_id: int, batch_siz
     return average_windows(per_window, sources, num_texts).transpose(0, 1).numpy()          # [L+1,N,H]
 
 
-def probe_layers(model, prepared, seed: int) -> list[dict]:
-    """One logistic regression per layer on frozen features: fit on train, score on dev."""
+def probe_layers(model, prepared, seed: int, class_weight: str | None = None) -> list[dict]:
+    """One logistic regression per layer on frozen features: fit on train, score on dev. class_weight: None or
+    "balanced" (--class-weight)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
@@ -66,7 +67,8 @@ def probe_layers(model, prepared, seed: int) -> list[dict]:
     rows = []
     for layer in range(train.shape[0]):
         scale = StandardScaler().fit(train[layer])  # hidden sizes differ in scale; the probe should not care
-        probe = LogisticRegression(max_iter=2000, random_state=seed).fit(scale.transform(train[layer]), train_labels)
+        probe = LogisticRegression(max_iter=2000, random_state=seed, class_weight=class_weight)
+        probe.fit(scale.transform(train[layer]), train_labels)
         predicted = probe.predict(scale.transform(dev[layer])).tolist()
         metrics = classification_metrics(dev_labels, predicted, prepared.spec.num_labels)
         rows.append({"layer": layer, "macro_f1": metrics["macro_f1"], "accuracy": metrics["accuracy"]})
@@ -85,8 +87,9 @@ def _main(argv: list[str]) -> int:
         print(note)
     torch.manual_seed(cfg.seed)  # the control: same shape, vocabulary and inputs; random weights, seeded
     control = build_model(cfg, prepared.spec, prepared.model.bert.config)
-    rows = {"pretrained": probe_layers(prepared.model, prepared, cfg.seed),
-            "random": probe_layers(control, prepared, cfg.seed)}
+    class_weight = None if cfg.class_weight == "none" else cfg.class_weight
+    rows = {"pretrained": probe_layers(prepared.model, prepared, cfg.seed, class_weight),
+            "random": probe_layers(control, prepared, cfg.seed, class_weight)}
     print(f"linear probe on frozen, mean-pooled layers: dev macro-F1 ({len(prepared.train_examples):,} train / "
           f"{len(prepared.dev_examples):,} dev texts, --truncate {cfg.truncate}, --max-length {cfg.max_length})")
     print(f"{'layer':>10} | pretrained | random init")

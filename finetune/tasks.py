@@ -40,6 +40,7 @@ class TaskSpec:
     label_names: list[str]  # class IDs as strings, BIO tag names, or entity types
     metric: str  # dev metric that picks the best epoch (higher is better)
     head_prefixes: tuple[str, ...]  # parameter-name prefixes that get --head-lr
+    class_weights: list[float] | None = None  # [C] loss weight per class (--class-weight balanced), else None
 
     def to_dict(self) -> dict:
         return {**self.__dict__, "head_prefixes": list(self.head_prefixes)}
@@ -71,6 +72,8 @@ def make_spec(cfg: FinetuneConfig, format_name: str, train: list, dev: list) -> 
     """Validate the labels (train and dev) and decide the label set. Returns (spec, warnings)."""
     warnings = []
     if cfg.task == "ner":
+        if cfg.class_weight != "none":
+            raise ValueError(f"--class-weight {cfg.class_weight}: for --task cls and pair; drop it for --task ner")
         types, warning = data.entity_types_report(train, dev)
         warnings += [warning] if warning else []
         kind = "spans" if cfg.head == "globalpointer" else "tags"
@@ -84,8 +87,21 @@ def make_spec(cfg: FinetuneConfig, format_name: str, train: list, dev: list) -> 
     warnings += [warning] if warning else []
     kind = "multi" if cfg.multi_label else "class"
     metric = cfg.metric or ("micro_f1" if cfg.multi_label else DEFAULT_METRIC.get(format_name, "accuracy"))
+    if cfg.class_weight == "balanced" and cfg.multi_label:
+        raise ValueError("--class-weight balanced: single-label classification only; drop it for --multi-label")
+    weights = balanced_class_weights([e.label for e in train], num_labels) if cfg.class_weight == "balanced" else None
     return TaskSpec(cfg.task, format_name, kind, num_labels, [str(i) for i in range(num_labels)], metric,
-                    ("classifier",)), warnings
+                    ("classifier",), weights), warnings
+
+
+def balanced_class_weights(labels: list[int], num_labels: int) -> list[float]:
+    """类别权重 "balanced" class weights, n / (C · n_c) as in scikit-learn (C: classes present in `labels`), so
+    every class carries the same total weight and the weights average 1 over the examples. Macro-F1 counts a class
+    of 2 examples as much as one of 200; unweighted, the loss barely notices the rare ones. A class absent from
+    `labels` never appears in the training loss; it gets 1."""
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_labels)  # [C]
+    present = np.count_nonzero(counts)
+    return [len(labels) / (present * int(n)) if n else 1.0 for n in counts]
 
 
 def model_class(cfg: FinetuneConfig, spec: TaskSpec) -> tuple[type, dict]:
@@ -96,7 +112,7 @@ def model_class(cfg: FinetuneConfig, spec: TaskSpec) -> tuple[type, dict]:
         return BertForTokenClassification, {"num_labels": spec.num_labels, "classifier_dropout": cfg.dropout}
     return BertForSequenceClassification, {"num_labels": spec.num_labels, "representation": cfg.representation,
                                            "multi_label": spec.label_kind == "multi",
-                                           "classifier_dropout": cfg.dropout}
+                                           "classifier_dropout": cfg.dropout, "class_weights": spec.class_weights}
 
 
 def build_model(cfg: FinetuneConfig, spec: TaskSpec, model_config) -> torch.nn.Module:

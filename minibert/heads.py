@@ -81,10 +81,12 @@ class BertForSequenceClassification(nn.Module):
             an MLM-only checkpoint has no trained pooler), or "mean" (mean over real tokens).
         multi_label: sigmoid + binary cross-entropy per class instead of softmax cross-entropy.
         classifier_dropout: dropout before the classifier; None uses config.hidden_dropout_prob.
+        class_weights: [C] weights of each class's loss terms (single-label only), e.g. "balanced" n / (C·n_c) from
+            finetune/tasks.py:balanced_class_weights; None = every example counts 1. Not saved with the weights.
     """
 
     def __init__(self, config: BertConfig, num_labels: int, representation: str = "cls", multi_label: bool = False,
-                 classifier_dropout: float | None = None):
+                 classifier_dropout: float | None = None, class_weights: list[float] | None = None):
         super().__init__()
         if representation not in REPRESENTATIONS:
             raise ValueError(f"representation={representation!r}: must be one of {REPRESENTATIONS}")
@@ -97,6 +99,12 @@ class BertForSequenceClassification(nn.Module):
         self.multi_label = multi_label
         self.bert = BertModel(config, add_pooling_layer=representation == "pooler")
         self.dropout, self.classifier = classifier_layers(config, num_labels, classifier_dropout)  # -, [C,H]
+        if class_weights is not None and (multi_label or len(class_weights) != num_labels):
+            raise ValueError(f"class_weights: {len(class_weights)} weights for {num_labels} labels"
+                             f"{' with multi_label (not supported)' if multi_label else ''}; give one weight per "
+                             f"class of a single-label task, or None")
+        weights = None if class_weights is None else torch.tensor(class_weights, dtype=torch.float32)  # [C]
+        self.register_buffer("class_weights", weights, persistent=False)  # moves with .to(device), not saved
 
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None,
                 attention_mask: torch.Tensor | None = None, labels: torch.Tensor | None = None) -> TaskOutput:
@@ -127,7 +135,13 @@ class BertForSequenceClassification(nn.Module):
             check_labels(labels, self.num_labels, allow_ignore=False, what="classification")
         # ignore_index=None would be clearer, but torch wants an int: the labels were checked above, so the
         # default -100 can never silently drop an example here.
-        loss = F.cross_entropy(logits.float(), labels)  # mean over B
+        loss = F.cross_entropy(logits.float(), labels, reduction="none")  # [B]
+        if self.class_weights is not None:
+            # Each example's term times its class's weight, still divided by B: F.cross_entropy(weight=...)
+            # divides by the batch's summed weights instead, which would break gradient accumulation's exact
+            # n_i / Σn weighting of micro-batches (finetune/train.py).
+            loss = loss * self.class_weights[labels]  # [B]
+        loss = loss.mean()  # mean over B
         return TaskOutput(loss=loss, logits=logits, num_loss_terms=labels.shape[0])
 
 

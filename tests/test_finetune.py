@@ -11,6 +11,7 @@ from conftest import tiny_config
 from finetune.__main__ import main
 from finetune.data import FORMATS, DataError, read_cluener, read_tsv, label_set_report, check_class_labels
 from finetune.features import (Feature, bucketed_batches, collate, encode_ner, longest_first, truncate)
+from finetune.tasks import balanced_class_weights
 from finetune.train import accumulate_gradients
 from minibert.heads import BertForSequenceClassification, BertForTokenClassification
 from minibert.training.device import make_grad_scaler
@@ -165,6 +166,34 @@ def test_accumulated_gradient_equals_the_full_batch_gradient():
     assert terms == 32 and loss.item() == pytest.approx(full_loss.item(), abs=1e-6)
     for name, grad in gradients(model).items():
         torch.testing.assert_close(grad, full[name], atol=1e-6, rtol=1e-5)
+
+
+def test_balanced_class_weights_accumulate_exactly_and_lift_the_rare_class():
+    # 类别权重 class weights: n / (C·n_c), 1 for a class absent from the training labels.
+    assert balanced_class_weights([0, 0, 0, 1], 3) == pytest.approx([4 / 6, 2.0, 1.0])
+    config = tiny_config()
+    labels = [0] * 27 + [1] * 5  # a rare class
+    weights = balanced_class_weights(labels, 2)
+    model = BertForSequenceClassification(config, num_labels=2, class_weights=weights).eval()
+    features = [Feature(np.random.randint(5, 97, 4 + i % 7), None, label) for i, label in enumerate(labels)]
+    batch = collate(features, 0, "class", 2)
+    out = model(**batch)
+    per_example = torch.nn.functional.cross_entropy(out.logits, batch["labels"], reduction="none")  # [B]
+    assert out.loss.item() == pytest.approx((per_example * torch.tensor(weights)[batch["labels"]]).mean().item(),
+                                            rel=1e-6)
+    assert out.loss.item() != pytest.approx(per_example.mean().item(), rel=1e-3)  # the weights do something
+    # Micro-batches of different class mixes still give the full batch's gradient (F.cross_entropy's weight=
+    # divides by each micro-batch's summed weights, which would not).
+    scaler = make_grad_scaler(torch.device("cpu"), None)
+    accumulate_gradients(model, [batch], "class", scaler, "cpu", None)
+    full = gradients(model)
+    model.zero_grad(set_to_none=True)
+    chunks = [features[:20], features[20:]]  # only class 0, then class 0 and all of class 1
+    accumulate_gradients(model, [collate(c, 0, "class", 2) for c in chunks], "class", scaler, "cpu", None)
+    for name, grad in gradients(model).items():
+        torch.testing.assert_close(grad, full[name], atol=1e-6, rtol=1e-5)
+    with pytest.raises(ValueError, match="class_weights: 3 weights for 2 labels"):
+        BertForSequenceClassification(config, num_labels=2, class_weights=[1.0, 1.0, 1.0])
 
 
 def test_token_accumulation_weights_micro_batches_by_labelled_tokens():

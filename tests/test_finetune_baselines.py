@@ -89,21 +89,50 @@ def finetune_args(tmp_path, *extra):
             "--num-threads", "1", *extra]
 
 
-def test_three_rows_on_the_same_few_labels(tmp_path, capsys):
-    rng = np.random.default_rng(1)
-    make_tsv(tmp_path / "train.tsv", 200, rng)
-    make_tsv(tmp_path / "dev.tsv", 40, rng)
-    code = main(finetune_args(tmp_path, "--data", str(tmp_path), "--out", str(tmp_path / "run"),
-                              "--train-fraction", "0.1", "--compare-random", "--compare-tfidf"))
+def compare_rows(tmp_path, capsys, seed: int, train: int, dev: int, *flags) -> tuple[dict, str]:
+    """`python -m finetune ... --compare-random --compare-tfidf` on make_tsv data: (compare.json, printed)."""
+    rng = np.random.default_rng(seed)
+    make_tsv(tmp_path / "train.tsv", train, rng)
+    make_tsv(tmp_path / "dev.tsv", dev, rng)
+    code = main(finetune_args(tmp_path, "--data", str(tmp_path), "--out", str(tmp_path / "run"), *flags,
+                              "--compare-random", "--compare-tfidf"))
     printed = capsys.readouterr().out
     assert code == 0, printed
-    compare = json.loads((tmp_path / "run" / "compare.json").read_text())
+    return json.loads((tmp_path / "run" / "compare.json").read_text()), printed
+
+
+def test_three_rows_on_the_same_few_labels(tmp_path, capsys):
+    compare, printed = compare_rows(tmp_path, capsys, 1, 200, 40, "--train-fraction", "0.1")
     assert compare["train_examples"] == 20 and "(20 training examples, train fraction 0.1" in printed
     assert len(compare["rows"]) == 3
     for name, value in compare["rows"].items():  # each row printed with its value
         assert f"{name}" in printed and f"{value:.4f}" in printed
     tfidf = [v for name, v in compare["rows"].items() if name.startswith("TF-IDF")][0]
     assert tfidf > 0.7  # one token decides the class: 20 examples already beat chance (0.5) clearly
+
+
+def test_balanced_class_weights_reach_every_row_and_the_saved_model(tmp_path, capsys):
+    compare, printed = compare_rows(tmp_path, capsys, 3, 60, 20, "--class-weight", "balanced")
+    assert "balanced class weights in every row" in printed and compare["class_weight"] == "balanced"
+    labels = [int(line.split("\t")[0]) for line in (tmp_path / "train.tsv").read_text().splitlines()[1:]]
+    spec = json.loads((tmp_path / "run" / "best" / "finetune.json").read_text())["spec"]
+    assert spec["class_weights"] == pytest.approx([len(labels) / (2 * labels.count(c)) for c in (0, 1)])
+    # NER has no class weights: a one-line error (exit 2), not a silent no-op
+    assert main(["--task", "ner", "--class-weight", "balanced", "--no-progress", "--out", str(tmp_path / "ner")]) == 2
+    assert "--class-weight balanced: for --task cls and pair" in capsys.readouterr().err
+
+
+def test_balanced_tfidf_finds_the_rare_class():
+    # Class 1 is rare (4 of 64) and shares most of its words with class 0: unweighted, C = 1 under-fits it.
+    rng = np.random.default_rng(0)
+    def doc(label):
+        words = rng.integers(100, 130, size=12).astype(str).tolist()
+        return TextExample(" ".join(words + (["7"] if label else [])), None, label, 0)
+    train = [doc(int(i % 16 == 0)) for i in range(64)]
+    dev = [doc(int(i % 4 == 0)) for i in range(40)]
+    plain = tfidf_baseline(train, dev, num_labels=2)
+    balanced = tfidf_baseline(train, dev, num_labels=2, class_weight="balanced")
+    assert balanced["macro_f1"] >= plain["macro_f1"] and balanced["per_class"]["1"]["recall"] > 0.5
 
 
 def test_cross_validation_reports_mean_and_sd(tmp_path, capsys):

@@ -42,7 +42,8 @@ def test_too_many_components_is_one_clear_error():
         lsa_baseline(unlabelled, train, dev, num_labels=2, components=500)
 
 
-def test_cli_writes_both_rows_per_seed(tmp_path):
+@pytest.mark.parametrize("class_weight", ["none", "balanced"])
+def test_cli_writes_both_rows_per_seed(tmp_path, class_weight):
     unlabelled, train, dev = _world(np.random.default_rng(2))
     paths = {}
     for name, rows in (("unlabelled", [f"0\t{t}" for t in unlabelled]),
@@ -51,10 +52,11 @@ def test_cli_writes_both_rows_per_seed(tmp_path):
         paths[name].write_text("label\ttext\n" + "\n".join(rows) + "\n")
     out = tmp_path / "result.json"
     code = main(["--unlabelled", str(paths["unlabelled"]), "--train", str(paths["train"]), "--dev", str(paths["dev"]),
-                 "--train-fraction", "0.5", "--seeds", "2", "--seed", "42", "--components", "2", "--out", str(out)])
+                 "--train-fraction", "0.5", "--seeds", "2", "--seed", "42", "--components", "2", "--out", str(out),
+                 "--class-weight", class_weight])
     assert code == 0
     result = json.loads(out.read_text())
-    assert result["train_fraction"] == 0.5
+    assert result["train_fraction"] == 0.5 and result["class_weight"] == class_weight
     assert [[run["seed"] for run in row["runs"]] for row in result["rows"].values()] == [[42, 43], [42, 43]]
     lsa = next(row for name, row in result["rows"].items() if name.startswith("LSA"))
     assert lsa["mean"] > 0.95
