@@ -67,12 +67,15 @@ def test_disk_full_on_conversion_leaves_no_dst(capsys, tmp_path, monkeypatch):
 
 
 def test_sigint_exits_130_and_the_run_resumes(tmp_path, capsys, restore_threads):
-    # 1,500 steps: the signal goes out once the first checkpoint (step 5) exists, and the tiny model runs ~160
-    # steps/s on an idle core, so 40 steps, and once even 400, finished before the signal arrived (fresh clones).
-    argv = [str(a) for a in pretrain_argv(tmp_path, "run", None, "--max-steps", "1500", "--eval-every", "1500",
+    # 400 steps: the signal goes out once the first checkpoint (step 5) exists, and the tiny model runs ~150 steps/s
+    # on an idle core, so 40 steps could finish before the signal arrived (it did, once, in a fresh clone).
+    argv = [str(a) for a in pretrain_argv(tmp_path, "run", None, "--max-steps", "400", "--eval-every", "400",
                                           "--checkpoint-every", "5")]
+    # preexec_fn: a shell that starts the suite in the background (`make test &`) leaves SIGINT ignored, the child
+    # would inherit that and never see the signal (Python only turns SIGINT into KeyboardInterrupt if it is not).
     process = subprocess.Popen([sys.executable, "-m", "pretrain", *argv], cwd=REPO_ROOT, stderr=subprocess.PIPE,
-                               stdout=subprocess.DEVNULL, text=True)
+                               stdout=subprocess.DEVNULL, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     checkpoint = tmp_path / "run" / "checkpoint.pt"
     deadline = time.time() + 120
     while not checkpoint.exists() and time.time() < deadline and process.poll() is None:
@@ -81,9 +84,9 @@ def test_sigint_exits_130_and_the_run_resumes(tmp_path, capsys, restore_threads)
     err = process.communicate(timeout=60)[1]
     assert_outcome(process.returncode, err, 130, ["interrupted", "--resume"])
     changed = argv[:argv.index("--max-steps")] + ["--max-steps", "4", "--resume"]
-    assert_outcome(*run_cli("pretrain", changed, capsys)[::2], 2, ["--max-steps 1500 -> 4"])  # the contract holds
+    assert_outcome(*run_cli("pretrain", changed, capsys)[::2], 2, ["--max-steps 400 -> 4"])  # the contract holds
     assert_outcome(*run_cli("pretrain", argv + ["--resume"], capsys)[::2], 0)  # the same flags continue
-    assert torch.load(checkpoint, weights_only=True)["step"] == 1500
+    assert torch.load(checkpoint, weights_only=True)["step"] == 400
 
 
 def test_stale_temp_files_of_a_killed_writer_are_removed_but_a_live_ones_are_kept(tmp_path):
