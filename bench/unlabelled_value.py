@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from finetune.baseline import fit_by_cv, stratified_subset, tfidf_baseline
+from finetune.baseline import fit_by_cv, sklearn_class_weight, stratified_subset, tfidf_baseline
 from finetune.data import FORMATS, read_tsv
 from finetune.metrics import classification_metrics
 from minibert.training.io import atomic_write_text
@@ -39,14 +39,14 @@ LSA_C_GRID = (1.0, 10.0, 100.0)
 
 
 def lsa_baseline(unlabelled: list[str], train: list, dev: list, num_labels: int, components: int,
-                 seed: int = 0, class_weight: str | None = None) -> dict:
+                 seed: int = 0, class_weight: str = "none") -> dict:
     """LSA fitted on `unlabelled` texts, then logistic regression (C by stratified CV) on the train examples.
 
     Args:
         unlabelled: the pretraining corpus's texts (whitespace tokens); the labelled texts are NOT part of the fit.
         train, dev: TextExample lists (single-label).
         components: K, the SVD rank.
-        class_weight: None or "balanced", as finetune's --class-weight.
+        class_weight: "none" or "balanced", as finetune's --class-weight.
     Returns:
         classification_metrics of the dev predictions plus "chosen": {"C", "cv_macro_f1", "folds"}.
     """
@@ -63,10 +63,10 @@ def lsa_baseline(unlabelled: list[str], train: list, dev: list, num_labels: int,
     # Unit-length LSA vectors: the usual LSA step (cosine geometry), so document length does not set the scale.
     def embed(examples):
         return Normalizer().transform(svd.transform(tfidf.transform([e.text for e in examples])))   # [D,K]
-    model, best, folds = fit_by_cv(LogisticRegression(C=10.0, max_iter=3000, random_state=seed,
-                                                                      class_weight=class_weight),
-                                   {"C": list(LSA_C_GRID)}, embed(train), np.array([e.label for e in train]), seed,
-                                   "LSA + LR: choosing C")
+    regression = LogisticRegression(C=10.0, max_iter=3000, random_state=seed,
+                                    class_weight=sklearn_class_weight(class_weight))
+    model, best, folds = fit_by_cv(regression, {"C": list(LSA_C_GRID)}, embed(train),
+                                   np.array([e.label for e in train]), seed, "LSA + LR: choosing C")
     chosen = {"C": 10.0, "cv_macro_f1": None, "folds": 0}
     if folds:
         chosen = {"C": best["params"]["C"], "cv_macro_f1": best["score"], "folds": folds}
@@ -86,7 +86,7 @@ def default_paths(cache: Path) -> tuple[Path, Path, Path]:
 
 
 def compare(unlabelled_path, train_path, dev_path, fraction: float | None, seeds: int, components: int,
-            first_seed: int = 0, class_weight: str | None = None) -> dict:
+            first_seed: int = 0, class_weight: str = "none") -> dict:
     """Both rows on `seeds` stratified subsets (seed first_seed, first_seed + 1, ...).
 
     Returns {"rows": {name: {mean, sd, runs}}}.
@@ -108,7 +108,7 @@ def compare(unlabelled_path, train_path, dev_path, fraction: float | None, seeds
     rows = {name: {"mean": float(np.mean([r["macro_f1"] for r in rs])),
                    "sd": float(np.std([r["macro_f1"] for r in rs], ddof=1)) if len(rs) > 1 else 0.0, "runs": rs}
             for name, rs in runs.items()}
-    return {"train_fraction": fraction, "components": components, "class_weight": class_weight or "none",
+    return {"train_fraction": fraction, "components": components, "class_weight": class_weight,
             "rows": rows}
 
 
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         paths = (args.unlabelled, args.train, args.dev) if args.train else default_paths(Path(scratch))
         try:
             result = compare(*paths, None if args.train_fraction >= 1 else args.train_fraction, args.seeds,
-                             args.components, args.seed, None if args.class_weight == "none" else args.class_weight)
+                             args.components, args.seed, args.class_weight)
         except ValueError as error:
             print(f"error: {error}", file=sys.stderr)
             return 2

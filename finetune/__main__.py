@@ -83,7 +83,7 @@ def run(cfg: FinetuneConfig) -> dict:
         summary["compare_random"] = comparison
     if cfg.compare_tfidf:
         summary["tfidf"] = tfidf_baseline(prepared.train_examples, prepared.dev_examples, prepared.spec.num_labels,
-                                          cfg.seed, None if cfg.class_weight == "none" else cfg.class_weight)
+                                          cfg.seed, cfg.class_weight)
     if cfg.compare_random or cfg.compare_tfidf:
         print_comparison(cfg, summary)
     if cfg.predict:

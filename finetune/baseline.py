@@ -56,11 +56,16 @@ TFIDF_GRID = {"ngram_range": ((1, 1), (1, 2)), "C": (1.0, 10.0, 100.0)}
 CV_FOLDS = 3
 
 
+def sklearn_class_weight(class_weight: str) -> str | None:
+    """--class-weight's value ("none" | "balanced") as scikit-learn's class_weight argument."""
+    return None if class_weight == "none" else class_weight
+
+
 def tfidf_baseline(train: list[TextExample], dev: list[TextExample], num_labels: int, seed: int = 0,
-                   class_weight: str | None = None) -> dict:
+                   class_weight: str = "none") -> dict:
     """Fit TF-IDF (sublinear tf) + logistic regression on `train`, its n-gram range and C chosen by stratified
     k-fold cross-validation on `train` (macro-F1, TFIDF_GRID); score `dev` with the refitted best.
-    class_weight: None, or "balanced" (scikit-learn's n / (C·n_c), as the encoder's --class-weight balanced).
+    class_weight: "none", or "balanced" (scikit-learn's n / (C·n_c), as the encoder's --class-weight balanced).
 
     Returns:
         classification_metrics of the dev predictions ({"accuracy", "macro_f1", "mcc", "per_class"}) plus
@@ -84,7 +89,8 @@ def tfidf_baseline(train: list[TextExample], dev: list[TextExample], num_labels:
     # every single-digit ID). min_df=1: with few labels, a bigram seen once is still evidence.
     pipeline = Pipeline([
         ("tfidf", TfidfVectorizer(token_pattern=r"\S+", ngram_range=(1, 2), sublinear_tf=True, lowercase=False)),
-        ("lr", LogisticRegression(C=10.0, max_iter=2000, random_state=seed, class_weight=class_weight))])
+        ("lr", LogisticRegression(C=10.0, max_iter=2000, random_state=seed,
+                                  class_weight=sklearn_class_weight(class_weight)))])
     grid = {"tfidf__ngram_range": list(TFIDF_GRID["ngram_range"]), "lr__C": list(TFIDF_GRID["C"])}
     pipeline, best, folds = fit_by_cv(pipeline, grid, [_text(e) for e in train], labels, seed,
                                       "TF-IDF + LR: choosing n-grams and C")

@@ -30,6 +30,7 @@ from minibert.cli import run_cli
 from minibert.training.io import atomic_write_text
 
 from .__main__ import resolve_defaults
+from .baseline import sklearn_class_weight
 from .config import parse_config
 from .features import average_windows, collate
 from .metrics import classification_metrics
@@ -53,8 +54,8 @@ def layer_features(model, features: list, num_texts: int, pad_id: int, batch_siz
     return average_windows(per_window, sources, num_texts).transpose(0, 1).numpy()          # [L+1,N,H]
 
 
-def probe_layers(model, prepared, seed: int, class_weight: str | None = None) -> list[dict]:
-    """One logistic regression per layer on frozen features: fit on train, score on dev. class_weight: None or
+def probe_layers(model, prepared, seed: int, class_weight: str = "none") -> list[dict]:
+    """One logistic regression per layer on frozen features: fit on train, score on dev. class_weight: "none" or
     "balanced" (--class-weight)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
@@ -67,7 +68,8 @@ def probe_layers(model, prepared, seed: int, class_weight: str | None = None) ->
     rows = []
     for layer in range(train.shape[0]):
         scale = StandardScaler().fit(train[layer])  # hidden sizes differ in scale; the probe should not care
-        probe = LogisticRegression(max_iter=2000, random_state=seed, class_weight=class_weight)
+        probe = LogisticRegression(max_iter=2000, random_state=seed,
+                                   class_weight=sklearn_class_weight(class_weight))
         probe.fit(scale.transform(train[layer]), train_labels)
         predicted = probe.predict(scale.transform(dev[layer])).tolist()
         metrics = classification_metrics(dev_labels, predicted, prepared.spec.num_labels)
@@ -87,9 +89,8 @@ def _main(argv: list[str]) -> int:
         print(note)
     torch.manual_seed(cfg.seed)  # the control: same shape, vocabulary and inputs; random weights, seeded
     control = build_model(cfg, prepared.spec, prepared.model.bert.config)
-    class_weight = None if cfg.class_weight == "none" else cfg.class_weight
-    rows = {"pretrained": probe_layers(prepared.model, prepared, cfg.seed, class_weight),
-            "random": probe_layers(control, prepared, cfg.seed, class_weight)}
+    rows = {"pretrained": probe_layers(prepared.model, prepared, cfg.seed, cfg.class_weight),
+            "random": probe_layers(control, prepared, cfg.seed, cfg.class_weight)}
     print(f"linear probe on frozen, mean-pooled layers: dev macro-F1 ({len(prepared.train_examples):,} train / "
           f"{len(prepared.dev_examples):,} dev texts, --truncate {cfg.truncate}, --max-length {cfg.max_length})")
     print(f"{'layer':>10} | pretrained | random init")
