@@ -12,18 +12,25 @@ Everything after `--` is a `python -m finetune` command line. The folds are a st
 --train file (default: the task's embedded training data); the --dev file is not used. Seed s (s = --seed,
 --seed+1, ...) fixes the fold split, the --train-fraction subset, the model's head init and the batch order, so
 every row of one (seed, fold) trains on the same examples. Results: <out>/cross_validation.json; each run's split
-is in <out>/seed<s>/fold<k>/data/ and its outputs in <out>/seed<s>/fold<k>/run/.
+is in <out>/seed<s>/fold<k>/data/, its outputs in <out>/seed<s>/fold<k>/run/ and its rows in
+<out>/seed<s>/fold<k>/result.json, written last, when every row of that run is done.
+
+A grid of 15 fine-tunes takes an hour or more on a CPU. Stopped part-way (Ctrl-C, a closed laptop)? Run the same
+command again: each (seed, fold) that has its result.json is read back, not trained again, and the grid goes on
+from the first one without. A result.json written by a DIFFERENT command (other flags) is an error that names
+the differing flags, never silently mixed into the mean.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 
+from minibert.cli import OneLineParser, run_cli
 from minibert.training.io import atomic_write_text
 
 from .__main__ import resolve_defaults, run
@@ -42,6 +49,20 @@ def stratified_folds(labels: list, folds: int, seed: int) -> np.ndarray:
     return fold
 
 
+def finished_run(folder: Path, run_config: dict) -> dict | None:
+    """An earlier, complete run of the same command in `folder`: its result.json ({config, metric, rows}), or None."""
+    record = folder / "result.json"
+    if not record.is_file():
+        return None
+    earlier = json.loads(record.read_text())
+    if earlier["config"] != run_config:
+        changed = ", ".join(f"--{key.replace('_', '-')} {earlier['config'].get(key)!r} there, {value!r} now"
+                            for key, value in sorted(run_config.items()) if earlier["config"].get(key) != value)
+        raise ValueError(f"{record}: a finished run of another command ({changed}); pass another --out, or delete "
+                         f"{folder.parent.parent} to start the grid again")
+    return earlier
+
+
 def cross_validate(finetune_argv: list[str], folds: int, seeds: int) -> dict:
     """Runs `python -m finetune <finetune_argv>` on every (seed, fold); returns {"rows": {name: {mean, sd, runs}}}."""
     cfg, _ = resolve_defaults(parse_config(finetune_argv))
@@ -56,22 +77,41 @@ def cross_validate(finetune_argv: list[str], folds: int, seeds: int) -> dict:
         raise DataError(f"{cfg.train}: {len(examples)} examples cannot make {folds} folds; lower --folds")
     out = Path(cfg.out_dir)
     runs: dict[str, list[float]] = {}
+    trained, started = 0, time.monotonic()  # for the time-left estimate: runs trained in THIS call, and their time
     for seed in range(cfg.seed, cfg.seed + seeds):
         fold_of = stratified_folds([e.label for e in examples], folds, seed)
         for fold in range(folds):
             folder = out / f"seed{seed}" / f"fold{fold}"  # data/ holds the split, run/ the fine-tune's outputs
-            for name, keep in (("train.tsv", fold_of != fold), ("dev.tsv", fold_of == fold)):
-                lines = header + [raw[e.line - 1] for e, kept in zip(examples, keep) if kept]
-                atomic_write_text(folder / "data" / name, "\n".join(lines) + "\n")
-            print(f"=== seed {seed}, fold {fold + 1} of {folds} ===", flush=True)
-            summary = run(cfg.replace(train=str(folder / "data" / "train.tsv"), dev=str(folder / "data" / "dev.tsv"),
-                                      seed=seed, out=str(folder / "run"), data=None, predict=None, progress=False))
-            compare = folder / "run" / "compare.json"
-            rows = json.loads(compare.read_text())["rows"] if compare.is_file() \
-                else {f"pretrained encoder ({cfg.init})": summary["best"][summary["metric"]]}
-            for name, value in rows.items():
+            run_cfg = cfg.replace(train=str(folder / "data" / "train.tsv"), dev=str(folder / "data" / "dev.tsv"),
+                                  seed=seed, out=str(folder / "run"), data=None, predict=None, progress=False)
+            # what must match for an earlier result to count: every flag but the paths, which are this folder's
+            # wherever the command runs from (and as result.json reads back: lists, not tuples)
+            run_config = {key: value for key, value in json.loads(json.dumps(run_cfg.to_dict())).items()
+                          if key not in ("train", "dev", "out")}
+            done = (seed - cfg.seed) * folds + fold  # runs before this one
+            record = finished_run(folder, run_config)
+            if record is not None:
+                print(f"=== seed {seed}, fold {fold + 1} of {folds}: finished earlier, read from "
+                      f"{folder / 'result.json'} ===", flush=True)
+            else:
+                for name, keep in (("train.tsv", fold_of != fold), ("dev.tsv", fold_of == fold)):
+                    lines = header + [raw[e.line - 1] for e, kept in zip(examples, keep) if kept]
+                    atomic_write_text(folder / "data" / name, "\n".join(lines) + "\n")
+                minutes = (time.monotonic() - started) / 60
+                left = f", about {minutes / trained * (seeds * folds - done):.0f} min left" if trained else ""
+                print(f"=== seed {seed}, fold {fold + 1} of {folds} (run {done + 1} of {seeds * folds}; "
+                      f"{minutes:.0f} min so far{left}) ===", flush=True)
+                summary = run(run_cfg)
+                rows = json.loads((folder / "run" / "compare.json").read_text())["rows"] \
+                    if cfg.compare_random or cfg.compare_tfidf \
+                    else {f"pretrained encoder ({cfg.init})": summary["best"][summary["metric"]]}
+                record = {"config": run_config, "metric": summary["metric"], "rows": rows}
+                atomic_write_text(folder / "result.json", json.dumps(record, indent=2) + "\n")
+                trained += 1
+            for name, value in record["rows"].items():
                 runs.setdefault(name, []).append(value)
-    result = {"metric": summary["metric"], "folds": folds, "seeds": seeds, "train_fraction": cfg.train_fraction,
+    metric = record["metric"]
+    result = {"metric": metric, "folds": folds, "seeds": seeds, "train_fraction": cfg.train_fraction,
               "rows": {name: {"mean": float(np.mean(v)), "sd": float(np.std(v, ddof=1)) if len(v) > 1 else 0.0,
                               "runs": v} for name, v in runs.items()}}
     atomic_write_text(out / "cross_validation.json", json.dumps(result, indent=2) + "\n")
@@ -82,22 +122,22 @@ def cross_validate(finetune_argv: list[str], folds: int, seeds: int) -> dict:
     return result
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+def _main(argv: list[str]) -> int:
     ours, finetune_argv = (argv[:argv.index("--")], argv[argv.index("--") + 1:]) if "--" in argv else (argv, [])
-    parser = argparse.ArgumentParser(prog="python -m finetune.cross_validate",
-                                     description="seeds x folds of python -m finetune, as mean ± sd")
+    parser = OneLineParser(prog="python -m finetune.cross_validate",
+                           description="seeds x folds of python -m finetune, as mean ± sd")
     parser.add_argument("--folds", type=int, default=5, help="stratified folds of the --train file (default 5)")
     parser.add_argument("--seeds", type=int, default=3, help="seeds --seed, --seed+1, ... (default 3)")
     args = parser.parse_args(ours)
-    try:
-        if args.folds < 2 or args.seeds < 1:
-            raise ValueError(f"--folds {args.folds} --seeds {args.seeds}: need folds >= 2 and seeds >= 1")
-        cross_validate(finetune_argv, args.folds, args.seeds)
-    except (DataError, ValueError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    if args.folds < 2 or args.seeds < 1:
+        raise ValueError(f"--folds {args.folds} --seeds {args.seeds}: need folds >= 2 and seeds >= 1")
+    cross_validate(finetune_argv, args.folds, args.seeds)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Exit codes as python -m finetune: 0 done, 1 failed while running, 2 bad input, 130 interrupted."""
+    return run_cli(_main, argv, resume_hint="run the same command again: finished (seed, fold) runs are kept")
 
 
 if __name__ == "__main__":

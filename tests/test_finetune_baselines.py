@@ -169,6 +169,45 @@ def test_cross_validation_averages_random_init_over_folds_of_different_step_coun
     assert len(result["rows"]) == 2 and all(len(row["runs"]) == 3 for row in result["rows"].values())
 
 
+def test_cross_validation_stopped_part_way_goes_on_and_refuses_to_mix_in_other_flags(tmp_path, capsys, monkeypatch):
+    import finetune.cross_validate as cv
+
+    make_tsv(tmp_path / "train.tsv", 40, np.random.default_rng(4))
+    args = finetune_args(tmp_path, "--train", str(tmp_path / "train.tsv"), "--out", str(tmp_path / "cv"),
+                         "--max-steps", "2", "--compare-tfidf")
+    trained, real_run = [], cv.run
+
+    def run_then_ctrl_c_on_fold_3(cfg):  # the third (seed, fold) is interrupted, as by Ctrl-C during its training
+        trained.append(cfg.out)
+        if len(trained) == 3:
+            raise KeyboardInterrupt
+        return real_run(cfg)
+
+    monkeypatch.setattr(cv, "run", run_then_ctrl_c_on_fold_3)
+    assert cross_validate_main(["--folds", "2", "--seeds", "2", "--", *args]) == 130
+    assert "run the same command again" in capsys.readouterr().err
+    folders = [tmp_path / "cv" / f"seed{s}" / f"fold{k}" for s in (42, 43) for k in (0, 1)]
+    assert [(f / "result.json").is_file() for f in folders] == [True, True, False, False]
+    earlier = [json.loads((f / "result.json").read_text())["rows"] for f in folders[:2]]
+
+    trained.clear()
+    monkeypatch.setattr(cv, "run", lambda cfg: trained.append(cfg.out) or real_run(cfg))
+    assert cross_validate_main(["--folds", "2", "--seeds", "2", "--", *args]) == 0
+    printed = capsys.readouterr().out
+    assert trained == [str(f / "run") for f in folders[2:]]  # only the two runs that had not finished
+    assert printed.count("finished earlier") == 2
+    result = json.loads((tmp_path / "cv" / "cross_validation.json").read_text())
+    for name, row in result["rows"].items():  # the four runs, the first two read back exactly as they were
+        assert len(row["runs"]) == 4 and row["runs"][:2] == [earlier[0][name], earlier[1][name]]
+
+    trained.clear()
+    other = [*args[:args.index("--lr") + 1], "1e-3", *args[args.index("--lr") + 2:]]  # --lr 3e-3 -> 1e-3
+    assert cross_validate_main(["--folds", "2", "--seeds", "2", "--", *other]) == 2
+    error = capsys.readouterr().err.strip()
+    assert trained == [] and len(error.splitlines()) == 1
+    assert "seed42/fold0/result.json" in error and "--lr 0.003 there, 0.001 now" in error and "--out" in error
+
+
 # ---- --truncate windows: read the whole document, average the windows' log-probabilities ---------------------
 def test_windows_cover_every_token_once_and_keep_their_document():
     from finetune.features import encode_texts, windows
