@@ -8,8 +8,10 @@
                                             # vs random init and TF-IDF + LR on the same folds
 
 Every step is the documented command line (printed before it runs), so each number can be reproduced by hand.
-Each benchmark writes <out>/<name>/result.json. Needs ../shared/data (the course's shared folder); without it
-the script says so and exits 0. transformers is never imported; scikit-learn only for the TF-IDF baseline.
+Each benchmark writes <out>/<name>/result.json. Stopped part-way? Run the same command again: a finished
+encoder (<out>/<name>/pretrain/final) is reused, and tianchi's finetune.cross_validate goes on from its first
+unfinished fold. Needs ../shared/data (the course's shared folder); without it the script says so and exits 0.
+transformers is never imported; scikit-learn only for the TF-IDF baseline.
 """
 
 from __future__ import annotations
