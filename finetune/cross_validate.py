@@ -110,8 +110,7 @@ def cross_validate(finetune_argv: list[str], folds: int, seeds: int) -> dict:
                 trained += 1
             for name, value in record["rows"].items():
                 runs.setdefault(name, []).append(value)
-    metric = record["metric"]
-    result = {"metric": metric, "folds": folds, "seeds": seeds, "train_fraction": cfg.train_fraction,
+    result = {"metric": record["metric"], "folds": folds, "seeds": seeds, "train_fraction": cfg.train_fraction,
               "rows": {name: {"mean": float(np.mean(v)), "sd": float(np.std(v, ddof=1)) if len(v) > 1 else 0.0,
                               "runs": v} for name, v in runs.items()}}
     atomic_write_text(out / "cross_validation.json", json.dumps(result, indent=2) + "\n")
