@@ -100,7 +100,7 @@ def compare(unlabelled_path, train_path, dev_path, fraction: float | None, seeds
     for seed in range(first_seed, first_seed + (seeds if fraction else 1)):
         train = stratified_subset(train_all, fraction, seed) if fraction else train_all
         print(f"seed {seed}: {len(train):,} labelled training documents, {len(unlabelled):,} unlabelled", flush=True)
-        for name, result in zip(names, (tfidf_baseline(train, dev, num_labels, seed, class_weight),
+        for name, result in zip(names, (tfidf_baseline(train, dev, num_labels, seed, (class_weight,)),
                                         lsa_baseline(unlabelled, train, dev, num_labels, components, seed,
                                                      class_weight))):
             runs[name].append({"seed": seed, "macro_f1": result["macro_f1"], "chosen": result["chosen"]})

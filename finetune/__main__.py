@@ -25,7 +25,7 @@ from minibert.training.io import atomic_write_text
 
 from .checkpoints import CheckpointMissing
 from .config import FinetuneConfig, parse_config
-from .baseline import tfidf_baseline
+from .baseline import CLASS_WEIGHTS, tfidf_baseline
 from .predict import evaluate_file, predict_file
 from .prepare import prepare
 from .toy_data import default_data
@@ -82,8 +82,10 @@ def run(cfg: FinetuneConfig) -> dict:
                       "pretrained": best[metric], "random": random_summary["best"][metric]}
         summary["compare_random"] = comparison
     if cfg.compare_tfidf:
+        # the strongest simple baseline: its class weighting is chosen by CV, not copied from the encoder's flag
+        weightings = sorted(CLASS_WEIGHTS, key=lambda w: w != cfg.class_weight)  # the encoder's first: no-CV default
         summary["tfidf"] = tfidf_baseline(prepared.train_examples, prepared.dev_examples, prepared.spec.num_labels,
-                                          cfg.seed, cfg.class_weight)
+                                          cfg.seed, tuple(weightings))
     if cfg.compare_random or cfg.compare_tfidf:
         print_comparison(cfg, summary)
     if cfg.predict:
@@ -105,7 +107,7 @@ def print_comparison(cfg: FinetuneConfig, summary: dict) -> None:
     if "tfidf" in summary:
         rows["TF-IDF + logistic regression (tuned by CV on train), full documents"] = summary["tfidf"][metric]
     subset = f", train fraction {cfg.train_fraction} (stratified, seed {cfg.seed})" if cfg.train_fraction else ""
-    subset += ", balanced class weights in every row" if cfg.class_weight == "balanced" else ""
+    subset += ", the encoders with balanced class weights" if cfg.class_weight == "balanced" else ""
     print(f"dev {metric} on the same split ({summary['train_examples']:,} training examples{subset}; "
           f"{steps:,} steps for each model):")
     width = max(map(len, rows))
@@ -117,7 +119,8 @@ def print_comparison(cfg: FinetuneConfig, summary: dict) -> None:
             "too few labels for CV: the defaults"
         low, high = chosen["ngram_range"]
         grams = f"{low}-grams" if low == high else f"{low}-{high}-grams"
-        print(f"  (TF-IDF chose {grams}, C={chosen['C']:g}; {how})")
+        weights = "balanced class weights" if chosen["class_weight"] == "balanced" else "no class weights"
+        print(f"  (TF-IDF chose {grams}, C={chosen['C']:g}, {weights}; {how})")
     atomic_write_text(Path(cfg.out_dir) / "compare.json", json.dumps(
         {"metric": metric, "steps": steps, "train_examples": summary["train_examples"],
          "train_fraction": cfg.train_fraction, "class_weight": cfg.class_weight, "rows": rows,

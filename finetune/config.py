@@ -60,8 +60,8 @@ class FinetuneConfig:
     multi_label: bool = option(False, "several labels per text: BCE loss, micro/macro-F1")
     threshold: float = option(0.5, "multi-label decision threshold on sigmoid(logit)", gt=0, lt=1)
     class_weight: str = option("none", "cls: weight each class's loss terms: none | balanced (n / (C·n_c), as "
-                               "scikit-learn's; lifts the rare classes macro-F1 counts fully); the TF-IDF row gets "
-                               "the same", choices=("none", "balanced"))
+                               "scikit-learn's; lifts the rare classes macro-F1 counts fully); random init gets the "
+                               "same, the TF-IDF row chooses its own by CV", choices=("none", "balanced"))
     representation: str = option("cls", "sentence vector: cls | pooler | mean", choices=("cls", "pooler", "mean"))
     head: str = option("softmax", "ner head: softmax (BIO tags) | globalpointer (span scores)",
                        choices=("softmax", "globalpointer"))
@@ -110,8 +110,9 @@ class FinetuneConfig:
     evaluate: str | None = option(None, "with --load: metrics on this labelled file (e.g. an out-of-domain dev)",
                                   str)
     compare_random: bool = option(False, "also fine-tune from random init for the same number of steps")
-    compare_tfidf: bool = option(False, "also score TF-IDF + logistic regression (n-grams and C tuned by CV on train) "
-                                        "on the same split (needs scikit-learn: pip install -e '.[baseline]')")
+    compare_tfidf: bool = option(False, "also score TF-IDF + logistic regression (n-grams, C and class weights "
+                                        "tuned by CV on train) on the same split (needs scikit-learn: pip install "
+                                        "-e '.[baseline]')")
     progress: bool = option(True, "show a tqdm progress bar")
 
     def __post_init__(self) -> None:

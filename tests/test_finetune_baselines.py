@@ -68,8 +68,9 @@ def test_tfidf_tunes_its_ngrams_by_cross_validation_on_train():
 
 def test_tfidf_with_too_few_labels_for_cv_uses_the_defaults():
     train = [TextExample("7 1 2", None, 0, 1), TextExample("8 1 2", None, 1, 2)]  # one example per class
-    result = tfidf_baseline(train, train, num_labels=2)
-    assert result["chosen"] == {"ngram_range": [1, 2], "C": 10.0, "cv_macro_f1": None, "folds": 0}
+    result = tfidf_baseline(train, train, num_labels=2, class_weights=("balanced", "none"))
+    assert result["chosen"] == {"ngram_range": [1, 2], "C": 10.0, "class_weight": "balanced", "cv_macro_f1": None,
+                                "folds": 0}  # nothing to choose by: the first weighting offered (the encoder's)
 
 
 def make_tsv(path, n, rng):
@@ -113,7 +114,11 @@ def test_three_rows_on_the_same_few_labels(tmp_path, capsys):
 
 def test_balanced_class_weights_reach_every_row_and_the_saved_model(tmp_path, capsys):
     compare, printed = compare_rows(tmp_path, capsys, 3, 60, 20, "--class-weight", "balanced")
-    assert "balanced class weights in every row" in printed and compare["class_weight"] == "balanced"
+    assert "the encoders with balanced class weights" in printed and compare["class_weight"] == "balanced"
+    # the TF-IDF row chose its own weighting by CV, and says which
+    chosen = compare["tfidf_chosen"]
+    said = {"none": "no class weights;", "balanced": "balanced class weights;"}[chosen["class_weight"]]
+    assert f"C={chosen['C']:g}, {said}" in printed
     labels = [int(line.split("\t")[0]) for line in (tmp_path / "train.tsv").read_text().splitlines()[1:]]
     spec = json.loads((tmp_path / "run" / "best" / "finetune.json").read_text())["spec"]
     assert spec["class_weights"] == pytest.approx([len(labels) / (2 * labels.count(c)) for c in (0, 1)])
@@ -131,8 +136,14 @@ def test_balanced_tfidf_finds_the_rare_class():
     train = [doc(int(i % 16 == 0)) for i in range(64)]
     dev = [doc(int(i % 4 == 0)) for i in range(40)]
     plain = tfidf_baseline(train, dev, num_labels=2)
-    balanced = tfidf_baseline(train, dev, num_labels=2, class_weight="balanced")
+    balanced = tfidf_baseline(train, dev, num_labels=2, class_weights=("balanced",))
     assert balanced["macro_f1"] >= plain["macro_f1"] and balanced["per_class"]["1"]["recall"] > 0.5
+    assert (plain["chosen"]["class_weight"], balanced["chosen"]["class_weight"]) == ("none", "balanced")
+    # Offered both, cross-validation on the training set picks the weighting itself: here the balanced one, so
+    # the row is exactly the balanced fit, whichever weighting is listed first (the encoder's, in a comparison).
+    for order in (("none", "balanced"), ("balanced", "none")):
+        either = tfidf_baseline(train, dev, num_labels=2, class_weights=order)
+        assert either["chosen"] == balanced["chosen"] and either["macro_f1"] == balanced["macro_f1"]
 
 
 def test_cross_validation_reports_mean_and_sd(tmp_path, capsys):
