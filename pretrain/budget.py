@@ -1,4 +1,5 @@
-"""Pretrain for the time you have: `--time-budget 10m` becomes a number of optimizer steps, decided at most twice.
+"""Pretrain for the time you have: `--time-budget 10m` becomes a number of optimizer steps, decided twice and then
+only ever shortened.
 
 The budget covers the whole command (corpus generation and encoding, the baselines, evaluations, checkpoints and
 the export), so the clock starts when `python -m pretrain` starts. After the set-up, a short timing probe runs a
@@ -16,13 +17,17 @@ what is left of the budget (minus a smaller final reserve), each grown step cost
 the per-step overhead the first stage showed (`steps_after_growth`). Each stage has its own schedule anyway, so
 nothing already trained is re-scheduled; only the split between the stages moves away from growth_fraction.
 
-Behind both decisions sits a hard stop (check_clock): if the clock still runs out, because the machine got slower
-after the last decision, the step at which it does becomes the last one (a small model grows first, so the export
+Then the last stage watches its own pace (refit_last_stage): if the machine got slower and the planned steps no
+longer fit, the stage is shortened at the next clock check and its schedule rebuilt to decay to 0 at the new last
+step, recorded in the checkpoint like the decisions before it.
+
+Behind all of them sits a hard stop (check_clock): if the clock still runs out (the machine slowed down
+between two checks, or the stage is too young for its pace to be trusted), the step at which it does becomes the last one (a small model grows first, so the export
 is always the full shape), with the final evaluation and export as usual, STOP_MARGIN_S before the budget ends.
 
 Why a step count and not "stop when the clock runs out": the LR schedule (warmup, then decay to 0 over the run,
 as 24hBERT/Izsak et al. 2021 do with fractions of the run) needs to know where the run ends, and a step count
-keeps a run reproducible: both decisions are recorded in the checkpoint, a --resume reuses them (bit-identical,
+keeps a run reproducible: the decisions are recorded in the checkpoint, a --resume reuses them (bit-identical,
 tests/test_time_budget.py), and under DDP rank 0 measures and broadcasts them, so every rank runs the same steps.
 """
 
@@ -52,6 +57,10 @@ STOP_MARGIN_S = RESERVE_MIN_S
 # share of the time the first decision planned for it. Not 1: the probe times bare steps, and even on an idle
 # machine the small stage runs ~20% slower than that (batches, masking), which alone would cut it short every time.
 GROWN_SHARE_KEPT = 0.5
+# The third decision (refit_last_stage) trusts the last stage's pace once it has run this many steps, and fits the
+# steps into this share of the time left, so that a pace a little slower still ends before the hard stop.
+REFIT_MIN_STEPS = 20
+REFIT_HEADROOM = 0.98
 PROBE_STEPS = 8           # timed steps (after one untimed warm-up step: first calls allocate and pick kernels)
 UNITS = {"s": 1, "m": 60, "h": 3600}
 
@@ -252,6 +261,28 @@ def check_clock(deadline: float | None, grow_by: float | None, device: torch.dev
     late = int(deadline is not None and now > deadline) + 2 * int(grow_by is not None and now > grow_by)
     late = broadcast_steps(late, device)  # bit 0: out of time, bit 1: behind plan
     return bool(late & 1), bool(late & 2)
+
+
+def refit_last_stage(step: int, max_steps: int, stage_clock: tuple[int, float], deadline: float,
+                     device: torch.device) -> int:
+    """The third decision, at each clock check of the last stage: max_steps, or fewer when the stage's own pace so
+    far (its evaluations and checkpoints included) would carry it past the deadline. Rank 0 decides for all.
+
+    Why: a machine that slows down after the second decision used to meet the hard stop, which cuts the LR
+    schedule wherever the clock runs out: a 60-minute Tianchi run stopped at 83% of its grown stage with the LR
+    still at 17% of its peak (docs/pretrain.md). Shortening the stage instead lets its schedule decay to 0 at the
+    new last step (the LR steps down a little at the moment of the refit).
+
+    Args:
+        step: the step about to run; stage_clock: (the step after which the stage started, or the resumed step;
+            time.monotonic() then), so the pace is measured on steps this process ran.
+    """
+    fits, done = max_steps, step - 1 - stage_clock[0]
+    if done >= REFIT_MIN_STEPS:
+        now = time.monotonic()
+        pace = (now - stage_clock[1]) / done  # seconds per step, everything around the step included
+        fits = min(max_steps, step + int(REFIT_HEADROOM * max(0.0, deadline - now) / pace))
+    return broadcast_steps(fits, device)
 
 
 def broadcast_steps(steps: int, device: torch.device) -> int:

@@ -98,6 +98,19 @@ class PretrainConfig:
         "on growing, the grown model's AdamW starts from the small model's moments (tiled like the weights) "
         "instead of a fresh state"))
     growth_lr: float = field(default=3e-3, metadata=rule(float, gt=0, lt=1, help="peak LR of the small model's stage"))
+    # Dropout 0 (above) is right for about one pass over the data. On a small corpus a long run repeats it: the
+    # 60-minute Tianchi run read its 461k tokens ~75 times, and over the grown stage training accuracy rose 0.33 ->
+    # 0.43 while held-out rose only 0.21 -> 0.25 (memorising). Repeating data up to ~4 times is nearly as good as
+    # fresh data (Muennighoff et al. 2023, "Scaling Data-Constrained Language Models"); past that, dropout is the
+    # regulariser that held off multi-epoch degradation (Xue et al. 2023, "To Repeat or Not To Repeat"). So the
+    # grown model gets BERT's dropout 0.1 when ITS stage will pass over the training rows more than 4 times
+    # (pretrain/growth.py:repeat_dropout). A 10-minute run on 2 CPU cores never qualifies (its BERT-mini stage is
+    # 0.3-2 passes); an hour on a corpus of ~0.5M tokens does (23-60 passes). docs/pretrain.md has the measurement.
+    growth_dropout: float = field(default=0.1, metadata=rule(float, ge=0, lt=1, help=
+        "hidden and attention dropout of the grown model when its stage passes over the training rows more than "
+        "--growth-dropout-epochs times (a long run on a small corpus); 0 = never"))
+    growth_dropout_epochs: float = field(default=4.0, metadata=rule(float, ge=0, help=
+        "passes over the training rows in the grown stage above which --growth-dropout applies"))
     # ---- optimisation --------------------------------------------------------------------------------------------
     # The GLOBAL batch, so a run means the same on 1 CPU or 8 GPUs. 32 rows of 64 tokens: at a fixed token budget,
     # more, smaller steps learned faster than fewer big ones in our short CPU runs.

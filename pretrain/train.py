@@ -50,13 +50,14 @@ from minibert.training.optim import build_adamw, format_group_table, param_group
 from minibert.training.schedule import build_scheduler
 from pretrain.baselines import standing
 from pretrain.batching import Prefetcher, PretrainingBatches, split_micro_batches
-from pretrain.budget import budget_deadline, budget_max_steps, check_clock, recorded_budget, replan_after_growth
+from pretrain.budget import (budget_deadline, budget_max_steps, check_clock, recorded_budget, refit_last_stage,
+                            replan_after_growth)
 from pretrain.config import PretrainConfig
 from pretrain.data import load_corpus
 from pretrain.diagnostics import describe_evaluation, evaluate_with_diagnostics
 from pretrain.evaluation import heldout_yardsticks, split_documents
-from pretrain.growth import (GROWTH_NOISE, carry_adam_state, grow, last_small_step, saved_hidden_size,
-                            small_config)
+from pretrain.growth import (GROWTH_NOISE, carry_adam_state, grow, last_small_step, rebuilt,
+                            repeat_dropout, saved_hidden_size, small_config)
 from pretrain.masking import DynamicMasking
 from pretrain.outputs import write_outputs
 from pretrain.resume import (TrainingDiverged, check_fingerprint, check_start, choose_vocab, divergence_message,
@@ -153,17 +154,21 @@ def train(cfg: PretrainConfig, started_at: float | None = None) -> dict:
     grow_step = last_small_step(max_steps, cfg.growth_fraction, cfg.growth_max_small_steps) if growing else 0
     grow_step = plan.grow_step if plan and plan.grow_step else grow_step  # the budget's second decision moved it
 
+    def stage_schedule(adamw, first_step: int, steps_done: int = 0):
+        """学习率预热 warmup, then linear (or cosine) decay to 0, as fractions of the stage that starts after
+        `first_step` (0, or grow_step after growing), whatever its length; steps_done > 0 when a --time-budget
+        run shortens the stage under way."""
+        steps = (grow_step if first_step < grow_step else max_steps) - first_step
+        return build_scheduler(adamw, round(cfg.warmup_fraction * steps), steps, cfg.schedule, steps_done)
+
     def stage_optimizer(stage: BertForMaskedLM, first_step: int):
-        """AdamW and its schedule for the stage that starts after `first_step` (0, or grow_step after growing)."""
-        lr, last_step = (cfg.growth_lr, grow_step) if first_step < grow_step else (cfg.lr, max_steps)
+        """AdamW and its schedule for the stage that starts after `first_step`."""
+        lr = cfg.growth_lr if first_step < grow_step else cfg.lr
         # 权重衰减 weight decay on weight matrices only, not biases/LayerNorm (Devlin et al. 2019; see optim.py).
         groups = param_groups(stage, lr, cfg.weight_decay)
         table = format_group_table(groups)  # the peak LRs, before the schedule scales them down for warmup
         stage_adamw = build_adamw(groups, betas=(0.9, cfg.adam_beta2), fused=device.type == "cuda")
-        # 学习率预热 warmup, then linear (or cosine) decay to 0, as fractions of the stage, whatever its length.
-        steps = last_step - first_step
-        return table, stage_adamw, build_scheduler(stage_adamw, round(cfg.warmup_fraction * steps), steps,
-                                                   cfg.schedule)
+        return table, stage_adamw, stage_schedule(stage_adamw, first_step)
 
     table, optimizer, scheduler = stage_optimizer(model, 0)
     say(table)
@@ -173,7 +178,9 @@ def train(cfg: PretrainConfig, started_at: float | None = None) -> dict:
     run_fingerprint = fingerprint(cfg, *read_digests(corpus), config.to_dict())  # resume is a contract: resume.py
     if cfg.resume:
         if growing and saved_hidden_size(checkpoint_path) == config.hidden_size:  # written after growing
-            model = grow(model, config, noise=0.0, seed=cfg.seed)  # the grown shapes; the saved values load next
+            # the grown shapes (the saved values load next), with the dropout the run decided at the growth step
+            config = repeat_dropout(config, cfg, max_steps - grow_step, batches.steps_per_epoch)
+            model = grow(model, config, noise=0.0, seed=cfg.seed)
             _, optimizer, scheduler = stage_optimizer(model, grow_step)
             train_model = wrap(model)
         state = load_training_state(checkpoint_path, model=model, optimizer=optimizer, scheduler=scheduler,
@@ -201,6 +208,7 @@ def train(cfg: PretrainConfig, started_at: float | None = None) -> dict:
     where = standing(eval_record or None, baselines, window=False) if ctx.is_main else ""  # the bar's standing
     first_nonfinite = torch.zeros((), dtype=torch.long, device=device)  # first step with an inf/NaN (0 = none)
     stage_start = (start_step, time.monotonic())  # where this process's first-stage pace is measured from
+    last_stage = stage_start  # ... and the last stage's (reset at growing), for --time-budget's third decision
     deadline = budget_deadline(cfg, started)  # --time-budget's hard stop, should the machine slow down (budget.py)
     step = start_step
     while step < max_steps:  # not a range(): --time-budget's second decision may move max_steps at the growth step
@@ -217,20 +225,33 @@ def train(cfg: PretrainConfig, started_at: float | None = None) -> dict:
                 note(f"--time-budget {cfg.time_budget}: the small model is behind plan; it grows after step {step:,}, "
                      f"not {grow_step:,}, to leave BERT-mini its planned time")
                 grow_step = step
+            elif step > grow_step + 1 and (fits := refit_last_stage(step, max_steps, last_stage, deadline,
+                                                                    device)) < max_steps:
+                note(f"--time-budget {cfg.time_budget}: at this stage's pace the run ends at step {fits:,}, not "
+                     f"{max_steps:,}; the LR now decays to 0 there")
+                max_steps = bar.total = plan.max_steps = fits
+                scheduler = stage_schedule(optimizer, grow_step, steps_done=step - 1 - grow_step)
         if step == grow_step + 1 and model.config != config:  # every rank grows the same weights, same noise
             small = (model, train_model)
-            model = grow(model, config, noise=GROWTH_NOISE, seed=cfg.seed, free_copies=cfg.growth_free_heads,
+            # a long stage on a small corpus repeats the data many times: BERT's dropout against memorising
+            model = grow(model, repeat_dropout(config, cfg, max_steps - grow_step, batches.steps_per_epoch),
+                         noise=GROWTH_NOISE, seed=cfg.seed, free_copies=cfg.growth_free_heads,
                          identity_stack=cfg.growth_stack == "identity")
             train_model = wrap(model)
             if plan and plan.grow_step is None:  # --time-budget's second decision, from the first stage's pace
                 max_steps = bar.total = replan_after_growth(plan, cfg, small, (model, train_model), batches,
                                                             grow_step, stage_start, started, ctx.is_main, say)
+                settled = rebuilt(model, repeat_dropout(config, cfg, max_steps - grow_step, batches.steps_per_epoch))
+                if settled is not model:  # the new max_steps moved the stage across the dropout threshold
+                    model, train_model = settled, wrap(settled)
+            config, last_stage = model.config, (grow_step, time.monotonic())
             small_optimizer = optimizer
             table, optimizer, scheduler = stage_optimizer(model, grow_step)
             if cfg.growth_carry_optimizer:  # AdamW's moments too, or a fresh state jolts every trained weight
                 carry_adam_state(small[0], small_optimizer, model, optimizer, cfg.growth_free_heads)
-            note(f"step {step}: grew the model to H{config.hidden_size} L{config.num_hidden_layers}, a new "
-                       f"AdamW and schedule:\n{table}")
+            note(f"step {step}: grew the model to H{config.hidden_size} L{config.num_hidden_layers} (dropout "
+                 f"{config.hidden_dropout_prob:g}: {(max_steps - grow_step) / batches.steps_per_epoch:.1f} passes over "
+                 f"the training rows to go), a new AdamW and schedule:\n{table}")
         micro_batches = next(source)  # this rank's G/W rows as k micro-batches, already masked and checked
         counts = [len(mb["prediction_positions"]) for mb in micro_batches]  # M_i per micro-batch
         total = global_prediction_count(counts, device)  # ΣM over micro-batches AND ranks, before any backward

@@ -181,6 +181,40 @@ def test_a_small_stage_behind_plan_grows_early_and_leaves_the_grown_model_its_ti
     assert_within_budget(wall, budget)
 
 
+def test_a_schedule_that_takes_over_mid_stage_continues_from_the_steps_done():
+    from minibert.training.schedule import build_scheduler, lr_multiplier
+
+    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    scheduler = build_scheduler(optimizer, 2, 10)
+    for _ in range(4):
+        optimizer.step()
+        scheduler.step()
+    assert scheduler.get_last_lr() == build_scheduler(optimizer, 2, 10, steps_done=4).get_last_lr()
+    shorter = build_scheduler(optimizer, 1, 6, steps_done=4)  # the stage now ends after 6 steps, not 10
+    assert shorter.get_last_lr() == [lr_multiplier(4, 1, 6)] == [optimizer.param_groups[0]["lr"]]
+
+
+def test_a_grown_stage_slower_than_planned_is_shortened_and_its_lr_still_decays_to_zero(tmp_path, restore_threads,
+                                                                                        monkeypatch):
+    """The second decision is faked to give the grown model a million steps (as if the machine slowed down
+    1,000-fold after growing). The third decision must shorten the stage from its own pace, so that the run ends
+    on its (recorded) last planned step with the LR decayed, instead of at the hard stop with the LR near its peak."""
+    from pretrain import budget as budget_module
+
+    monkeypatch.setattr(budget_module, "steps_for_budget", lambda *measured: 12)
+    monkeypatch.setattr(budget_module, "steps_after_growth", lambda *measured: 1_000_000)
+    budget = RESERVE_MIN_S + 12
+    result, wall, state = budget_run(tmp_path, budget, "--log-every", "5", "--growth-fraction", "0.5")
+    grow_step = state["extra"]["budget_grow_step"]
+    assert grow_step == 6
+    assert result["max_steps"] == state["step"] == state["extra"]["budget_max_steps"] < grow_step + 1_000_000
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    grown_lrs = [r["lr"] for r in records if "lr" in r and r["step"] > grow_step]
+    assert len(grown_lrs) > 10, "the grown stage hardly ran"
+    assert grown_lrs[-1] < 0.1 * max(grown_lrs), f"the LR ended at {grown_lrs[-1]:.2e}, peak {max(grown_lrs):.2e}"
+    assert_within_budget(wall, budget)
+
+
 def test_time_budget_with_resume_of_a_step_run_is_one_line(tmp_path, restore_threads):
     train(parse_config(args(tmp_path, "run", "--max-steps", "2")))
     with pytest.raises(ValueError, match="step-based run"):

@@ -27,10 +27,13 @@ def lr_multiplier(step: int, warmup_steps: int, total_steps: int, kind: str = "l
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int,
-                    kind: str = "linear") -> torch.optim.lr_scheduler.LambdaLR:
+                    kind: str = "linear", steps_done: int = 0) -> torch.optim.lr_scheduler.LambdaLR:
+    """The schedule over `total_steps` optimizer steps. steps_done > 0: a schedule taking over a run that has
+    already taken that many steps (--time-budget shortening a stage, pretrain/budget.py); the optimizer's groups
+    then already hold their `initial_lr`, and the next step gets lr_multiplier(steps_done, ...)."""
     if total_steps <= 0 or not 0 <= warmup_steps <= total_steps:
         raise ValueError(f"schedule: warmup_steps={warmup_steps}, total_steps={total_steps}; need "
                          f"0 <= warmup_steps <= total_steps and total_steps > 0")
     lr_multiplier(0, warmup_steps, total_steps, kind)  # fail now on a bad kind, not at the first step
     return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_multiplier(step, warmup_steps, total_steps, kind))
+        optimizer, lambda step: lr_multiplier(step, warmup_steps, total_steps, kind), last_epoch=steps_done - 1)
