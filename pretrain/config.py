@@ -98,19 +98,6 @@ class PretrainConfig:
         "on growing, the grown model's AdamW starts from the small model's moments (tiled like the weights) "
         "instead of a fresh state"))
     growth_lr: float = field(default=3e-3, metadata=rule(float, gt=0, lt=1, help="peak LR of the small model's stage"))
-    # Dropout 0 (above) is right for about one pass over the data. On a small corpus a long run repeats it: the
-    # 60-minute Tianchi run read its 461k tokens ~75 times, and over the grown stage training accuracy rose 0.33 ->
-    # 0.43 while held-out rose only 0.21 -> 0.25 (memorising). Repeating data up to ~4 times is nearly as good as
-    # fresh data (Muennighoff et al. 2023, "Scaling Data-Constrained Language Models"); past that, dropout is the
-    # regulariser that held off multi-epoch degradation (Xue et al. 2023, "To Repeat or Not To Repeat"). So the
-    # grown model gets BERT's dropout 0.1 when ITS stage will pass over the training rows more than 4 times
-    # (pretrain/growth.py:repeat_dropout). A 10-minute run on 2 CPU cores never qualifies (its BERT-mini stage is
-    # 0.3-2 passes); an hour on a corpus of ~0.5M tokens does (23-60 passes). docs/pretrain.md has the measurement.
-    growth_dropout: float = field(default=0.1, metadata=rule(float, ge=0, lt=1, help=
-        "hidden and attention dropout of the grown model when its stage passes over the training rows more than "
-        "--growth-dropout-epochs times (a long run on a small corpus); 0 = never"))
-    growth_dropout_epochs: float = field(default=4.0, metadata=rule(float, ge=0, help=
-        "passes over the training rows in the grown stage above which --growth-dropout applies"))
     # ---- optimisation --------------------------------------------------------------------------------------------
     # The GLOBAL batch, so a run means the same on 1 CPU or 8 GPUs. 32 rows of 64 tokens: at a fixed token budget,
     # more, smaller steps learned faster than fewer big ones in our short CPU runs.
@@ -122,8 +109,8 @@ class PretrainConfig:
     max_steps: int = field(default=1000, metadata=rule(int, ge=1, help="optimizer steps to train (ignored with --time-budget)"))
     time_budget: str = field(default="", metadata=rule(str, help=
         "train for this long instead of --max-steps, e.g. 90s, 10m, 1h: the WHOLE command (set-up, evaluations, "
-        "export) fits in it; max_steps is measured after a timing probe, again at the growth step, and recorded in "
-        "the checkpoint"))
+        "export) fits in it; max_steps is measured after a timing probe, again at the growth step, shortened if the "
+        "last stage runs slower than that, and recorded in the checkpoint"))
     lr: float = field(default=1e-3, metadata=rule(float, gt=0, lt=1, help="peak learning rate"))
     warmup_fraction: float = field(default=0.06, metadata=rule(float, ge=0, le=1, help=
         "share of each stage's steps (all of max_steps without growth) for the linear LR warmup (学习率预热); 6% as "

@@ -26,8 +26,6 @@ cheaper on a CPU (docs/pretrain.md has the measurements). Growing then keeps wha
   0.29 -> 0.25 in 60 steps on SST-2, and the same jolt without growing (a fresh AdamW on the small model itself)
   cost 0.02. The small model's moments, tiled like its weights, keep the old weights' steps to the size they
   had (carry_adam_state).
-* regularise a long grown stage (repeat_dropout): when BERT-mini's own stage will pass over the training rows
-  more than 4 times (an hour on a 0.5M-token corpus), it trains with BERT's dropout 0.1 instead of 0.
 
 Dimension legend: H hidden size, I intermediate size, L layers, V vocab, P positions.
 """
@@ -213,30 +211,6 @@ def carry_adam_state(small: BertForMaskedLM, small_optimizer: torch.optim.Optimi
             new[key] = moment.to(target.device)
         grown_optimizer.state[target] = new
     return len(small_optimizer.state)
-
-
-def repeat_dropout(config: BertConfig, cfg, grown_steps: int, steps_per_epoch: int) -> BertConfig:
-    """The grown model's config for a stage of `grown_steps` steps: `config` itself, or with hidden and attention
-    dropout cfg.growth_dropout (BERT's own regularisation) when the stage passes over the training rows more than
-    cfg.growth_dropout_epochs times. A user's explicit, higher dropout is kept.
-
-    Why: pretraining runs without dropout because one pass over fresh text needs no regulariser (Cramming), but a
-    long run on a small corpus is many passes, and then the model memorises (docs/pretrain.md, "Long runs on small
-    corpora")."""
-    if not cfg.growth_dropout or grown_steps / steps_per_epoch <= cfg.growth_dropout_epochs:
-        return config
-    return config.replace(hidden_dropout_prob=max(cfg.growth_dropout, config.hidden_dropout_prob),
-                          attention_probs_dropout_prob=max(cfg.growth_dropout, config.attention_probs_dropout_prob))
-
-
-def rebuilt(model: BertForMaskedLM, config: BertConfig) -> BertForMaskedLM:
-    """`model` itself if it already has `config`, else a copy with the same weights under `config` (which may
-    differ in dropout only): for when --time-budget's second decision moves the stage across the threshold."""
-    if config == model.config:
-        return model
-    copy = BertForMaskedLM(config)
-    copy.load_state_dict(model.state_dict())
-    return copy.to(next(model.parameters()).device)
 
 
 def saved_hidden_size(checkpoint_path) -> int | None:

@@ -56,8 +56,8 @@ from pretrain.config import PretrainConfig
 from pretrain.data import load_corpus
 from pretrain.diagnostics import describe_evaluation, evaluate_with_diagnostics
 from pretrain.evaluation import heldout_yardsticks, split_documents
-from pretrain.growth import (GROWTH_NOISE, carry_adam_state, grow, last_small_step, rebuilt,
-                            repeat_dropout, saved_hidden_size, small_config)
+from pretrain.growth import (GROWTH_NOISE, carry_adam_state, grow, last_small_step, saved_hidden_size,
+                            small_config)
 from pretrain.masking import DynamicMasking
 from pretrain.outputs import write_outputs
 from pretrain.resume import (TrainingDiverged, check_fingerprint, check_start, choose_vocab, divergence_message,
@@ -178,9 +178,7 @@ def train(cfg: PretrainConfig, started_at: float | None = None) -> dict:
     run_fingerprint = fingerprint(cfg, *read_digests(corpus), config.to_dict())  # resume is a contract: resume.py
     if cfg.resume:
         if growing and saved_hidden_size(checkpoint_path) == config.hidden_size:  # written after growing
-            # the grown shapes (the saved values load next), with the dropout the run decided at the growth step
-            config = repeat_dropout(config, cfg, max_steps - grow_step, batches.steps_per_epoch)
-            model = grow(model, config, noise=0.0, seed=cfg.seed)
+            model = grow(model, config, noise=0.0, seed=cfg.seed)  # the grown shapes; the saved values load next
             _, optimizer, scheduler = stage_optimizer(model, grow_step)
             train_model = wrap(model)
         state = load_training_state(checkpoint_path, model=model, optimizer=optimizer, scheduler=scheduler,
@@ -233,25 +231,19 @@ def train(cfg: PretrainConfig, started_at: float | None = None) -> dict:
                 scheduler = stage_schedule(optimizer, grow_step, steps_done=step - 1 - grow_step)
         if step == grow_step + 1 and model.config != config:  # every rank grows the same weights, same noise
             small = (model, train_model)
-            # a long stage on a small corpus repeats the data many times: BERT's dropout against memorising
-            model = grow(model, repeat_dropout(config, cfg, max_steps - grow_step, batches.steps_per_epoch),
-                         noise=GROWTH_NOISE, seed=cfg.seed, free_copies=cfg.growth_free_heads,
+            model = grow(model, config, noise=GROWTH_NOISE, seed=cfg.seed, free_copies=cfg.growth_free_heads,
                          identity_stack=cfg.growth_stack == "identity")
             train_model = wrap(model)
             if plan and plan.grow_step is None:  # --time-budget's second decision, from the first stage's pace
                 max_steps = bar.total = replan_after_growth(plan, cfg, small, (model, train_model), batches,
                                                             grow_step, stage_start, started, ctx.is_main, say)
-                settled = rebuilt(model, repeat_dropout(config, cfg, max_steps - grow_step, batches.steps_per_epoch))
-                if settled is not model:  # the new max_steps moved the stage across the dropout threshold
-                    model, train_model = settled, wrap(settled)
-            config, last_stage = model.config, (grow_step, time.monotonic())
+            last_stage = (grow_step, time.monotonic())  # the grown stage's pace is measured from here
             small_optimizer = optimizer
             table, optimizer, scheduler = stage_optimizer(model, grow_step)
             if cfg.growth_carry_optimizer:  # AdamW's moments too, or a fresh state jolts every trained weight
                 carry_adam_state(small[0], small_optimizer, model, optimizer, cfg.growth_free_heads)
-            note(f"step {step}: grew the model to H{config.hidden_size} L{config.num_hidden_layers} (dropout "
-                 f"{config.hidden_dropout_prob:g}: {(max_steps - grow_step) / batches.steps_per_epoch:.1f} passes over "
-                 f"the training rows to go), a new AdamW and schedule:\n{table}")
+            note(f"step {step}: grew the model to H{config.hidden_size} L{config.num_hidden_layers}, a new "
+                       f"AdamW and schedule:\n{table}")
         micro_batches = next(source)  # this rank's G/W rows as k micro-batches, already masked and checked
         counts = [len(mb["prediction_positions"]) for mb in micro_batches]  # M_i per micro-batch
         total = global_prediction_count(counts, device)  # ΣM over micro-batches AND ranks, before any backward

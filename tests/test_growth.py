@@ -4,9 +4,7 @@ import json
 import torch
 
 from minibert import BertConfig, BertForMaskedLM
-from pretrain.config import PretrainConfig
-from pretrain.growth import (GROWTH_NOISE, carry_adam_state, grow, last_small_step, rebuilt, repeat_dropout,
-                            small_config)
+from pretrain.growth import GROWTH_NOISE, carry_adam_state, grow, last_small_step, small_config
 from pretrain.warm_start import init_local_attention, init_sinusoidal_positions
 
 from conftest import pretrain_args
@@ -68,7 +66,6 @@ def test_a_growing_run_exports_the_full_shape(tmp_path):
     assert main(pretrain_args(tmp_path, "run", tiny, 0)) == 0
     config = json.loads((tmp_path / "run" / "final" / "config.json").read_text())
     assert (config["hidden_size"], config["num_hidden_layers"]) == (64, 2)
-    assert config["hidden_dropout_prob"] == 0.0  # 3 grown steps are far from 4 passes over the data: no dropout
 
 
 def test_the_small_stage_is_a_fraction_of_the_run_up_to_its_cap(tmp_path):
@@ -154,37 +151,3 @@ def test_growing_carries_adams_moments_so_trained_weights_are_not_jolted():
         optimizer.step()
         moved[carry] = (grown.bert.embeddings.word_embeddings.weight.detach() - before).abs().mean().item()
     assert moved[False] > 1.5 * moved[True], moved  # fresh: ±LR on every entry with a gradient
-
-
-def test_a_grown_stage_that_repeats_the_data_gets_dropout_with_the_same_weights():
-    target = BertConfig.mini(60).apply_overrides(["hidden_dropout_prob=0.0", "attention_probs_dropout_prob=0.0"])
-    recipe = PretrainConfig()  # growth_dropout 0.1 above 4 passes
-    assert repeat_dropout(target, recipe, grown_steps=400, steps_per_epoch=100) == target  # exactly 4 passes: no
-    regularised = repeat_dropout(target, recipe, grown_steps=401, steps_per_epoch=100)
-    assert (regularised.hidden_dropout_prob, regularised.attention_probs_dropout_prob) == (0.1, 0.1)
-    assert regularised.replace(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0) == target
-    never = PretrainConfig(growth_dropout=0.0)
-    assert repeat_dropout(target, never, grown_steps=10_000, steps_per_epoch=100) == target
-    heavier = target.replace(hidden_dropout_prob=0.3)
-    assert repeat_dropout(heavier, recipe, 10_000, 100).hidden_dropout_prob == 0.3  # the user's is kept
-    # rebuilt: the same weights under the new config, so the function is unchanged in eval mode
-    torch.manual_seed(0)
-    grown = grow(BertForMaskedLM(small_config(target, 1, 1)), target, noise=GROWTH_NOISE, seed=0)
-    assert rebuilt(grown, target) is grown
-    copy = rebuilt(grown, regularised)
-    ids = torch.randint(5, 60, (2, 12))
-    torch.testing.assert_close(copy.eval()(ids, labels=ids).logits, grown.eval()(ids, labels=ids).logits)
-    copy.train()  # dropout now acts: two training passes differ
-    assert not torch.equal(copy(ids, labels=ids).logits, copy(ids, labels=ids).logits)
-
-
-def test_a_run_whose_grown_stage_repeats_the_data_trains_and_exports_with_dropout(tmp_path, capsys):
-    tiny = ["--max-steps", "6", "--batch-size", "4", "--max-len", "32", "--eval-every", "3", "--eval-sequences",
-            "8", "--log-every", "1", "--set", "hidden_size=64", "--set", "num_attention_heads=2", "--set",
-            "intermediate_size=128", "--set", "num_hidden_layers=2", "--num-threads", "1", "--growth-fraction", "0.5",
-            "--growth-dropout-epochs", "0"]
-    from pretrain.__main__ import main
-    assert main(pretrain_args(tmp_path, "run", tiny, 0)) == 0
-    config = json.loads((tmp_path / "run" / "final" / "config.json").read_text())
-    assert (config["hidden_dropout_prob"], config["attention_probs_dropout_prob"]) == (0.1, 0.1)
-    assert "(dropout 0.1: " in capsys.readouterr().out
