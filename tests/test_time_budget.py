@@ -248,3 +248,37 @@ def test_resume_after_the_growth_step_reuses_the_second_decision(tmp_path, resto
     assert train(parse_config(args(tmp_path, "cut", *run, "--resume")))["max_steps"] == 14
     weights = [(tmp_path / run_name / "final" / "model.safetensors").read_bytes() for run_name in ("whole", "cut")]
     assert weights[0] == weights[1]
+
+
+def test_resume_after_the_third_decision_rebuilds_the_same_shortened_schedule(tmp_path, restore_threads,
+                                                                               monkeypatch):
+    """The decisions faked as above (max_steps 14, growth after step 6), and the third one too: at step 9 the
+    grown stage "runs slow" and is cut to 12 steps. Interrupted in step 11 (after the checkpoint of step 9) and
+    resumed, the run must rebuild the schedule of the shortened stage from the recorded max_steps and end
+    bit-identical to an uninterrupted run."""
+    from pretrain import budget as budget_module, train as train_module
+
+    class Interrupted(train_module.PretrainingBatches):
+        def __next__(self):
+            if self.shuffle and self.epoch * self.steps_per_epoch + self.step == 10:
+                raise KeyboardInterrupt
+            return super().__next__()
+
+    monkeypatch.setattr(budget_module, "steps_for_budget", lambda *measured: 12)
+    monkeypatch.setattr(budget_module, "steps_after_growth", lambda *measured: 8)
+    monkeypatch.setattr(train_module, "refit_last_stage",
+                        lambda step, max_steps, *clock: min(max_steps, 12) if step >= 9 else max_steps)
+    run = ["--time-budget", "1h", "--checkpoint-every", "3", "--log-every", "1", "--growth-fraction", "0.5"]
+    assert train(parse_config(args(tmp_path, "whole", *run)))["max_steps"] == 12
+    monkeypatch.setattr(train_module, "PretrainingBatches", Interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train(parse_config(args(tmp_path, "cut", *run)))
+    state = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)
+    assert state["step"] == 9 and (state["extra"]["budget_max_steps"], state["extra"]["budget_grow_step"]) == (12, 6)
+    monkeypatch.setattr(train_module, "PretrainingBatches", Interrupted.__mro__[1])
+    assert train(parse_config(args(tmp_path, "cut", *run, "--resume")))["max_steps"] == 12
+    weights = [(tmp_path / run_name / "final" / "model.safetensors").read_bytes() for run_name in ("whole", "cut")]
+    assert weights[0] == weights[1]
+    lrs = [json.loads(line)["lr"] for line in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()
+           if '"lr"' in line]
+    assert len(lrs) == 12 and lrs[-1] == min(lrs[6:]) < lrs[8]  # the shortened stage still decays to its end
