@@ -9,6 +9,7 @@ import torch
 from conftest import pretrain_args
 
 from pretrain.__main__ import main
+from pretrain.batching import PretrainingBatches
 from pretrain.budget import (FINAL_RESERVE_FRACTION, RESERVE_MIN_S, parse_duration, planned_steps, steps_after_growth,
                              steps_for_budget)
 from pretrain.config import parse_config
@@ -132,7 +133,7 @@ def test_resume_reuses_the_recorded_max_steps_bit_identically(tmp_path, restore_
         train(parse_config(budget_run))
     state = torch.load(tmp_path / "budget" / "checkpoint.pt", weights_only=True)
     assert state["step"] == 3 and state["extra"]["budget_max_steps"] == 12
-    monkeypatch.setattr(train_module, "PretrainingBatches", Interrupted.__mro__[1])
+    monkeypatch.setattr(train_module, "PretrainingBatches", PretrainingBatches)
     monkeypatch.setattr(budget_module, "steps_for_budget", lambda *measured: 99)  # must not be asked again
     resumed = train(parse_config(budget_run + ["--resume"]))
     assert resumed["max_steps"] == 12
@@ -221,33 +222,49 @@ def test_time_budget_with_resume_of_a_step_run_is_one_line(tmp_path, restore_thr
         train(parse_config(args(tmp_path, "run", "--time-budget", "1m", "--resume")))
 
 
+class InterruptedInStep11(PretrainingBatches):
+    """The training stream raises Ctrl-C while step 11 fetches its batch (after the checkpoint of step 9)."""
+
+    def __next__(self):
+        if self.shuffle and self.epoch * self.steps_per_epoch + self.step == 10:
+            raise KeyboardInterrupt
+        return super().__next__()
+
+
+def run_whole_then_cut(tmp_path, monkeypatch, run: list[str]) -> dict:
+    """`run` twice: uninterrupted ("whole"), then interrupted in step 11 ("cut"); returns the cut run's checkpoint."""
+    from pretrain import train as train_module
+
+    train(parse_config(args(tmp_path, "whole", *run)))
+    monkeypatch.setattr(train_module, "PretrainingBatches", InterruptedInStep11)
+    with pytest.raises(KeyboardInterrupt):
+        train(parse_config(args(tmp_path, "cut", *run)))
+    monkeypatch.setattr(train_module, "PretrainingBatches", PretrainingBatches)
+    return torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)
+
+
+def resume_cut_run(tmp_path, run: list[str]) -> dict:
+    """Resumes the cut run; it must end bit-identical to the whole one. Returns its result."""
+    result = train(parse_config(args(tmp_path, "cut", *run, "--resume")))
+    weights = [(tmp_path / run_name / "final" / "model.safetensors").read_bytes() for run_name in ("whole", "cut")]
+    assert weights[0] == weights[1]
+    return result
+
+
 def test_resume_after_the_growth_step_reuses_the_second_decision(tmp_path, restore_threads, monkeypatch):
     """Both decisions faked: 12 steps (growth after step 6), then 8 grown steps instead of 6, so max_steps 14 no
     longer matches growth_fraction. Interrupted in step 11 (after the checkpoint of step 9) and resumed, the run
     must keep grow_step 6 and max_steps 14 without asking again, and end bit-identical to an uninterrupted run."""
-    from pretrain import budget as budget_module, train as train_module
-
-    class Interrupted(train_module.PretrainingBatches):
-        def __next__(self):
-            if self.shuffle and self.epoch * self.steps_per_epoch + self.step == 10:
-                raise KeyboardInterrupt
-            return super().__next__()
+    from pretrain import budget as budget_module
 
     monkeypatch.setattr(budget_module, "steps_for_budget", lambda *measured: 12)
     monkeypatch.setattr(budget_module, "steps_after_growth", lambda *measured: 8)
     run = ["--time-budget", "1h", "--checkpoint-every", "3", "--log-every", "1", "--growth-fraction", "0.5"]
-    train(parse_config(args(tmp_path, "whole", *run)))
-    monkeypatch.setattr(train_module, "PretrainingBatches", Interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        train(parse_config(args(tmp_path, "cut", *run)))
-    state = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)
+    state = run_whole_then_cut(tmp_path, monkeypatch, run)
     assert state["step"] == 9 and (state["extra"]["budget_max_steps"], state["extra"]["budget_grow_step"]) == (14, 6)
-    monkeypatch.setattr(train_module, "PretrainingBatches", Interrupted.__mro__[1])
     for decision in ("steps_for_budget", "steps_after_growth"):  # must not be asked again
         monkeypatch.setattr(budget_module, decision, lambda *measured: 99)
-    assert train(parse_config(args(tmp_path, "cut", *run, "--resume")))["max_steps"] == 14
-    weights = [(tmp_path / run_name / "final" / "model.safetensors").read_bytes() for run_name in ("whole", "cut")]
-    assert weights[0] == weights[1]
+    assert resume_cut_run(tmp_path, run)["max_steps"] == 14
 
 
 def test_resume_after_the_third_decision_rebuilds_the_same_shortened_schedule(tmp_path, restore_threads,
@@ -258,27 +275,14 @@ def test_resume_after_the_third_decision_rebuilds_the_same_shortened_schedule(tm
     bit-identical to an uninterrupted run."""
     from pretrain import budget as budget_module, train as train_module
 
-    class Interrupted(train_module.PretrainingBatches):
-        def __next__(self):
-            if self.shuffle and self.epoch * self.steps_per_epoch + self.step == 10:
-                raise KeyboardInterrupt
-            return super().__next__()
-
     monkeypatch.setattr(budget_module, "steps_for_budget", lambda *measured: 12)
     monkeypatch.setattr(budget_module, "steps_after_growth", lambda *measured: 8)
     monkeypatch.setattr(train_module, "refit_last_stage",
                         lambda step, max_steps, *clock: min(max_steps, 12) if step >= 9 else max_steps)
     run = ["--time-budget", "1h", "--checkpoint-every", "3", "--log-every", "1", "--growth-fraction", "0.5"]
-    assert train(parse_config(args(tmp_path, "whole", *run)))["max_steps"] == 12
-    monkeypatch.setattr(train_module, "PretrainingBatches", Interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        train(parse_config(args(tmp_path, "cut", *run)))
-    state = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)
+    state = run_whole_then_cut(tmp_path, monkeypatch, run)
     assert state["step"] == 9 and (state["extra"]["budget_max_steps"], state["extra"]["budget_grow_step"]) == (12, 6)
-    monkeypatch.setattr(train_module, "PretrainingBatches", Interrupted.__mro__[1])
-    assert train(parse_config(args(tmp_path, "cut", *run, "--resume")))["max_steps"] == 12
-    weights = [(tmp_path / run_name / "final" / "model.safetensors").read_bytes() for run_name in ("whole", "cut")]
-    assert weights[0] == weights[1]
+    assert resume_cut_run(tmp_path, run)["max_steps"] == 12
     lrs = [json.loads(line)["lr"] for line in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()
            if '"lr"' in line]
     assert len(lrs) == 12 and lrs[-1] == min(lrs[6:]) < lrs[8]  # the shortened stage still decays to its end
