@@ -21,9 +21,10 @@ Then the last stage watches its own pace (refit_last_stage): if the machine got 
 longer fit, the stage is shortened at the next clock check and its schedule rebuilt to decay to 0 at the new last
 step, recorded in the checkpoint like the decisions before it.
 
-Behind all of them sits a hard stop (check_clock): if the clock still runs out (the machine slowed down
-between two checks, or the stage is too young for its pace to be trusted), the step at which it does becomes the last one (a small model grows first, so the export
-is always the full shape), with the final evaluation and export as usual, STOP_MARGIN_S before the budget ends.
+Behind all of them sits a hard stop (check_clock): if the clock still runs out (the machine slowed down between
+two checks, or the stage is too young for its pace to be trusted), the step at which it does becomes the last one
+(a small model grows first, so the export is always the full shape), with the final evaluation and export as usual,
+STOP_MARGIN_S before the budget ends.
 
 Why a step count and not "stop when the clock runs out": the LR schedule (warmup, then decay to 0 over the run,
 as 24hBERT/Izsak et al. 2021 do with fractions of the run) needs to know where the run ends, and a step count

@@ -209,7 +209,7 @@ def train(cfg: PretrainConfig, started_at: float | None = None) -> dict:
     last_stage = stage_start  # ... and the last stage's (reset at growing), for --time-budget's third decision
     deadline = budget_deadline(cfg, started)  # --time-budget's hard stop, should the machine slow down (budget.py)
     step = start_step
-    while step < max_steps:  # not a range(): --time-budget's second decision may move max_steps at the growth step
+    while step < max_steps:  # not a range(): --time-budget's second and third decisions may move max_steps
         step += 1
         if plan and step % cfg.log_every == 0 and step < max_steps:  # --time-budget's clock (pretrain/budget.py)
             out_of_time, behind_plan = check_clock(deadline, plan.grow_by if step < grow_step else None, device)
