@@ -115,8 +115,9 @@ class PretrainingBatches:
 
     # --------------------------------------------------------------------------------------- position
     def state_dict(self):
-        """The data position: the NEXT batch to be produced is (epoch, step)."""
-        return {"epoch": self.epoch, "step": self.step, "steps_per_epoch": self.steps_per_epoch, "seed": self.seed}
+        """The data position: the NEXT batch to be produced is (epoch, step) of this stream of max_len rows."""
+        return {"epoch": self.epoch, "step": self.step, "steps_per_epoch": self.steps_per_epoch, "seed": self.seed,
+                "max_len": self.max_len}
 
     def load_state_dict(self, state):
         if state["steps_per_epoch"] != self.steps_per_epoch or state["seed"] != self.seed:

@@ -98,6 +98,17 @@ class PretrainConfig:
         "on growing, the grown model's AdamW starts from the small model's moments (tiled like the weights) "
         "instead of a fresh state"))
     growth_lr: float = field(default=3e-3, metadata=rule(float, gt=0, lt=1, help="peak LR of the small model's stage"))
+    # 序列长度预热 sequence-length warmup (short rows first): a LONG grown stage reads longer rows, with the same
+    # tokens per step. Continuing the 60-minute Tianchi model for 1,200 steps (docs/pretrain.md, "Longer rows for a
+    # long grown stage"): 1.35x the bigram on 128-token rows against 1.30x on 64, measured over six mask draws. The
+    # new positions start untrained (held-out 0.15 at 128 against 0.24 at 64) and took ~400 steps to catch up, so a
+    # short grown stage (every 10-minute run on 2 CPU cores: 183-610 steps) keeps its rows.
+    grown_max_len: int = field(default=128, metadata=rule(int, ge=8, help=
+        "rows of the grown stage, when it runs at least --long-rows-min-steps steps (batch_size·max_len/"
+        "grown_max_len rows per step, the same tokens) if they split evenly over processes and micro-batches; "
+        "≤ --max-len = off"))
+    long_rows_min_steps: int = field(default=2000, metadata=rule(int, ge=1, help=
+        "a grown stage this long or longer reads rows of --grown-max-len"))
     # ---- optimisation --------------------------------------------------------------------------------------------
     # The GLOBAL batch, so a run means the same on 1 CPU or 8 GPUs. 32 rows of 64 tokens: at a fixed token budget,
     # more, smaller steps learned faster than fewer big ones in our short CPU runs.

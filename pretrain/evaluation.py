@@ -124,8 +124,9 @@ def unigram_baseline(corpus, heldout_docs, masking=None):
                 context_free_accuracy=float(context_free), perplexity=float(np.exp(cross_entropy)))
 
 
-def heldout_yardsticks(corpus, train_docs, heldout_docs, cfg):
-    """The held-out evaluation batches, and the count baselines scored on exactly their masked positions.
+def heldout_yardsticks(corpus, train_docs, heldout_docs, cfg, max_len: int | None = None):
+    """The held-out evaluation batches (rows of max_len, default cfg.max_len), and the count baselines scored on
+    exactly their masked positions.
 
     Evaluation masks show [MASK] at EVERY selected position (no 10% unchanged / 10% random): with 80/10/10 a model
     that merely copies its input scores 0.1 for free, and the comparison with the count models (which never see
@@ -137,7 +138,7 @@ def heldout_yardsticks(corpus, train_docs, heldout_docs, cfg):
     """
     masking = DynamicMasking.from_tokenizer(corpus.tokenizer, EVAL_MASK_RATE, mask_token_fraction=1.0,
                                             random_token_fraction=0.0)
-    heldout = PretrainingBatches(corpus, heldout_docs, cfg.max_len, EVAL_BATCH_SIZE, masking, seed=cfg.seed,
+    heldout = PretrainingBatches(corpus, heldout_docs, max_len or cfg.max_len, EVAL_BATCH_SIZE, masking, seed=cfg.seed,
                                  pack=cfg.pack, shuffle=False, drop_last=False)
     bigram_counts = BigramCounts.from_corpus(corpus, train_docs)
     baselines = score_baselines(corpus, train_docs, heldout.epoch_batches(), cfg.eval_sequences, bigram_counts)

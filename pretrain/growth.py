@@ -113,6 +113,30 @@ def last_small_step(max_steps: int, fraction: float, max_small_steps: int) -> in
     return min(step, max_steps - 1)
 
 
+def grown_row_length(cfg, grown_steps: int, max_positions: int, splits: int) -> tuple[int, str]:
+    """序列长度预热 sequence-length warmup: the row length of a grown stage that will run `grown_steps` steps.
+
+    A long stage reads rows of cfg.grown_max_len (e.g. 128 after the small model's 64), batch_size·max_len /
+    grown_max_len of them per step (the same tokens), so each masked token sees more context. A short one keeps
+    cfg.max_len, because the new positions start untrained and cost accuracy until they have trained a few hundred
+    steps (docs/pretrain.md, "Longer rows for a long grown stage").
+
+    Args:
+        max_positions: the grown model's position table; splits: W·k, processes x micro-batches.
+    Returns:
+        (row length, why a long stage keeps cfg.max_len: "" unless the longer rows cannot be used).
+    """
+    long = cfg.grown_max_len
+    if long <= cfg.max_len or grown_steps < cfg.long_rows_min_steps:
+        return cfg.max_len, ""
+    if long > max_positions:
+        return cfg.max_len, f"--grown-max-len {long} exceeds max_position_embeddings {max_positions}"
+    if cfg.batch_size * cfg.max_len % (long * splits):
+        return cfg.max_len, (f"{cfg.batch_size} rows of {cfg.max_len} tokens do not make rows of {long} that "
+                             f"split evenly into {splits} process(es) x micro-batch(es)")
+    return long, ""
+
+
 def small_config(config: BertConfig, widen_times: int, num_layers: int) -> BertConfig:
     """The model to start from: H, I and heads halved `widen_times` times, `num_layers` layers."""
     shrink = 2 ** widen_times

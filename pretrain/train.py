@@ -9,10 +9,11 @@
 
 Every evaluation prints where the model stands against counting: `held-out acc 0.31 | ±2 window 0.35 | bigram 0.26
 | unigram 0.05` (pretrain/baselines.py), with the plateau diagnostics of pretrain/diagnostics.py. `--time-budget 10m`
-turns the time you have into max_steps after a short timing probe, re-planned once at the growth step, with a
-hard stop behind both (pretrain/budget.py). The unigram plateau (a model that guesses the most frequent token
-everywhere for thousands of steps) is left by starting small, with init tricks (pretrain/warm_start.py), and
-growing into the full model (docs/pretrain.md).
+turns the time you have into max_steps after a short timing probe, re-planned at the growth step, shortened if
+the last stage runs slow, with a hard stop behind them (pretrain/budget.py). The unigram plateau (a model that
+guesses the most frequent token everywhere for thousands of steps) is left by starting small, with init tricks
+(pretrain/warm_start.py), and growing into the full model, which reads longer rows when its stage is long
+(序列长度预热 sequence-length warmup; docs/pretrain.md).
 
 The recipe: MLM only, no next-sentence prediction (RoBERTa, Liu et al. 2019, found NSP does not help), dynamic
 masking, sparse MLM head, attention AND hidden dropout 0 (Cramming, Geiping & Goldstein 2022), a large LR with
@@ -56,8 +57,8 @@ from pretrain.config import PretrainConfig
 from pretrain.data import load_corpus
 from pretrain.diagnostics import describe_evaluation, evaluate_with_diagnostics
 from pretrain.evaluation import heldout_yardsticks, split_documents
-from pretrain.growth import (GROWTH_NOISE, carry_adam_state, grow, last_small_step, saved_hidden_size,
-                            small_config)
+from pretrain.growth import (GROWTH_NOISE, carry_adam_state, grow, grown_row_length, last_small_step,
+                            saved_hidden_size, small_config)
 from pretrain.masking import DynamicMasking
 from pretrain.outputs import write_outputs
 from pretrain.resume import (TrainingDiverged, check_fingerprint, check_start, choose_vocab, divergence_message,
@@ -93,10 +94,22 @@ def train(cfg: PretrainConfig, started_at: float | None = None) -> dict:
     train_docs, heldout_docs = split_documents(corpus.num_docs, cfg.heldout_fraction, seed=cfg.seed,
                                                  source=corpus_path)
     masking = DynamicMasking.from_tokenizer(tokenizer, cfg.mask_rate)
-    # Each rank receives its 1/W of every global batch; rows AND masks depend only on (seed, epoch, step), so W
-    # processes see exactly what one process would (tests/test_ddp.py), and resuming needs only {epoch, step}.
-    batches = PretrainingBatches(corpus, train_docs, cfg.max_len, cfg.batch_size, masking, seed=cfg.seed,
-                                 pack=cfg.pack, rank=ctx.rank, world_size=W)
+
+    def training_rows(max_len: int) -> PretrainingBatches:
+        """Rows of max_len tokens, batch_size·cfg.max_len of them per step: the small stage's, or a long grown
+        stage's longer ones (序列长度预热 sequence-length warmup, pretrain/growth.py:grown_row_length). Each rank
+        receives its 1/W of every global batch; rows AND masks depend only on (seed, epoch, step), so W processes
+        see exactly what one process would (tests/test_ddp.py), and resuming needs only {epoch, step}."""
+        return PretrainingBatches(corpus, train_docs, max_len, cfg.batch_size * cfg.max_len // max_len, masking,
+                                  seed=cfg.seed, pack=cfg.pack, rank=ctx.rank, world_size=W)
+
+    def long_rows(max_len: int) -> tuple:
+        """A long grown stage's training rows, and (rank 0) its held-out rows with the count baselines scored on
+        their masked positions: (batches, (heldout, unigram, bigram_counts, baselines))."""
+        yardsticks = heldout_yardsticks(corpus, train_docs, heldout_docs, cfg, max_len) if ctx.is_main else (None,) * 4
+        return training_rows(max_len), yardsticks
+
+    batches = training_rows(cfg.max_len)
     say(f"corpus {corpus_path}: {corpus.num_docs:,} documents ({len(heldout_docs):,} held out), vocab "
         f"{tokenizer.vocab_size:,}, {batches.num_rows:,} training rows of {cfg.max_len} tokens, "
         f"{batches.steps_per_epoch:,} steps per epoch of {cfg.batch_size} rows")
@@ -185,6 +198,8 @@ def train(cfg: PretrainConfig, started_at: float | None = None) -> dict:
                                     scaler=scaler, rank=ctx.rank, world_size=W,
                                     check=lambda extra: check_fingerprint(extra.get("fingerprint"), run_fingerprint,
                                                                           checkpoint_path))
+        if state["data"].get("max_len", cfg.max_len) != batches.max_len:  # saved in a long grown stage
+            batches, (heldout, unigram, bigram_counts, baselines) = long_rows(state["data"]["max_len"])
         batches.load_state_dict(state["data"])
         start_step = state["step"]
         say(f"resumed from {checkpoint_path} at step {start_step}")
@@ -199,7 +214,10 @@ def train(cfg: PretrainConfig, started_at: float | None = None) -> dict:
     def prepare(rank_batch: dict) -> list[dict]:  # k micro-batches of B rows, checked, with their masked positions
         return split_micro_batches(rank_batch, k, config)
 
-    source = Prefetcher(batches, prepare) if device.type == "cuda" else map(prepare, batches)
+    def feed(stage_batches: PretrainingBatches):  # on a GPU, built in a background thread
+        return Prefetcher(stage_batches, prepare) if device.type == "cuda" else map(prepare, stage_batches)
+
+    source = feed(batches)
     bar = tqdm(total=max_steps, initial=start_step, disable=not ctx.is_main, dynamic_ncols=True)
     window = ThroughputWindow()  # tokens/s and MFU since the last log line
     last_checkpoint, final_eval = start_step, {}
@@ -237,6 +255,16 @@ def train(cfg: PretrainConfig, started_at: float | None = None) -> dict:
             if plan and plan.grow_step is None:  # --time-budget's second decision, from the first stage's pace
                 max_steps = bar.total = replan_after_growth(plan, cfg, small, (model, train_model), batches,
                                                             grow_step, stage_start, started, ctx.is_main, say)
+            row_len, kept_because = grown_row_length(cfg, max_steps - grow_step, config.max_position_embeddings, W * k)
+            if kept_because:
+                note(f"step {step}: the grown stage keeps rows of {cfg.max_len} tokens: {kept_because}")
+            if row_len != batches.max_len:  # a long grown stage: longer rows, the same tokens per step
+                if isinstance(source, Prefetcher):
+                    source.close()
+                batches, (heldout, unigram, bigram_counts, baselines) = long_rows(row_len)
+                source = feed(batches)
+                note(f"step {step}: the grown stage runs {max_steps - grow_step:,} steps, so it reads rows of "
+                     f"{row_len} tokens ({batches.batch_size} per step); the held-out rows too (序列长度预热)")
             last_stage = (grow_step, time.monotonic())  # the grown stage's pace is measured from here
             small_optimizer = optimizer
             table, optimizer, scheduler = stage_optimizer(model, grow_step)
@@ -282,7 +310,7 @@ def train(cfg: PretrainConfig, started_at: float | None = None) -> dict:
         # ---- logging: tokens/s and MFU count real (non-padding) tokens; FLOPs use the masked-only vocab head
         tokens = W * sum(int(mb["attention_mask"].sum()) if mb["attention_mask"] is not None
                          else mb["input_ids"].numel() for mb in micro_batches)  # CPU tensors; approximately global
-        window.add(tokens, tokens * training_flops_per_token(model.config, cfg.max_len, total / tokens))
+        window.add(tokens, tokens * training_flops_per_token(model.config, batches.max_len, total / tokens))
         bar.update(1)
         logged = step % cfg.log_every == 0 or step == max_steps
         checkpointing = step % cfg.checkpoint_every == 0 or step == max_steps
@@ -332,6 +360,6 @@ def train(cfg: PretrainConfig, started_at: float | None = None) -> dict:
         if not final_eval:  # resumed after the last step: score the final model once more
             final_eval = evaluate_with_diagnostics(model, heldout, device, amp_dtype, cfg.eval_sequences, baselines)
         result = write_outputs(model, cfg, out, corpus, corpus_path, heldout_docs, (unigram, bigram_counts, baselines),
-                               final_eval, max_steps, started, log.path, say)
+                               {**final_eval, "eval_max_len": heldout.max_len}, max_steps, started, log.path, say)
     shutdown_distributed()
     return result

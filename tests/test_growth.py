@@ -1,10 +1,13 @@
 """Growing the model (pretrain/growth.py) and the init tricks (pretrain/warm_start.py)."""
+import dataclasses
 import json
 
 import torch
 
 from minibert import BertConfig, BertForMaskedLM
-from pretrain.growth import GROWTH_NOISE, carry_adam_state, grow, last_small_step, small_config
+from pretrain.config import PretrainConfig
+from pretrain.growth import (GROWTH_NOISE, carry_adam_state, grow, grown_row_length, last_small_step,
+                            small_config)
 from pretrain.warm_start import init_local_attention, init_sinusoidal_positions
 
 from conftest import pretrain_args
@@ -151,3 +154,15 @@ def test_growing_carries_adams_moments_so_trained_weights_are_not_jolted():
         optimizer.step()
         moved[carry] = (grown.bert.embeddings.word_embeddings.weight.detach() - before).abs().mean().item()
     assert moved[False] > 1.5 * moved[True], moved  # fresh: ±LR on every entry with a gradient
+
+
+def test_only_a_long_grown_stage_reads_longer_rows_and_says_why_it_cannot():
+    cfg = PretrainConfig()  # rows of 64, then 128 for a grown stage of 2,000 steps or more
+    assert grown_row_length(cfg, 1999, 512, 1) == (64, "")  # every 10-minute run on 2 CPU cores: 183-610 steps
+    assert grown_row_length(cfg, 2000, 512, 1) == (128, "")
+    assert grown_row_length(cfg, 9000, 512, 16) == (128, "")  # 16 rows of 128 split into 16 processes
+    assert grown_row_length(dataclasses.replace(cfg, grown_max_len=64), 9000, 512, 1) == (64, "")  # = --max-len: off, quietly
+    length, why = grown_row_length(cfg, 9000, 512, 32)  # 16 rows cannot split into 32 processes x micro-batches
+    assert length == 64 and "split evenly into 32" in why
+    length, why = grown_row_length(cfg, 9000, 100, 1)
+    assert length == 64 and "max_position_embeddings 100" in why

@@ -32,10 +32,15 @@ def run_args(tmp_path, out, *extra):
                          "--checkpoint-every", "3", "--eval-every", "4", *extra)
 
 
-@pytest.mark.parametrize("growth", ["0.5", "0.25"])  # the model grows after step 4 (checkpoint: small) or 2 (grown)
+LONG_ROWS = ("--long-rows-min-steps", "1", "--grown-max-len", "64")  # the grown stage: 4 rows of 64, not 8 of 32
+
+
+# The model grows after step 4 (the checkpoint of step 3 holds the small model) or after step 2 (the grown one);
+# with LONG_ROWS the grown stage reads longer rows, and the checkpoint of step 3 is then a position in THAT stream.
+@pytest.mark.parametrize("growth", [("0.5",), ("0.25",), ("0.5", *LONG_ROWS), ("0.25", *LONG_ROWS)])
 def test_sigkill_then_resume_is_bit_identical(tmp_path, restore_threads, growth):
     def args(out, *extra):
-        return run_args(tmp_path, out, "--growth-fraction", growth, *extra)
+        return run_args(tmp_path, out, "--growth-fraction", *growth, *extra)
 
     train(parse_config(args("uninterrupted")))
 
@@ -63,6 +68,7 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path, restore_threads, growth)
     assert losses(run) == losses(tmp_path / "uninterrupted")
     assert [s for s, _ in losses(run)] == list(range(1, 9))
     assert result["eval_acc"] == json.loads((tmp_path / "uninterrupted" / "results.json").read_text())["eval_acc"]
+    assert result["eval_max_len"] == (64 if LONG_ROWS[0] in growth else 32)
 
 
 def test_resume_without_checkpoint_is_one_clear_line(tmp_path, capsys):
