@@ -96,7 +96,7 @@ def train(cfg: PretrainConfig, started_at: float | None = None) -> dict:
     masking = DynamicMasking.from_tokenizer(tokenizer, cfg.mask_rate)
 
     def training_rows(max_len: int) -> PretrainingBatches:
-        """Rows of max_len tokens, batch_size·cfg.max_len of them per step: the small stage's, or a long grown
+        """Rows of max_len tokens, batch_size·cfg.max_len tokens per step: the small stage's, or a long grown
         stage's longer ones (序列长度预热 sequence-length warmup, pretrain/growth.py:grown_row_length). Each rank
         receives its 1/W of every global batch; rows AND masks depend only on (seed, epoch, step), so W processes
         see exactly what one process would (tests/test_ddp.py), and resuming needs only {epoch, step}."""
