@@ -286,6 +286,32 @@ def refit_last_stage(step: int, max_steps: int, stage_clock: tuple[int, float], 
     return broadcast_steps(fits, device)
 
 
+def read_clock(step: int, max_steps: int, grow_step: int, plan: BudgetPlan, deadline: float,
+               last_stage: tuple[int, float], still_small: bool, device: torch.device, budget: str,
+               say) -> tuple[int, int, bool]:
+    """--time-budget's clock, at a log step of the loop: the hard stop, the small stage's watchdog, or the third
+    decision (above). Returns (max_steps, grow_step, whether the last stage's schedule must be rebuilt); the
+    decisions are recorded in `plan`, which the checkpoint saves."""
+    label = f"--time-budget {budget}"
+    out_of_time, behind_plan = check_clock(deadline, plan.grow_by if step < grow_step else None, device)
+    if out_of_time:  # the machine ran slower than planned: a hard stop
+        say(f"{label}: out of time at step {step:,} of {max_steps:,}: this step is the last, then the final "
+            f"evaluation")
+        if plan.grow_step is None and still_small:  # grow now, so the export has the full shape
+            grow_step = plan.grow_step = step - 1
+        return step, grow_step, False
+    if behind_plan:  # a slow small stage: grow now, so that BERT-mini keeps time for its own steps
+        say(f"{label}: the small model is behind plan; it grows after step {step:,}, not {grow_step:,}, to leave "
+            f"BERT-mini its planned time")
+        return max_steps, step, False
+    if step > grow_step + 1 and (fits := refit_last_stage(step, max_steps, last_stage, deadline, device)) < max_steps:
+        say(f"{label}: at this stage's pace the run ends at step {fits:,}, not {max_steps:,}; the LR now decays to 0 "
+            f"there")
+        plan.max_steps = fits
+        return fits, grow_step, True
+    return max_steps, grow_step, False
+
+
 def broadcast_steps(steps: int, device: torch.device) -> int:
     """Rank 0's decision, on every rank (identity in a single process)."""
     if not (dist.is_available() and dist.is_initialized()):

@@ -124,9 +124,10 @@ def unigram_baseline(corpus, heldout_docs, masking=None):
                 context_free_accuracy=float(context_free), perplexity=float(np.exp(cross_entropy)))
 
 
-def heldout_yardsticks(corpus, train_docs, heldout_docs, cfg, max_len: int | None = None):
+def heldout_yardsticks(corpus, train_docs, heldout_docs, cfg, max_len: int | None = None, bigram_counts=None):
     """The held-out evaluation batches (rows of max_len, default cfg.max_len), and the count baselines scored on
-    exactly their masked positions.
+    exactly their masked positions. bigram_counts: the training counts, when already counted (they do not depend
+    on the row length).
 
     Evaluation masks show [MASK] at EVERY selected position (no 10% unchanged / 10% random): with 80/10/10 a model
     that merely copies its input scores 0.1 for free, and the comparison with the count models (which never see
@@ -140,6 +141,6 @@ def heldout_yardsticks(corpus, train_docs, heldout_docs, cfg, max_len: int | Non
                                             random_token_fraction=0.0)
     heldout = PretrainingBatches(corpus, heldout_docs, max_len or cfg.max_len, EVAL_BATCH_SIZE, masking, seed=cfg.seed,
                                  pack=cfg.pack, shuffle=False, drop_last=False)
-    bigram_counts = BigramCounts.from_corpus(corpus, train_docs)
+    bigram_counts = bigram_counts or BigramCounts.from_corpus(corpus, train_docs)
     baselines = score_baselines(corpus, train_docs, heldout.epoch_batches(), cfg.eval_sequences, bigram_counts)
     return heldout, unigram_baseline(corpus, heldout_docs, masking), bigram_counts, baselines

@@ -8,10 +8,9 @@
     6. the final model in minibert format, the curves, held-out accuracy next to the count baselines (outputs.py)
 
 Every evaluation prints where the model stands against counting: `held-out acc 0.31 | ±2 window 0.35 | bigram 0.26
-| unigram 0.05` (pretrain/baselines.py), with the plateau diagnostics of pretrain/diagnostics.py. `--time-budget 10m`
-turns the time you have into max_steps after a short timing probe, re-planned at the growth step, shortened if
-the last stage runs slow, with a hard stop behind them (pretrain/budget.py). The unigram plateau (a model that
-guesses the most frequent token everywhere for thousands of steps) is left by starting small, with init tricks
+| unigram 0.05` (pretrain/baselines.py), with the plateau diagnostics of pretrain/diagnostics.py. `--time-budget`
+turns the time you have into max_steps (pretrain/budget.py). The unigram plateau (a model that guesses the most
+frequent token everywhere for thousands of steps) is left by starting small, with init tricks
 (pretrain/warm_start.py), and growing into the full model, which reads longer rows when its stage is long
 (序列长度预热 sequence-length warmup; docs/pretrain.md).
 
@@ -51,8 +50,7 @@ from minibert.training.optim import build_adamw, format_group_table, param_group
 from minibert.training.schedule import build_scheduler
 from pretrain.baselines import standing
 from pretrain.batching import Prefetcher, PretrainingBatches, split_micro_batches
-from pretrain.budget import (budget_deadline, budget_max_steps, check_clock, recorded_budget, refit_last_stage,
-                            replan_after_growth)
+from pretrain.budget import budget_deadline, budget_max_steps, read_clock, recorded_budget, replan_after_growth
 from pretrain.config import PretrainConfig
 from pretrain.data import load_corpus
 from pretrain.diagnostics import describe_evaluation, evaluate_with_diagnostics
@@ -97,17 +95,17 @@ def train(cfg: PretrainConfig, started_at: float | None = None) -> dict:
 
     def training_rows(max_len: int) -> PretrainingBatches:
         """Rows of max_len tokens, batch_size·cfg.max_len tokens per step: the small stage's, or a long grown
-        stage's longer ones (序列长度预热 sequence-length warmup, pretrain/growth.py:grown_row_length). Each rank
-        receives its 1/W of every global batch; rows AND masks depend only on (seed, epoch, step), so W processes
-        see exactly what one process would (tests/test_ddp.py), and resuming needs only {epoch, step}."""
+        stage's (序列长度预热 sequence-length warmup, growth.py:grown_row_length). Each rank receives its 1/W of
+        every global batch; rows AND masks depend only on (seed, epoch, step), so W processes see exactly what one
+        process would (tests/test_ddp.py), and resuming needs only {epoch, step, max_len}."""
         return PretrainingBatches(corpus, train_docs, max_len, cfg.batch_size * cfg.max_len // max_len, masking,
                                   seed=cfg.seed, pack=cfg.pack, rank=ctx.rank, world_size=W)
 
     def long_rows(max_len: int) -> tuple:
-        """A long grown stage's training rows, and (rank 0) its held-out rows with the count baselines scored on
-        their masked positions: (batches, (heldout, unigram, bigram_counts, baselines))."""
-        yardsticks = heldout_yardsticks(corpus, train_docs, heldout_docs, cfg, max_len) if ctx.is_main else (None,) * 4
-        return training_rows(max_len), yardsticks
+        """A long grown stage's rows, and (rank 0) its held-out rows and count baselines: (batches, yardsticks)."""
+        if not ctx.is_main:
+            return training_rows(max_len), (None,) * 4
+        return training_rows(max_len), heldout_yardsticks(corpus, train_docs, heldout_docs, cfg, max_len, bigram_counts)
 
     batches = training_rows(cfg.max_len)
     say(f"corpus {corpus_path}: {corpus.num_docs:,} documents ({len(heldout_docs):,} held out), vocab "
@@ -168,9 +166,8 @@ def train(cfg: PretrainConfig, started_at: float | None = None) -> dict:
     grow_step = plan.grow_step if plan and plan.grow_step else grow_step  # the budget's second decision moved it
 
     def stage_schedule(adamw, first_step: int, steps_done: int = 0):
-        """学习率预热 warmup, then linear (or cosine) decay to 0, as fractions of the stage that starts after
-        `first_step` (0, or grow_step after growing), whatever its length; steps_done > 0 when a --time-budget
-        run shortens the stage under way."""
+        """学习率预热 warmup, then linear (or cosine) decay to 0, as fractions of the stage after `first_step` (0,
+        or grow_step), whatever its length; steps_done > 0 when --time-budget shortens the stage under way."""
         steps = (grow_step if first_step < grow_step else max_steps) - first_step
         return build_scheduler(adamw, round(cfg.warmup_fraction * steps), steps, cfg.schedule, steps_done)
 
@@ -230,22 +227,10 @@ def train(cfg: PretrainConfig, started_at: float | None = None) -> dict:
     while step < max_steps:  # not a range(): --time-budget's second and third decisions may move max_steps
         step += 1
         if plan and step % cfg.log_every == 0 and step < max_steps:  # --time-budget's clock (pretrain/budget.py)
-            out_of_time, behind_plan = check_clock(deadline, plan.grow_by if step < grow_step else None, device)
-            if out_of_time:  # the machine ran slower than planned: a hard stop
-                note(f"--time-budget {cfg.time_budget}: out of time at step {step:,} of {max_steps:,}: this step is "
-                     f"the last, then the final evaluation")
-                if plan.grow_step is None and model.config != config:  # still small: grow now, export the full shape
-                    grow_step = plan.grow_step = step - 1
-                max_steps = bar.total = step
-            elif behind_plan:  # a slow small stage: grow now, so that BERT-mini keeps time for its own steps
-                note(f"--time-budget {cfg.time_budget}: the small model is behind plan; it grows after step {step:,}, "
-                     f"not {grow_step:,}, to leave BERT-mini its planned time")
-                grow_step = step
-            elif step > grow_step + 1 and (fits := refit_last_stage(step, max_steps, last_stage, deadline,
-                                                                    device)) < max_steps:
-                note(f"--time-budget {cfg.time_budget}: at this stage's pace the run ends at step {fits:,}, not "
-                     f"{max_steps:,}; the LR now decays to 0 there")
-                max_steps = bar.total = plan.max_steps = fits
+            new_max_steps, grow_step, refit = read_clock(step, max_steps, grow_step, plan, deadline, last_stage,
+                                                         model.config != config, device, cfg.time_budget, note)
+            max_steps = bar.total = new_max_steps
+            if refit:  # the third decision shortened the last stage: its schedule decays to 0 at the new end
                 scheduler = stage_schedule(optimizer, grow_step, steps_done=step - 1 - grow_step)
         if step == grow_step + 1 and model.config != config:  # every rank grows the same weights, same noise
             small = (model, train_model)
@@ -256,7 +241,7 @@ def train(cfg: PretrainConfig, started_at: float | None = None) -> dict:
                 max_steps = bar.total = replan_after_growth(plan, cfg, small, (model, train_model), batches,
                                                             grow_step, stage_start, started, ctx.is_main, say)
             row_len, kept_because = grown_row_length(cfg, max_steps - grow_step, config.max_position_embeddings, W * k)
-            if kept_because:
+            if kept_because:  # a long stage that cannot read longer rows says why
                 note(f"step {step}: the grown stage keeps rows of {cfg.max_len} tokens: {kept_because}")
             if row_len != batches.max_len:  # a long grown stage: longer rows, the same tokens per step
                 if isinstance(source, Prefetcher):
@@ -270,8 +255,8 @@ def train(cfg: PretrainConfig, started_at: float | None = None) -> dict:
             table, optimizer, scheduler = stage_optimizer(model, grow_step)
             if cfg.growth_carry_optimizer:  # AdamW's moments too, or a fresh state jolts every trained weight
                 carry_adam_state(small[0], small_optimizer, model, optimizer, cfg.growth_free_heads)
-            note(f"step {step}: grew the model to H{config.hidden_size} L{config.num_hidden_layers}, a new "
-                       f"AdamW and schedule:\n{table}")
+            note(f"step {step}: grew the model to H{config.hidden_size} L{config.num_hidden_layers}, a new AdamW "
+                 f"and schedule:\n{table}")
         micro_batches = next(source)  # this rank's G/W rows as k micro-batches, already masked and checked
         counts = [len(mb["prediction_positions"]) for mb in micro_batches]  # M_i per micro-batch
         total = global_prediction_count(counts, device)  # ΣM over micro-batches AND ranks, before any backward
