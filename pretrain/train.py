@@ -55,8 +55,8 @@ from pretrain.config import PretrainConfig
 from pretrain.data import load_corpus
 from pretrain.diagnostics import describe_evaluation, evaluate_with_diagnostics
 from pretrain.evaluation import heldout_yardsticks, split_documents
-from pretrain.growth import (GROWTH_NOISE, carry_adam_state, grow, grown_row_length, last_small_step,
-                            saved_hidden_size, small_config)
+from pretrain.growth import (GROWTH_NOISE, SMALL_LAYERS, carry_adam_state, grow, grown_row_length,
+                            grown_stage_groups, last_small_step, saved_hidden_size, small_config)
 from pretrain.masking import DynamicMasking
 from pretrain.outputs import write_outputs
 from pretrain.resume import (TrainingDiverged, check_fingerprint, check_start, choose_vocab, divergence_message,
@@ -117,7 +117,7 @@ def train(cfg: PretrainConfig, started_at: float | None = None) -> dict:
     # 模型生长 growing: with growth_fraction > 0 a small model (H/2, 1 layer) trains the first steps and then grows
     # into `config` (pretrain/growth.py); --init starts from full-size weights, so it has nothing to grow.
     growing = cfg.growth_fraction > 0 and init is None
-    model = warm_started_model(small_config(config, 1, 1) if growing else config, cfg,
+    model = warm_started_model(small_config(config, 1, SMALL_LAYERS) if growing else config, cfg,
                                train_token_counts(corpus, train_docs)).to(device)
     if init is not None:
         load_init_weights(model, init[0])
@@ -172,10 +172,10 @@ def train(cfg: PretrainConfig, started_at: float | None = None) -> dict:
         return build_scheduler(adamw, round(cfg.warmup_fraction * steps), steps, cfg.schedule, steps_done)
 
     def stage_optimizer(stage: BertForMaskedLM, first_step: int):
-        """AdamW and its schedule for the stage that starts after `first_step`."""
-        lr = cfg.growth_lr if first_step < grow_step else cfg.lr
-        # 权重衰减 weight decay on weight matrices only, not biases/LayerNorm (Devlin et al. 2019; see optim.py).
-        groups = param_groups(stage, lr, cfg.weight_decay)
+        """AdamW and the schedule of the stage after `first_step`: 权重衰减 weight decay on weight matrices only
+        (optim.py), and in the grown stage 差分学习率 differential LRs (growth.py:grown_stage_groups)."""
+        groups = (grown_stage_groups(stage, cfg, max_steps - grow_step) if growing and stage.config == config
+                  else param_groups(stage, cfg.growth_lr if growing else cfg.lr, cfg.weight_decay))
         table = format_group_table(groups)  # the peak LRs, before the schedule scales them down for warmup
         stage_adamw = build_adamw(groups, betas=(0.9, cfg.adam_beta2), fused=device.type == "cuda")
         return table, stage_adamw, stage_schedule(stage_adamw, first_step)
@@ -286,7 +286,7 @@ def train(cfg: PretrainConfig, started_at: float | None = None) -> dict:
         if not scaler.is_enabled():
             finite &= torch.isfinite(grad_norm)
         first_nonfinite = torch.where((first_nonfinite == 0) & ~finite, step, first_nonfinite)
-        lr = scheduler.get_last_lr()[0]  # the LR this step uses
+        lr = max(scheduler.get_last_lr())  # the LR this step uses (the largest group's: --lr, not the spared ones)
         scaler.step(optimizer)  # skips the update if fp16 gradients overflowed
         scaler.update()
         scheduler.step()

@@ -2,12 +2,13 @@
 import dataclasses
 import json
 
+import pytest
 import torch
 
 from minibert import BertConfig, BertForMaskedLM
 from pretrain.config import PretrainConfig
-from pretrain.growth import (GROWTH_NOISE, carry_adam_state, grow, grown_row_length, last_small_step,
-                            small_config)
+from pretrain.growth import (GROWTH_NOISE, carry_adam_state, grow, grown_row_length, grown_stage_groups,
+                            last_small_step, small_config)
 from pretrain.warm_start import init_local_attention, init_sinusoidal_positions
 
 from conftest import pretrain_args
@@ -166,3 +167,22 @@ def test_only_a_long_grown_stage_reads_longer_rows_and_says_why_it_cannot():
     assert length == 64 and "split evenly into 32" in why
     length, why = grown_row_length(cfg, 9000, 100, 1)
     assert length == 64 and "max_position_embeddings 100" in why
+
+
+def test_a_short_grown_stage_spares_the_small_models_weights_and_a_long_one_trains_all_at_lr():
+    cfg = PretrainConfig()  # lr 1e-3, carried weights at 0.1 x lr below 2,000 grown steps
+    small = BertForMaskedLM(small_config(BertConfig.mini(60), 1, 1))
+    grown = grow(small, BertConfig.mini(60), noise=GROWTH_NOISE, seed=0)
+
+    def lr_of(groups):  # parameter name -> its group's peak LR
+        return {name: group["lr"] for group in groups for name in group["param_names"]}
+
+    short, long = lr_of(grown_stage_groups(grown, cfg, 240)), lr_of(grown_stage_groups(grown, cfg, 2000))
+    assert set(short) == {name for name, _ in grown.named_parameters()}  # every weight in exactly one group
+    for name in ("bert.encoder.layers.1.ffn.up.weight", "bert.encoder.layers.3.attention_norm.bias"):  # stacked
+        assert short[name] == long[name] == cfg.lr
+    for name in ("bert.embeddings.word_embeddings.weight", "bert.encoder.layers.0.ffn.up.weight", "mlm_head.bias"):
+        assert short[name] == pytest.approx(cfg.lr * cfg.growth_carried_lr_scale) and long[name] == cfg.lr
+    # the same groups either way (only their LRs differ): a resumed run loads its optimizer state into them
+    assert [g["name"] for g in grown_stage_groups(grown, cfg, 240)] == \
+        [g["name"] for g in grown_stage_groups(grown, cfg, 9000)]

@@ -32,7 +32,7 @@ def run_args(tmp_path, out, *extra):
                          "--checkpoint-every", "3", "--eval-every", "4", *extra)
 
 
-LONG_ROWS = ("--long-rows-min-steps", "1", "--grown-max-len", "64")  # the grown stage: 4 rows of 64, not 8 of 32
+LONG_ROWS = ("--long-stage-min-steps", "1", "--grown-max-len", "64")  # the grown stage: 4 rows of 64, not 8 of 32
 
 
 # The model grows after step 4 (the checkpoint of step 3 holds the small model) or after step 2 (the grown one);

@@ -34,13 +34,15 @@ def layer_depth(full_name: str, num_layers: int) -> int:
 
 
 def param_groups(model: nn.Module, lr: float, weight_decay: float, head_lr: float | None = None,
-                 head_prefixes: tuple[str, ...] = (), layer_decay: float | None = None) -> list[dict]:
+                 head_prefixes: tuple[str, ...] = (), layer_decay: float | None = None,
+                 head_name: str = "head") -> list[dict]:
     """Split the trainable parameters into AdamW groups.
 
     Args:
         lr: peak LR of the encoder (and of everything when head_lr is None).
         weight_decay: applied to weights only (see no_weight_decay).
         head_lr: LR for parameters whose full name starts with one of `head_prefixes` (e.g. "classifier").
+        head_name: what the group table calls them (pretraining's grown stage: "new layers").
         layer_decay: if set (e.g. 0.8), encoder layer i gets lr * layer_decay ** (L - i), the embeddings the least.
     Returns:
         A list of dicts for torch.optim.AdamW, each with extra keys "name" and "param_names" for the table.
@@ -54,7 +56,7 @@ def param_groups(model: nn.Module, lr: float, weight_decay: float, head_lr: floa
             full = f"{module_name}.{param_name}" if module_name else param_name
             decay = 0.0 if no_weight_decay(module, param_name) else weight_decay
             if head_lr is not None and full.startswith(head_prefixes):
-                part, group_lr = "head", head_lr
+                part, group_lr = head_name, head_lr
             elif layer_decay is not None:
                 depth = layer_depth(full, num_layers)
                 part, group_lr = f"depth {depth}", lr * layer_decay ** (num_layers + 1 - depth)
