@@ -141,6 +141,7 @@ def heldout_yardsticks(corpus, train_docs, heldout_docs, cfg, max_len: int | Non
                                             random_token_fraction=0.0)
     heldout = PretrainingBatches(corpus, heldout_docs, max_len or cfg.max_len, EVAL_BATCH_SIZE, masking, seed=cfg.seed,
                                  pack=cfg.pack, shuffle=False, drop_last=False)
-    bigram_counts = bigram_counts or BigramCounts.from_corpus(corpus, train_docs)
+    if bigram_counts is None:  # counted once per run; a long grown stage passes the first count back in
+        bigram_counts = BigramCounts.from_corpus(corpus, train_docs)
     baselines = score_baselines(corpus, train_docs, heldout.epoch_batches(), cfg.eval_sequences, bigram_counts)
     return heldout, unigram_baseline(corpus, heldout_docs, masking), bigram_counts, baselines
