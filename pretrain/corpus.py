@@ -20,9 +20,9 @@ The language (every draw comes from seeded generators; same seed → byte-identi
    300 fixed 5-word set phrases (like 成语) built from 40 words: a word's neighbours are shared by many phrases,
    two words on each side name the phrase. Both are what a ±2-token context sees and a bigram does not.
 3. **Topics and classes.** Each of 28 topics favours its own nouns, verbs and adjectives (Zipf weights); each of
-   the 14 classes has two home topics. A document draws a topic mixture centred on its class's home topics (about
-   85% of its sentences come from them: a news article stays on its subject), every SENTENCE draws its topic from
-   that mixture, so the label is spread over the whole document and no single word gives it away. Class priors follow Tianchi's imbalance; lengths are log-normal (median ≈ 250 tokens).
+   the 14 classes has two home topics. A document draws a topic mixture centred on its class's home topics, every
+   SENTENCE draws its topic from that mixture, so the label is spread over the whole document and no single word
+   gives it away. Class priors follow Tianchi's imbalance; lengths are log-normal (median ≈ 250 tokens).
 
 Dimension legend: D documents, K topics, C classes.
 Run: `python -m pretrain.corpus --out data/default_corpus.tsv --docs 4000 --seed 0 [--labelled-dir DIR]`.
@@ -60,8 +60,6 @@ class CorpusSpec:
     num_topics: int = 28            # two home topics per class
     topic_support: int = 120        # nouns per topic (verbs and adjectives: half of it)
     topic_rate: float = 0.7         # P(a free word choice comes from the sentence's topic, else the whole lexicon)
-    home_topic_alpha: float = 1.5   # Dirichlet weight of each of a class's two home topics in a document's mixture
-    other_topic_alpha: float = 0.02  # ... and of each of the other 26: about 85% of a document's sentences stay home
     favourite_rate: float = 0.5     # P(an adjective / verb / object is a favourite of its noun / verb)
     num_favourites: int = 4
     adjective_rate: float = 0.4     # P(an NP has an adjective)
@@ -131,13 +129,8 @@ class CorpusWorld:
         self.set_phrase_table = (list(range(spec.num_set_phrases)), _cdf(_zipf(spec.num_set_phrases, 1.0)))
         num_classes = len(TIANCHI_CLASS_COUNTS)
         home = rng.permutation(spec.num_topics)[: 2 * num_classes].reshape(num_classes, 2)
-        # Until data version 4 the other topics weighed 0.1 each: 2.6 against 3.0, so nearly half of a document's
-        # sentences came from topics of other classes. Then a 64-token window often held no evidence for its label,
-        # bag-of-words peaked at 0.67 macro-F1 even with 30,000 labels, and there was nothing left for pretraining
-        # to add (docs/results.md, "An embedded corpus that stays on its subject"). A news article stays on its
-        # subject; with 0.02 (0.52 against 3.0) so do these documents.
-        self.class_alpha = np.full((num_classes, spec.num_topics), spec.other_topic_alpha)  # [C,K]
-        self.class_alpha[np.arange(num_classes)[:, None], home] = spec.home_topic_alpha
+        self.class_alpha = np.full((num_classes, spec.num_topics), 0.1)                    # [C,K]
+        self.class_alpha[np.arange(num_classes)[:, None], home] = 1.5
         self.class_prior = np.asarray(TIANCHI_CLASS_COUNTS, float) / sum(TIANCHI_CLASS_COUNTS)
 
     def _favourites(self, kind, favourite_kind, rng):

@@ -71,7 +71,7 @@ def test_count_baselines_like_real_text_and_wider_context_helps(tmp_path):
     assert scores["window2_acc"] >= scores["bigram_acc"] + 0.04, scores
 
 
-def test_labels_learnable_spread_over_the_document_and_no_single_token_gives_them_away(sample):
+def test_labels_learnable_but_no_single_token_gives_them_away(sample):
     labels, docs = sample
     V = int(max(d.max() for d in docs)) + 1
     cut = len(docs) * 4 // 5
@@ -80,27 +80,18 @@ def test_labels_learnable_spread_over_the_document_and_no_single_token_gives_the
     counts = np.bincount(doc_label * V + np.concatenate(docs[:cut]), minlength=14 * V).reshape(14, V) + 1.0
     log_prob = np.log(counts / counts.sum(1, keepdims=True))      # [14,V]
     log_prior = np.log(np.bincount(labels[:cut], minlength=14) + 1.0)
-
-    def accuracy(first):  # naive Bayes reading only the first `first` tokens of each held-out document
-        predicted = np.array([(log_prob[:, d[:first]].sum(1) + log_prior).argmax() for d in docs[cut:]])
-        return (predicted == labels[cut:]).mean()
-
+    predicted = np.array([(log_prob[:, d].sum(1) + log_prior).argmax() for d in docs[cut:]])
     majority = (labels[cut:] == np.bincount(labels[:cut]).argmax()).mean()
-    whole, opening = accuracy(None), accuracy(16)
-    assert whole > 2 * majority, (whole, majority)
-    # Spread over the document: its opening sentence (16 tokens) says much less than the whole (0.72 vs 0.92
-    # measured on data version 5).
-    assert whole >= opening + 0.1, (whole, opening)
-    # Purity of "documents containing ID w". Like a few keywords in news, a handful of frequent IDs nearly pin
-    # the label down (7 of 1,960 above 0.9 on data version 5); most say little.
+    accuracy = (predicted == labels[cut:]).mean()
+    assert accuracy > 2 * majority, (accuracy, majority)
+    # Purity of "documents containing ID w": no ID seen in ≥ 30 documents pins the label down.
     present = np.concatenate([np.unique(d) for d in docs])
     present_label = np.repeat(labels, [len(np.unique(d)) for d in docs])
     per_label = np.bincount(present_label * V + present, minlength=14 * V).reshape(14, V)
     document_frequency = per_label.sum(0)
     frequent = document_frequency >= 30
     purity = per_label[:, frequent].max(0) / document_frequency[frequent]
-    assert (purity > 0.9).mean() < 0.01, (purity > 0.9).sum()
-    assert np.median(purity) < 0.5, np.median(purity)
+    assert purity.max() < 0.9, purity.max()
 
 
 def test_cli_writes_corpus_and_labelled_split(tmp_path, capsys):
