@@ -70,10 +70,9 @@ def test_time_budget_rank_0_decides_for_all(tmp_path):
     # only rank 0 decides (and says so), after the probe and again at the growth step, unless the hard stop came first;
     # a third decision may then shorten the grown stage, also broadcast by rank 0
     assert len(decided) == 2 or (len(decided) == 1 and stopped), said
-    planned = int(decided[-1].rsplit(" ", 1)[1].replace(",", ""))
     refits = [int(re.search(r"ends at step ([\d,]+), not", line)[1].replace(",", "")) for line in said
               if "at this stage's pace" in line]  # the third decision: a grown stage running slow is shortened
-    planned = refits[-1] if refits else planned
+    planned = refits[-1] if refits else int(decided[-1].rsplit(" ", 1)[1].replace(",", ""))
     steps = json.loads((tmp_path / "ddp" / "results.json").read_text())["max_steps"]
     assert len(stopped) <= 1 and steps == (stopped[0] if stopped else planned) >= 1
     state = torch.load(tmp_path / "ddp" / "checkpoint.pt", weights_only=True)
