@@ -11,6 +11,7 @@ Reading order:
     evaluation.py, baselines.py, diagnostics.py   held-out MLM accuracy next to the count baselines (unigram,
                  bidirectional bigram, ±2 window) and the plateau diagnostics (is the model using context yet?)
     budget.py    --time-budget: the time you have, turned into max_steps (a probe, then again at the growth step)
+    clock.py     --time-budget's clock at every log step: a slow last stage is shortened, then a hard stop
     config.py, train.py, __main__.py   the training loop (`python -m pretrain`)
     outputs.py   what a run leaves: the final model, count tables, loss_curve.png, results.json
 """

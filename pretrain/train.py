@@ -50,7 +50,8 @@ from minibert.training.optim import build_adamw, format_group_table, param_group
 from minibert.training.schedule import build_scheduler
 from pretrain.baselines import standing
 from pretrain.batching import Prefetcher, PretrainingBatches, split_micro_batches
-from pretrain.budget import budget_deadline, budget_max_steps, read_clock, recorded_budget, replan_after_growth
+from pretrain.budget import budget_deadline, budget_max_steps, recorded_budget, replan_after_growth
+from pretrain.clock import read_clock
 from pretrain.config import PretrainConfig
 from pretrain.data import load_corpus
 from pretrain.diagnostics import describe_evaluation, evaluate_with_diagnostics
@@ -226,7 +227,7 @@ def train(cfg: PretrainConfig, started_at: float | None = None) -> dict:
     step = start_step
     while step < max_steps:  # not a range(): --time-budget's second and third decisions may move max_steps
         step += 1
-        if plan and step % cfg.log_every == 0 and step < max_steps:  # --time-budget's clock (pretrain/budget.py)
+        if plan and step % cfg.log_every == 0 and step < max_steps:  # --time-budget's clock (pretrain/clock.py)
             new_max_steps, grow_step, refit = read_clock(step, max_steps, grow_step, plan, deadline, last_stage,
                                                          model.config != config, device, cfg.time_budget, note)
             max_steps = bar.total = new_max_steps

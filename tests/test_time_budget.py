@@ -1,5 +1,5 @@
 """--time-budget: parsed strictly, turned into max_steps after a probe and again at the growth step
-(pretrain/budget.py), recorded in the checkpoint, reused by --resume, and the whole command stays inside the budget."""
+(pretrain/budget.py, pretrain/clock.py), recorded in the checkpoint, reused by --resume, and the whole command stays inside the budget."""
 import json
 import os
 import time
@@ -273,11 +273,11 @@ def test_resume_after_the_third_decision_rebuilds_the_same_shortened_schedule(tm
     grown stage "runs slow" and is cut to 12 steps. Interrupted in step 11 (after the checkpoint of step 9) and
     resumed, the run must rebuild the schedule of the shortened stage from the recorded max_steps and end
     bit-identical to an uninterrupted run."""
-    from pretrain import budget as budget_module
+    from pretrain import budget as budget_module, clock as clock_module
 
     monkeypatch.setattr(budget_module, "steps_for_budget", lambda *measured: 12)
     monkeypatch.setattr(budget_module, "steps_after_growth", lambda *measured: 8)
-    monkeypatch.setattr(budget_module, "refit_last_stage",
+    monkeypatch.setattr(clock_module, "refit_last_stage",
                         lambda step, max_steps, *clock: min(max_steps, 12) if step >= 9 else max_steps)
     run = ["--time-budget", "1h", "--checkpoint-every", "3", "--log-every", "1", "--growth-fraction", "0.5"]
     state = run_whole_then_cut(tmp_path, monkeypatch, run)
