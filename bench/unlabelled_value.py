@@ -13,6 +13,10 @@ and trains logistic regression on those; the TF-IDF + LR row is `finetune.baseli
 `make finetune` prints. Both use the same stratified subset as `python -m finetune --train-fraction F --seed S`,
 and pick C by 3-fold cross-validation on that subset (the dev split stays unseen).
 
+`--encoder runs/pretrain/final` adds two rows: the encoder's predicted words (bench/predicted_words.py: its MLM
+head's guesses, every token masked once, averaged over the document), frozen, + LR; and the same read-out of a
+random-init model of its shape, the control that shows what pretraining added.
+
 Reading the result: if LSA beats TF-IDF + LR, the unlabelled corpus can lift a few-labels classifier, and a
 pretrained encoder that does not beat TF-IDF there is leaving that gain on the table (docs/results.md measures
 this for the embedded corpus). If LSA does not beat it, the corpus has little to give, whatever the encoder.
@@ -36,6 +40,8 @@ from finetune.metrics import classification_metrics
 from minibert.training.io import atomic_write_text
 
 LSA_C_GRID = (1.0, 10.0, 100.0)
+# Standardised predicted-word features: rarer words get unit scale too, so smaller C values are in play.
+ENCODER_C_GRID = (0.01, 0.1, 1.0, 10.0)
 
 
 def lsa_baseline(unlabelled: list[str], train: list, dev: list, num_labels: int, components: int,
@@ -74,6 +80,42 @@ def lsa_baseline(unlabelled: list[str], train: list, dev: list, num_labels: int,
     return {**metrics, "chosen": chosen}
 
 
+def encoder_features(encoder: str, texts: list[str], seed: int) -> dict[str, np.ndarray]:
+    """{row name: [D,V] predicted-word features} for the encoder at `encoder` and a random-init model of its shape
+    (seeded), read by the encoder's own whitespace vocabulary."""
+    import torch
+
+    from bench.predicted_words import predicted_words
+    from minibert import BertForMaskedLM
+    from minibert.checkpoint import load_pretrained
+    from minibert.tokenizers import WhitespaceTokenizer
+
+    loaded = load_pretrained(BertForMaskedLM, encoder, require_vocab=True)
+    tokenizer = WhitespaceTokenizer.from_file(loaded.source.vocab_path)
+    torch.manual_seed(seed)
+    models = {"the encoder's predicted words (frozen) + LR": loaded.model,
+              "random init's predicted words (frozen, the control) + LR": BertForMaskedLM(loaded.config)}
+    return {name: predicted_words(model, tokenizer, texts) for name, model in models.items()}
+
+
+def features_baseline(train_features: np.ndarray, dev_features: np.ndarray, train: list, dev: list, num_labels: int,
+                      seed: int, class_weight: str) -> dict:
+    """Logistic regression on standardised frozen features ([D,V] rows in the order of `train` / `dev`), C by
+    stratified CV on the training subset."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    pipeline = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=3000, random_state=seed,
+                                                                  class_weight=sklearn_class_weight(class_weight)))
+    model, best, folds = fit_by_cv(pipeline, {"logisticregression__C": list(ENCODER_C_GRID)}, train_features,
+                                   np.array([e.label for e in train]), seed, "encoder features + LR: choosing C")
+    chosen = {"C": best["params"]["logisticregression__C"] if folds else 1.0,
+              "cv_macro_f1": best["score"] if folds else None, "folds": folds}
+    metrics = classification_metrics(np.array([e.label for e in dev]), model.predict(dev_features), num_labels)
+    return {**metrics, "chosen": chosen}
+
+
 def default_paths(cache: Path) -> tuple[Path, Path, Path]:
     """The embedded pretraining corpus (what `make pretrain` trains on) and `make finetune TASK=cls`'s split."""
     from finetune.toy_data import default_data
@@ -86,8 +128,8 @@ def default_paths(cache: Path) -> tuple[Path, Path, Path]:
 
 
 def compare(unlabelled_path, train_path, dev_path, fraction: float | None, seeds: int, components: int,
-            first_seed: int = 0, class_weight: str = "none") -> dict:
-    """Both rows on `seeds` stratified subsets (seed first_seed, first_seed + 1, ...).
+            first_seed: int = 0, class_weight: str = "none", encoder: str | None = None) -> dict:
+    """Both rows (four with `encoder`) on `seeds` stratified subsets (seed first_seed, first_seed + 1, ...).
 
     Returns {"rows": {name: {mean, sd, runs}}}.
     """
@@ -96,20 +138,30 @@ def compare(unlabelled_path, train_path, dev_path, fraction: float | None, seeds
     train_all, dev = read_tsv(train_path, tianchi), read_tsv(dev_path, tianchi)
     num_labels = 1 + max(e.label for e in train_all + dev)
     names = ("TF-IDF + LR (labelled documents only)", f"LSA ({components} dims, fitted on the unlabelled corpus) + LR")
-    runs: dict = {name: [] for name in names}
-    for seed in range(first_seed, first_seed + (seeds if fraction else 1)):
-        train = stratified_subset(train_all, fraction, seed) if fraction else train_all
+    subsets = {seed: stratified_subset(train_all, fraction, seed) if fraction else train_all
+               for seed in range(first_seed, first_seed + (seeds if fraction else 1))}
+    features = {}
+    if encoder:  # one read of every training document some subset uses (by its line), and of dev
+        used = sorted({e.line for subset in subsets.values() for e in subset})
+        row_of, text_of = {line: i for i, line in enumerate(used)}, {e.line: e.text for e in train_all}
+        read = encoder_features(encoder, [text_of[line] for line in used] + [e.text for e in dev], first_seed)
+        features = {name: (f[:len(used)], f[len(used):]) for name, f in read.items()}
+    runs: dict = {name: [] for name in (*names, *features)}
+    for seed, train in subsets.items():
         print(f"seed {seed}: {len(train):,} labelled training documents, {len(unlabelled):,} unlabelled", flush=True)
-        for name, result in zip(names, (tfidf_baseline(train, dev, num_labels, seed, (class_weight,)),
-                                        lsa_baseline(unlabelled, train, dev, num_labels, components, seed,
-                                                     class_weight))):
+        results = {names[0]: tfidf_baseline(train, dev, num_labels, seed, (class_weight,)),
+                   names[1]: lsa_baseline(unlabelled, train, dev, num_labels, components, seed, class_weight)}
+        for name, (train_features, dev_features) in features.items():
+            results[name] = features_baseline(train_features[[row_of[e.line] for e in train]], dev_features, train,
+                                              dev, num_labels, seed, class_weight)
+        for name, result in results.items():
             runs[name].append({"seed": seed, "macro_f1": result["macro_f1"], "chosen": result["chosen"]})
             print(f"  {name}: dev macro-F1 {result['macro_f1']:.3f}", flush=True)
     rows = {name: {"mean": float(np.mean([r["macro_f1"] for r in rs])),
                    "sd": float(np.std([r["macro_f1"] for r in rs], ddof=1)) if len(rs) > 1 else 0.0, "runs": rs}
             for name, rs in runs.items()}
     return {"train_fraction": fraction, "components": components, "class_weight": class_weight,
-            "rows": rows}
+            "encoder": encoder, "rows": rows}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -124,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--components", type=int, default=100, help="LSA dimensions K")
     parser.add_argument("--class-weight", choices=("none", "balanced"), default="none",
                         help="both rows' logistic regression: as python -m finetune's --class-weight")
+    parser.add_argument("--encoder", help="a pretrained folder (e.g. runs/pretrain/final): add its frozen "
+                                          "predicted-word rows, and random init's as the control")
     parser.add_argument("--out", default="runs/unlabelled_value.json")
     args = parser.parse_args(argv)
     if (args.train is None) != (args.dev is None) or (args.train is not None and args.unlabelled is None):
@@ -134,12 +188,12 @@ def main(argv: list[str] | None = None) -> int:
         paths = (args.unlabelled, args.train, args.dev) if args.train else default_paths(Path(scratch))
         try:
             result = compare(*paths, None if args.train_fraction >= 1 else args.train_fraction, args.seeds,
-                             args.components, args.seed, args.class_weight)
+                             args.components, args.seed, args.class_weight, args.encoder)
         except ValueError as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
     for name, row in result["rows"].items():
-        print(f"{name:>58}: dev macro-F1 {row['mean']:.3f} ± {row['sd']:.3f}")
+        print(f"{name:>60}: dev macro-F1 {row['mean']:.3f} ± {row['sd']:.3f}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")

@@ -25,6 +25,16 @@ def _world(rng):
     return unlabelled, train, dev
 
 
+def _write_tsvs(tmp_path, unlabelled, train, dev) -> dict:
+    """The three Tianchi-format files the CLI reads: {"unlabelled" | "train" | "dev": path}."""
+    paths = {}
+    for name, rows in (("unlabelled", [f"0\t{t}" for t in unlabelled]),
+                       ("train", [f"{e.label}\t{e.text}" for e in train]), ("dev", [f"{e.label}\t{e.text}" for e in dev])):
+        paths[name] = tmp_path / f"{name}.tsv"
+        paths[name].write_text("label\ttext\n" + "\n".join(rows) + "\n")
+    return paths
+
+
 def test_lsa_generalises_to_words_no_labelled_document_contains():
     unlabelled, train, dev = _world(np.random.default_rng(0))
     tfidf = tfidf_baseline(train, dev, num_labels=2)
@@ -45,11 +55,7 @@ def test_too_many_components_is_one_clear_error():
 @pytest.mark.parametrize("class_weight", ["none", "balanced"])
 def test_cli_writes_both_rows_per_seed(tmp_path, class_weight):
     unlabelled, train, dev = _world(np.random.default_rng(2))
-    paths = {}
-    for name, rows in (("unlabelled", [f"0\t{t}" for t in unlabelled]),
-                       ("train", [f"{e.label}\t{e.text}" for e in train]), ("dev", [f"{e.label}\t{e.text}" for e in dev])):
-        paths[name] = tmp_path / f"{name}.tsv"
-        paths[name].write_text("label\ttext\n" + "\n".join(rows) + "\n")
+    paths = _write_tsvs(tmp_path, unlabelled, train, dev)
     out = tmp_path / "result.json"
     code = main(["--unlabelled", str(paths["unlabelled"]), "--train", str(paths["train"]), "--dev", str(paths["dev"]),
                  "--train-fraction", "0.5", "--seeds", "2", "--seed", "42", "--components", "2", "--out", str(out),
@@ -65,3 +71,52 @@ def test_cli_writes_both_rows_per_seed(tmp_path, class_weight):
 def test_cli_refuses_a_partial_set_of_paths(tmp_path, capsys):
     assert main(["--train", str(tmp_path / "t.tsv")]) == 2
     assert "pass --unlabelled, --train and --dev together" in capsys.readouterr().err
+
+
+def _tiny_encoder(texts):
+    """A random BertForMaskedLM over the texts' vocabulary: what is tested here is the read-out, not the weights."""
+    import torch
+
+    from minibert import BertConfig, BertForMaskedLM
+    from minibert.tokenizers import WhitespaceTokenizer
+
+    tokenizer = WhitespaceTokenizer.build(texts)
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=32, max_position_embeddings=64)
+    return BertForMaskedLM(config), tokenizer
+
+
+def test_predicted_words_guesses_every_token_once_and_averages_distributions():
+    from bench.predicted_words import predicted_words
+
+    texts = ["a b c d e f g", "b c " * 40, "zzz-unknown"]  # one window; three windows of 30; only [UNK]
+    model, tokenizer = _tiny_encoder(texts[:2])
+    guessed = []
+    head = model.mlm_head.forward
+    model.mlm_head.forward = lambda hidden, embeddings: guessed.append(len(hidden)) or head(hidden, embeddings)
+    features = predicted_words(model, tokenizer, texts, window=30, passes=4, batch_size=2, progress=False)
+    # 7 + 80 tokens, each masked exactly once; [CLS], [SEP], [PAD] and [UNK] never.
+    assert sum(guessed) == 87
+    assert features.shape == (3, tokenizer.vocab_size)
+    assert np.allclose(features[:2].sum(axis=1), 1.0, atol=1e-5)
+    assert not features[2].any()  # nothing to mask: an all-zero row, not NaN
+
+
+def test_cli_encoder_rows_come_with_random_init_control(tmp_path):
+    from minibert.checkpoint import save_pretrained
+
+    unlabelled, train, dev = _world(np.random.default_rng(3))
+    model, tokenizer = _tiny_encoder(unlabelled)
+    save_pretrained(model, tmp_path / "encoder", vocab=tokenizer)
+    paths = _write_tsvs(tmp_path, unlabelled, train, dev)
+    out = tmp_path / "result.json"
+    assert main(["--unlabelled", str(paths["unlabelled"]), "--train", str(paths["train"]), "--dev", str(paths["dev"]),
+                 "--train-fraction", "0.5", "--seeds", "2", "--components", "2", "--encoder", str(tmp_path / "encoder"),
+                 "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["encoder"] == str(tmp_path / "encoder")
+    rows = result["rows"]
+    assert len(rows) == 4 and "random init's predicted words (frozen, the control) + LR" in rows
+    assert all([run["seed"] for run in row["runs"]] == [0, 1] for row in rows.values())
+    assert all(0.0 <= run["macro_f1"] <= 1.0 for row in rows.values() for run in row["runs"])
