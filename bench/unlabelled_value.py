@@ -71,13 +71,11 @@ def lsa_baseline(unlabelled: list[str], train: list, dev: list, num_labels: int,
         return Normalizer().transform(svd.transform(tfidf.transform([e.text for e in examples])))   # [D,K]
     regression = LogisticRegression(C=10.0, max_iter=3000, random_state=seed,
                                     class_weight=sklearn_class_weight(class_weight))
-    model, best, folds = fit_by_cv(regression, {"C": list(LSA_C_GRID)}, embed(train),
-                                   np.array([e.label for e in train]), seed, "LSA + LR: choosing C")
-    chosen = {"C": 10.0, "cv_macro_f1": None, "folds": 0}
-    if folds:
-        chosen = {"C": best["params"]["C"], "cv_macro_f1": best["score"], "folds": folds}
-    metrics = classification_metrics(np.array([e.label for e in dev]), model.predict(embed(dev)), num_labels)
-    return {**metrics, "chosen": chosen}
+    return fit_c_and_score(regression, "C", LSA_C_GRID, (embed(train), train), (embed(dev), dev), num_labels, seed,
+                           "LSA + LR: choosing C")
+
+
+MAX_UNKNOWN_SHARE = 0.05  # of the documents' tokens that --encoder's vocab may miss ([UNK])
 
 
 def encoder_features(encoder: str, texts: list[str], seed: int) -> dict[str, np.ndarray]:
@@ -92,6 +90,14 @@ def encoder_features(encoder: str, texts: list[str], seed: int) -> dict[str, np.
 
     loaded = load_pretrained(BertForMaskedLM, encoder, require_vocab=True)
     tokenizer = WhitespaceTokenizer.from_file(loaded.source.vocab_path)
+    # [UNK] is never masked, so a document the encoder's vocab does not cover would read as an all-zero row: refuse
+    # an encoder pretrained on another corpus instead of scoring it on the tokens it happens to share.
+    ids = np.concatenate(tokenizer.encode_ids_batch(texts) or [np.zeros(0, np.int32)])
+    unknown = float(np.mean(ids == tokenizer.unk_id)) if len(ids) else 0.0
+    if unknown > MAX_UNKNOWN_SHARE:
+        raise ValueError(f"--encoder {encoder}: {unknown:.0%} of the documents' tokens are not in its vocab.txt "
+                         f"(at most {MAX_UNKNOWN_SHARE:.0%}); pass an encoder pretrained on this corpus "
+                         f"(python -m pretrain --corpus <the --unlabelled file>)")
     torch.manual_seed(seed)
     models = {"the encoder's predicted words (frozen) + LR": loaded.model,
               "random init's predicted words (frozen, the control) + LR": BertForMaskedLM(loaded.config)}
@@ -108,11 +114,20 @@ def features_baseline(train_features: np.ndarray, dev_features: np.ndarray, trai
 
     pipeline = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=3000, random_state=seed,
                                                                   class_weight=sklearn_class_weight(class_weight)))
-    model, best, folds = fit_by_cv(pipeline, {"logisticregression__C": list(ENCODER_C_GRID)}, train_features,
-                                   np.array([e.label for e in train]), seed, "encoder features + LR: choosing C")
-    chosen = {"C": best["params"]["logisticregression__C"] if folds else 1.0,
+    return fit_c_and_score(pipeline, "logisticregression__C", ENCODER_C_GRID, (train_features, train),
+                           (dev_features, dev), num_labels, seed, "encoder features + LR: choosing C")
+
+
+def fit_c_and_score(estimator, c_name: str, c_grid, train: tuple, dev: tuple, num_labels: int, seed: int,
+                    announce: str) -> dict:
+    """Choose C by stratified CV on the training (features, examples), score dev (features, examples) with the
+    refitted model. Returns classification_metrics plus "chosen": {"C", "cv_macro_f1", "folds"}; with folds 0 (too
+    few examples to cross-validate) the estimator's own C is kept."""
+    model, best, folds = fit_by_cv(estimator, {c_name: list(c_grid)}, train[0], np.array([e.label for e in train[1]]),
+                                   seed, announce)
+    chosen = {"C": best["params"][c_name] if folds else estimator.get_params()[c_name],
               "cv_macro_f1": best["score"] if folds else None, "folds": folds}
-    metrics = classification_metrics(np.array([e.label for e in dev]), model.predict(dev_features), num_labels)
+    metrics = classification_metrics(np.array([e.label for e in dev[1]]), model.predict(dev[0]), num_labels)
     return {**metrics, "chosen": chosen}
 
 

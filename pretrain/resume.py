@@ -25,6 +25,7 @@ import torch
 from minibert.checkpoint import CheckpointError, load_pretrained
 from minibert.cli import RunFailed
 from minibert.checkpoint.pretrained import require_finite
+from minibert.training.checkpoint import load_training_state, save_training_state
 from minibert.training.io import atomic_write_bytes, atomic_write_text
 from pretrain.budget import recorded_budget
 from pretrain.config import PretrainConfig, flag_name
@@ -69,6 +70,19 @@ def check_fingerprint(saved: dict | None, current: dict, checkpoint: Path) -> No
         allowed = ", ".join(flag_name(name) for name in MAY_CHANGE[:8])
         raise ValueError(f"resume: this run differs from the one in {checkpoint}: {'; '.join(changed)}. Only "
                          f"{allowed} may change on --resume; {hint}")
+
+
+def save_checkpoint(path: Path, run_fingerprint: dict, plan, **state) -> None:
+    """save_training_state (minibert/training/checkpoint.py) plus what a resume needs besides the weights: the
+    run's fingerprint, and --time-budget's decisions (plan, pretrain/budget.py; None for a --max-steps run), so a
+    resumed run keeps the step count it was planned with instead of timing the machine again."""
+    save_training_state(path, **state, extra={"fingerprint": run_fingerprint, **(plan.record() if plan else {})})
+
+
+def load_checkpoint(path: Path, run_fingerprint: dict, **state) -> dict:
+    """load_training_state, which first refuses a checkpoint whose fingerprint differs from this run's."""
+    return load_training_state(path, **state, check=lambda extra: check_fingerprint(extra.get("fingerprint"),
+                                                                                     run_fingerprint, path))
 
 
 def check_start(cfg: PretrainConfig) -> tuple[Path, Path] | None:

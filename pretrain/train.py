@@ -36,14 +36,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from minibert import BertForMaskedLM
 from minibert.training.accumulation import global_prediction_count, loss_weight
-from minibert.training.checkpoint import gather_rng_states, load_training_state, save_training_state
+from minibert.training.checkpoint import gather_rng_states
 from minibert.training.device import autocast, autocast_dtype, make_grad_scaler, move_batch
-from minibert.training.distributed import all_reduce_sum, init_distributed, shutdown_distributed
+from minibert.training.distributed import all_reduce_sum, init_distributed, shutdown_distributed, wrap_for_training
 from minibert.training.logs import MetricsLog
 from minibert.training.mfu import ThroughputWindow, measure_matmul_peak, training_flops_per_token
 from minibert.training.optim import build_adamw, format_group_table, param_groups
@@ -60,8 +59,8 @@ from pretrain.growth import (GROWTH_NOISE, SMALL_LAYERS, carry_adam_state, grow,
                             grown_stage_groups, last_small_step, saved_hidden_size, small_config)
 from pretrain.masking import DynamicMasking
 from pretrain.outputs import write_outputs
-from pretrain.resume import (TrainingDiverged, check_fingerprint, check_start, choose_vocab, divergence_message,
-                             fingerprint, load_init_weights, prepare_out_folder, read_digests)
+from pretrain.resume import (TrainingDiverged, check_start, choose_vocab, divergence_message, fingerprint,
+                             load_checkpoint, load_init_weights, prepare_out_folder, read_digests, save_checkpoint)
 from pretrain.warm_start import train_token_counts, warm_started_model
 
 
@@ -130,12 +129,9 @@ def train(cfg: PretrainConfig, started_at: float | None = None) -> dict:
 
     def wrap(bare: BertForMaskedLM) -> torch.nn.Module:
         """What the loop calls: the model's own input checks off (they would make the host wait for a GPU; the loop
-        checks the CPU batch instead), in DDP (averages gradients during backward), maybe compiled."""
+        checks the CPU batch instead), in DDP under torchrun, maybe compiled."""
         bare.bert.check_inputs, bare.mlm_head.check_labels = False, False
-        wrapped = bare
-        if W > 1:
-            wrapped = DistributedDataParallel(bare, device_ids=[device.index] if device.type == "cuda" else None)
-        return torch.compile(wrapped) if cfg.compile else wrapped
+        return wrap_for_training(bare, ctx, cfg.compile)
 
     train_model = wrap(model)
     if ctx.is_main:
@@ -192,10 +188,8 @@ def train(cfg: PretrainConfig, started_at: float | None = None) -> dict:
             model = grow(model, config, noise=0.0, seed=cfg.seed)  # the grown shapes; the saved values load next
             _, optimizer, scheduler = stage_optimizer(model, grow_step)
             train_model = wrap(model)
-        state = load_training_state(checkpoint_path, model=model, optimizer=optimizer, scheduler=scheduler,
-                                    scaler=scaler, rank=ctx.rank, world_size=W,
-                                    check=lambda extra: check_fingerprint(extra.get("fingerprint"), run_fingerprint,
-                                                                          checkpoint_path))
+        state = load_checkpoint(checkpoint_path, run_fingerprint, model=model, optimizer=optimizer,
+                                scheduler=scheduler, scaler=scaler, rank=ctx.rank, world_size=W)
         if state["data"].get("max_len", cfg.max_len) != batches.max_len:  # saved in a long grown stage
             batches, (heldout, unigram, bigram_counts, baselines) = long_rows(state["data"]["max_len"])
         batches.load_state_dict(state["data"])
@@ -328,11 +322,9 @@ def train(cfg: PretrainConfig, started_at: float | None = None) -> dict:
         if checkpointing:
             rng_states = gather_rng_states()  # a collective: every rank takes part, rank 0 writes
             if ctx.is_main:
-                save_training_state(checkpoint_path, step=step, model=model, optimizer=optimizer,
-                                    scheduler=scheduler, scaler=scaler, data_state=batches.state_dict(),
-                                    rng_states=rng_states, extra={
-                                        "fingerprint": run_fingerprint,  # resume is a contract (resume.py)
-                                        **(plan.record() if plan else {})})
+                save_checkpoint(checkpoint_path, run_fingerprint, plan, step=step, model=model, optimizer=optimizer,
+                                scheduler=scheduler, scaler=scaler, data_state=batches.state_dict(),
+                                rng_states=rng_states)
             last_checkpoint = step
         if logged:  # the next window starts after evaluation and checkpointing, so they don't count as training
             window.restart()

@@ -120,3 +120,18 @@ def test_cli_encoder_rows_come_with_random_init_control(tmp_path):
     assert len(rows) == 4 and "random init's predicted words (frozen, the control) + LR" in rows
     assert all([run["seed"] for run in row["runs"]] == [0, 1] for row in rows.values())
     assert all(0.0 <= run["macro_f1"] <= 1.0 for row in rows.values() for run in row["runs"])
+
+
+def test_cli_refuses_an_encoder_whose_vocab_misses_the_corpus(tmp_path, capsys):
+    from minibert.checkpoint import save_pretrained
+
+    unlabelled, train, dev = _world(np.random.default_rng(4))
+    model, tokenizer = _tiny_encoder([" ".join(TOPIC_WORDS[0])])  # knows topic a's words only: half the tokens
+    save_pretrained(model, tmp_path / "encoder", vocab=tokenizer)
+    paths = _write_tsvs(tmp_path, unlabelled, train, dev)
+    assert main(["--unlabelled", str(paths["unlabelled"]), "--train", str(paths["train"]), "--dev", str(paths["dev"]),
+                 "--train-fraction", "0.5", "--seeds", "1", "--components", "2", "--encoder", str(tmp_path / "encoder"),
+                 "--out", str(tmp_path / "result.json")]) == 2
+    error = capsys.readouterr().err
+    assert f"--encoder {tmp_path / 'encoder'}:" in error and "not in its vocab.txt (at most 5%)" in error
+    assert not (tmp_path / "result.json").exists()
