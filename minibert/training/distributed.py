@@ -46,14 +46,14 @@ def init_distributed(device_request: str = "auto") -> DistributedContext:
     return DistributedContext(rank=rank, world_size=world_size, device=device)
 
 
-def wrap_for_training(model: torch.nn.Module, ctx: DistributedContext, compile: bool = False) -> torch.nn.Module:
+def wrap_for_training(model: torch.nn.Module, ctx: DistributedContext, compiled: bool = False) -> torch.nn.Module:
     """What a training loop calls: the model itself in one process; under torchrun, DistributedDataParallel, which
     averages the gradients over the ranks during backward; optionally torch.compile'd on top. Checkpoints and
     exports keep using the bare model: the wrappers prefix its state_dict keys."""
     wrapped = model
     if ctx.world_size > 1:
         wrapped = DistributedDataParallel(model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
-    return torch.compile(wrapped) if compile else wrapped
+    return torch.compile(wrapped) if compiled else wrapped
 
 
 def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
