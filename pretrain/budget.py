@@ -17,8 +17,15 @@ what is left of the budget (minus a smaller final reserve), each grown step cost
 the per-step overhead the first stage showed (`steps_after_growth`). Each stage has its own schedule anyway, so
 nothing already trained is re-scheduled; only the split between the stages moves away from growth_fraction.
 
-After the second decision, pretrain/clock.py watches the clock at every log step: a third decision that
-shortens the last stage when the machine has slowed down, and a hard stop behind all of them.
+A probe can also be fooled for longer than a second: a `pip install` beside `make pretrain` slowed all 8 timed
+steps 2.6-fold, and the first decision planned 2,578 small steps where an idle machine plans 8,000. The second
+decision cannot give those back (the small model has grown by then), so while the first half of the small stage
+runs, the first decision is replayed after each evaluation with the pace measured since the last replay, when
+that pace is REPLAN_FASTER times the planned one (replan_small_stage): only ever to lengthen the stage.
+
+After the decisions, pretrain/clock.py watches the clock at every log step: it replays the first decision, it
+grows a small model that falls behind plan early, a third decision shortens the last stage when the machine has
+slowed down, and a hard stop sits behind all of them.
 
 Why a step count and not "stop when the clock runs out": the LR schedule (warmup, then decay to 0 over the run,
 as 24hBERT/Izsak et al. 2021 do with fractions of the run) needs to know where the run ends, and a step count
@@ -35,7 +42,7 @@ from dataclasses import dataclass
 
 import torch
 
-from pretrain.clock import STOP_MARGIN_S, broadcast_steps
+from minibert.training.distributed import broadcast_from_main
 from pretrain.growth import grow, last_small_step
 
 # 12% of the budget, for checkpoints, the final evaluation, export and plot. Measured with 8%: a 9-minute
@@ -50,6 +57,10 @@ FINAL_RESERVE_FRACTION = 0.04
 # share of the time the first decision planned for it. Not 1: the probe times bare steps, and even on an idle
 # machine the small stage runs ~20% slower than that (batches, masking), which alone would cut it short every time.
 GROWN_SHARE_KEPT = 0.5
+# Replaying the first decision (replan_small_stage) while the small stage runs: only when it runs this many times
+# faster than planned. Not just "faster": even on an idle machine the loop runs ~20% SLOWER than the
+# bare steps the probe times, so a plan that fits is left alone.
+REPLAN_FASTER = 1.5
 PROBE_STEPS = 8           # timed steps (after one untimed warm-up step: first calls allocate and pick kernels)
 
 
@@ -59,14 +70,20 @@ class BudgetPlan:
 
     max_steps: the run's length; grow_step: the last small step, set by the second decision (None before it,
     or when the model does not grow).
+    The rest is this process's clock, so it is not recorded (None after --resume):
+    started: time.monotonic() when the command started; probe: the first decision's timings in seconds (a small
+        step, a grown step, an evaluation), as replan_small_stage has rescaled them; window: (step, time) from
+        which replan_small_stage measures the first stage's pace (its start, then its last check);
     grow_by: time.monotonic() by which the small model must grow to leave the grown one GROWN_SHARE_KEPT of the
-        time the first decision planned for it (None without growing, and after --resume: a clock of this
-        process only, so it is not recorded).
+        time the first decision planned for it (None without growing).
     """
     max_steps: int
     grow_step: int | None = None
-    grow_by: float | None = None
     grown_steps: int | None = None  # the first decision's grown steps, for the second decision's log line
+    started: float | None = None
+    probe: tuple[float, float, float] | None = None
+    window: tuple[int, float] | None = None
+    grow_by: float | None = None
 
     def record(self) -> dict:
         return {"budget_max_steps": self.max_steps, "budget_grow_step": self.grow_step}
@@ -177,13 +194,62 @@ def budget_max_steps(cfg, model, train_model, wrap, batches, grown_config, start
         say(f"--time-budget {cfg.time_budget}: {elapsed:.0f} s of set-up, {small_seconds:.3f} s per step"
             + (f" ({grown_seconds:.3f} s grown)" if grown_config is not None else "")
             + f", {eval_seconds:.1f} s per evaluation -> max_steps {max_steps:,}")
-    plan = BudgetPlan(broadcast_steps(max_steps, next(model.parameters()).device))
+    plan = BudgetPlan(broadcast_from_main(max_steps, next(model.parameters()).device), started=started,
+                      probe=(small_seconds, grown_seconds, eval_seconds))
     if grown_config is not None:  # every rank sets it (clock.check_clock is a collective); rank 0's clock decides
-        plan.grown_steps = plan.max_steps - last_small_step(plan.max_steps, fraction, cfg.growth_max_small_steps)
-        final_reserve = max(RESERVE_MIN_S, FINAL_RESERVE_FRACTION * budget)
-        grown_time = plan.grown_steps * (grown_seconds + eval_seconds / cfg.eval_every)  # as the first decision planned
-        plan.grow_by = started + budget - final_reserve - GROWN_SHARE_KEPT * grown_time
+        watch_small_stage(plan, cfg, grown_seconds, eval_seconds)
     return plan
+
+
+def watch_small_stage(plan: BudgetPlan, cfg, grown_s: float, eval_s: float) -> None:
+    """Sets plan.grown_steps, and plan.grow_by from them: the time by which the small model must grow to leave the
+    grown one GROWN_SHARE_KEPT of the time planned for it at grown_s per step (clock.check_clock's watchdog)."""
+    budget = parse_duration(cfg.time_budget)
+    plan.grown_steps = plan.max_steps - last_small_step(plan.max_steps, cfg.growth_fraction,
+                                                        cfg.growth_max_small_steps)
+    grown_time = plan.grown_steps * (grown_s + eval_s / cfg.eval_every)
+    plan.grow_by = plan.started + budget - max(RESERVE_MIN_S, FINAL_RESERVE_FRACTION * budget) - \
+        GROWN_SHARE_KEPT * grown_time
+
+
+def replan_small_stage(plan: BudgetPlan, cfg, step: int, stage_start: int, growing: bool, device: torch.device,
+                       is_main: bool, say) -> int:
+    """The first decision replayed at `step` of the first stage, when the stage has run REPLAN_FASTER times faster
+    since plan.window (the stage's start, or the last replay) than plan.probe's timings said: every timing is
+    scaled by the measured ratio and the stage's steps are planned again, as an idle machine would have planned
+    them, for the time that is really left. Only a longer plan is taken. Sets plan.max_steps (rank 0's, on every
+    rank), the scaled timings, the next window and, when growing, the watchdog; returns max_steps.
+
+    Args:
+        stage_start: the step after which the first stage started (0: replays happen in a fresh run only).
+        growing: the first stage is the small model's (growth_fraction applies); else it is the whole run.
+    Why the steps already taken are charged at the new pace: the plan counts them among its max_steps, and
+    (now − started) already holds what they really cost, slow part included, so the time lost is not given back.
+    """
+    small_s, grown_s, eval_s = plan.probe
+    fraction = cfg.growth_fraction if growing else 0.0
+    max_steps, scale, now = plan.max_steps, 1.0, time.monotonic()
+    if is_main:
+        pace = (now - plan.window[1]) / max(1, step - 1 - plan.window[0])  # s per step since the window opened
+        planned_pace = small_s + eval_s / cfg.eval_every  # evaluations included: the window holds one
+        if planned_pace >= REPLAN_FASTER * pace:
+            scale = pace / planned_pace
+            elapsed = now - plan.started - (step - 1 - stage_start) * pace  # the steps taken, at the new pace
+            replayed = planned_steps(parse_duration(cfg.time_budget), elapsed, small_s * scale, grown_s * scale, eval_s * scale, cfg.eval_every, fraction,
+                                     cfg.growth_max_small_steps)
+            first_stage = (last_small_step(replayed, fraction, cfg.growth_max_small_steps) if growing else replayed,
+                           last_small_step(max_steps, fraction, cfg.growth_max_small_steps) if growing else max_steps)
+            if first_stage[0] > first_stage[1]:
+                say(f"--time-budget {cfg.time_budget}: the first stage runs {1 / scale:.1f}x faster than the probe "
+                    f"timed it (a busy machine then?), so its steps are planned again: "
+                    + (f"the model grows after step {first_stage[0]:,}, not {first_stage[1]:,}; " if growing else "")
+                    + f"max_steps {replayed:,}, not {max_steps:,}")
+                max_steps = replayed
+    plan.max_steps = broadcast_from_main(max_steps, device)
+    plan.probe, plan.window = (small_s * scale, grown_s * scale, eval_s * scale), (step - 1, now)
+    if growing:
+        watch_small_stage(plan, cfg, grown_s * scale, eval_s * scale)
+    return plan.max_steps
 
 
 def planned_steps(budget_s: float, elapsed_s: float, small_s: float, grown_s: float, eval_s: float, eval_every: int,
@@ -227,13 +293,8 @@ def replan_after_growth(plan: BudgetPlan, cfg, small: tuple, grown: tuple, batch
         say(f"--time-budget {cfg.time_budget}: the first stage ran {ran:,} steps in {stage_seconds:.0f} s; a step "
             f"takes {small_s:.3f} s small, {grown_s:.3f} s grown -> {max_steps - grow_step:,} steps for the grown "
             f"model (planned {plan.grown_steps or plan.max_steps - grow_step:,}), max_steps {max_steps:,}")
-    plan.max_steps, plan.grow_step = broadcast_steps(max_steps, next(grown[0].parameters()).device), grow_step
+    plan.max_steps, plan.grow_step = broadcast_from_main(max_steps, next(grown[0].parameters()).device), grow_step
     return plan.max_steps
-
-
-def budget_deadline(cfg, started: float) -> float | None:
-    """time.monotonic() at which a --time-budget run must take its last step (None without a budget)."""
-    return started + parse_duration(cfg.time_budget) - STOP_MARGIN_S if cfg.time_budget else None
 
 
 def recorded_budget(checkpoint_path) -> BudgetPlan | None:

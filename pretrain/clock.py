@@ -1,4 +1,8 @@
-"""--time-budget's clock: what a budget run checks at every log step, after pretrain/budget.py's two decisions.
+"""--time-budget's clock: what a budget run checks at every log step, after pretrain/budget.py's first decision.
+
+At the first check after each evaluation of the first stage's first half, the first decision is replayed with
+the pace measured since the last such check if the probe was fooled into planning too few steps
+(budget.replan_small_stage). At the growth step budget.replan_after_growth makes the second decision.
 
 The third decision: the last stage watches its own pace (refit_last_stage). If the machine got slower and the
 planned steps no longer fit, the stage is shortened at the next clock check and its schedule rebuilt to decay to 0
@@ -17,7 +21,10 @@ from __future__ import annotations
 import time
 
 import torch
-import torch.distributed as dist
+
+from minibert.training.distributed import broadcast_from_main
+from pretrain.budget import BudgetPlan, parse_duration, replan_small_stage
+from pretrain.growth import last_small_step
 
 # The hard stop (check_clock): the final evaluation, checkpoint and export took 1.6 s after a 60-minute SST-2 run;
 # 8 s, budget.RESERVE_MIN_S, leaves room for a slower disk.
@@ -39,7 +46,7 @@ def check_clock(deadline: float | None, grow_by: float | None, device: torch.dev
     """
     now = time.monotonic()
     late = int(deadline is not None and now > deadline) + 2 * int(grow_by is not None and now > grow_by)
-    late = broadcast_steps(late, device)  # bit 0: out of time, bit 1: behind plan
+    late = broadcast_from_main(late, device)  # bit 0: out of time, bit 1: behind plan
     return bool(late & 1), bool(late & 2)
 
 
@@ -62,16 +69,30 @@ def refit_last_stage(step: int, max_steps: int, stage_clock: tuple[int, float], 
         now = time.monotonic()
         pace = (now - stage_clock[1]) / done  # seconds per step, everything around the step included
         fits = min(max_steps, step + int(REFIT_HEADROOM * max(0.0, deadline - now) / pace))
-    return broadcast_steps(fits, device)
+    return broadcast_from_main(fits, device)
+
+
+def budget_deadline(cfg, started: float) -> float | None:
+    """time.monotonic() at which a --time-budget run must take its last step (None without a budget)."""
+    return started + parse_duration(cfg.time_budget) - STOP_MARGIN_S if cfg.time_budget else None
+
+
+def replay_due(step: int, cfg, stage_end: int) -> bool:
+    """Whether this clock check replays the first decision (budget.replan_small_stage): the first check after
+    each evaluation, so that every measured stretch holds one, in the first half of the first stage (later, a
+    longer plan would lift an LR already deep into its decay). The same answer on every rank: a replay is a
+    collective."""
+    after_evaluation = (step - 1) // cfg.eval_every > (step - 1 - cfg.log_every) // cfg.eval_every
+    return step > cfg.eval_every and after_evaluation and 2 * step <= stage_end
 
 
 def read_clock(step: int, max_steps: int, grow_step: int, plan: BudgetPlan, deadline: float,
-               last_stage: tuple[int, float], still_small: bool, device: torch.device, budget: str,
+               last_stage: tuple[int, float], still_small: bool, device: torch.device, cfg, is_main: bool,
                say) -> tuple[int, int, bool]:
-    """--time-budget's clock, at a log step of the loop: the hard stop, the small stage's watchdog, or the third
-    decision (above). Returns (max_steps, grow_step, whether the last stage's schedule must be rebuilt); the
-    decisions are recorded in `plan`, which the checkpoint saves."""
-    label = f"--time-budget {budget}"
+    """--time-budget's clock, at a log step of the loop: the hard stop, the small stage's watchdog, the replayed
+    first decision or the third decision (above). Returns (max_steps, grow_step, whether the current stage's
+    schedule must be rebuilt); the decisions are recorded in `plan`, which the checkpoint saves."""
+    label = f"--time-budget {cfg.time_budget}"
     out_of_time, behind_plan = check_clock(deadline, plan.grow_by if step < grow_step else None, device)
     if out_of_time:  # the machine ran slower than planned: a hard stop
         say(f"{label}: out of time at step {step:,} of {max_steps:,}: this step is the last, then the final "
@@ -83,18 +104,17 @@ def read_clock(step: int, max_steps: int, grow_step: int, plan: BudgetPlan, dead
         say(f"{label}: the small model is behind plan; it grows after step {step:,}, not {grow_step:,}, to leave "
             f"BERT-mini its planned time")
         return max_steps, step, False
+    growing = plan.grown_steps is not None  # a run that starts small: its first stage ends at grow_step
+    if plan.probe and replay_due(step, cfg, grow_step if growing else max_steps):
+        plan.window = plan.window or last_stage  # the first stretch: from the stage's start
+        replayed = replan_small_stage(plan, cfg, step, last_stage[0], growing, device, is_main, say)
+        if replayed != max_steps:  # a longer first stage: its schedule now decays to 0 at its new end
+            new_grow_step = last_small_step(replayed, cfg.growth_fraction, cfg.growth_max_small_steps) if growing \
+                else grow_step
+            return replayed, new_grow_step, True
     if step > grow_step + 1 and (fits := refit_last_stage(step, max_steps, last_stage, deadline, device)) < max_steps:
         say(f"{label}: at this stage's pace the run ends at step {fits:,}, not {max_steps:,}; the LR now decays to 0 "
             f"there")
         plan.max_steps = fits
         return fits, grow_step, True
     return max_steps, grow_step, False
-
-
-def broadcast_steps(steps: int, device: torch.device) -> int:
-    """Rank 0's decision, on every rank (identity in a single process)."""
-    if not (dist.is_available() and dist.is_initialized()):
-        return steps
-    value = torch.tensor([steps], dtype=torch.long, device=device)
-    dist.broadcast(value, src=0)
-    return int(value.item())

@@ -49,8 +49,8 @@ from minibert.training.optim import build_adamw, format_group_table, param_group
 from minibert.training.schedule import build_scheduler
 from pretrain.baselines import standing
 from pretrain.batching import Prefetcher, PretrainingBatches, split_micro_batches
-from pretrain.budget import budget_deadline, budget_max_steps, recorded_budget, replan_after_growth
-from pretrain.clock import read_clock
+from pretrain.budget import budget_max_steps, recorded_budget, replan_after_growth
+from pretrain.clock import budget_deadline, read_clock
 from pretrain.config import PretrainConfig
 from pretrain.data import load_corpus
 from pretrain.diagnostics import describe_evaluation, evaluate_with_diagnostics
@@ -217,16 +217,17 @@ def train(cfg: PretrainConfig, started_at: float | None = None) -> dict:
     first_nonfinite = torch.zeros((), dtype=torch.long, device=device)  # first step with an inf/NaN (0 = none)
     stage_start = (start_step, time.monotonic())  # where this process's first-stage pace is measured from
     last_stage = stage_start  # ... and the last stage's (reset at growing), for --time-budget's third decision
-    deadline = budget_deadline(cfg, started)  # --time-budget's hard stop, should the machine slow down (budget.py)
+    deadline = budget_deadline(cfg, started)  # --time-budget's hard stop, should the machine slow down (clock.py)
     step = start_step
-    while step < max_steps:  # not a range(): --time-budget's second and third decisions may move max_steps
+    while step < max_steps:  # not a range(): --time-budget's later decisions may move max_steps
         step += 1
         if plan and step % cfg.log_every == 0 and step < max_steps:  # --time-budget's clock (pretrain/clock.py)
             new_max_steps, grow_step, refit = read_clock(step, max_steps, grow_step, plan, deadline, last_stage,
-                                                         model.config != config, device, cfg.time_budget, note)
+                                                         model.config != config, device, cfg, ctx.is_main, note)
             max_steps = bar.total = new_max_steps
-            if refit:  # the third decision shortened the last stage: its schedule decays to 0 at the new end
-                scheduler = stage_schedule(optimizer, grow_step, steps_done=step - 1 - grow_step)
+            if refit:  # a decision moved the current stage's end: its schedule now decays to 0 there
+                first = grow_step if step > grow_step else 0
+                scheduler = stage_schedule(optimizer, first, steps_done=step - 1 - first)
         if step == grow_step + 1 and model.config != config:  # every rank grows the same weights, same noise
             small = (model, train_model)
             model = grow(model, config, noise=GROWTH_NOISE, seed=cfg.seed, free_copies=cfg.growth_free_heads,

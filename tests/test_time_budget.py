@@ -1,7 +1,9 @@
 """--time-budget: parsed strictly, turned into max_steps after a probe and again at the growth step
 (pretrain/budget.py, pretrain/clock.py), recorded in the checkpoint, reused by --resume, and the whole command stays inside the budget."""
 import json
+import math
 import os
+import re
 import time
 
 import pytest
@@ -12,7 +14,9 @@ from pretrain.__main__ import main
 from pretrain.batching import PretrainingBatches
 from pretrain.budget import (FINAL_RESERVE_FRACTION, RESERVE_MIN_S, parse_duration, planned_steps, steps_after_growth,
                              steps_for_budget)
+from pretrain.clock import replay_due
 from pretrain.config import parse_config
+from pretrain.growth import last_small_step
 from pretrain.train import train
 
 TINY = ["--model.hidden_size", "32", "--model.num_hidden_layers", "2", "--model.num_attention_heads", "4",
@@ -90,20 +94,28 @@ def test_tiny_budget_stops_in_time_and_records_max_steps(tmp_path, restore_threa
     assert_within_budget(wall, budget)
 
 
-def test_a_probe_fooled_by_a_busy_machine_is_corrected_at_the_growth_step(tmp_path, restore_threads, monkeypatch):
-    """The probe is faked to read 30x too slow (as if another process held the cores while it ran), so the first
-    decision plans few steps; the first stage then runs at the machine's real pace, and the second decision gives
-    the grown model the time that is left, instead of ending the run far inside its budget."""
+def fool_the_first_probe(monkeypatch, factor: float) -> None:
+    """The first decision's two timings (small, grown) read `factor` times too slow, as if another process held the
+    cores while they ran; the growth step's timings are right."""
     from pretrain import budget as budget_module
 
-    measured = budget_module.time_training_steps  # the first probe reads 30x slow, the second one right
-    calls = []
+    measured, calls = budget_module.time_training_steps, []
 
-    def fooled(*probe):  # the first decision's two timings (small, grown) are fooled; the growth step's are not
+    def fooled(*probe):
         calls.append(1)
-        return measured(*probe) * (30 if len(calls) <= 2 else 1)
+        return measured(*probe) * (factor if len(calls) <= 2 else 1)
 
     monkeypatch.setattr(budget_module, "time_training_steps", fooled)
+
+
+def test_a_probe_fooled_by_a_busy_machine_is_corrected_at_the_growth_step(tmp_path, restore_threads, monkeypatch):
+    """The probe reads 30x too slow, so the first decision plans few steps, and its replay is switched off (next
+    test): the first stage then runs at the machine's real pace, and the second decision gives the grown model the
+    time that is left, instead of ending the run far inside its budget."""
+    from pretrain import budget as budget_module
+
+    fool_the_first_probe(monkeypatch, 30)
+    monkeypatch.setattr(budget_module, "REPLAN_FASTER", math.inf)
     budget = RESERVE_MIN_S + 12
     result, wall, state = budget_run(tmp_path, budget, "--checkpoint-every", "1000")
     grow_step = state["extra"]["budget_grow_step"]  # growth_fraction of the first decision's steps
@@ -111,6 +123,40 @@ def test_a_probe_fooled_by_a_busy_machine_is_corrected_at_the_growth_step(tmp_pa
     assert result["max_steps"] == state["step"] <= planned
     assert planned - grow_step > 5 * grow_step, "the re-plan did not give the grown model the time left"
     assert_within_budget(wall, budget)
+
+
+def test_a_probe_fooled_by_a_busy_machine_is_replayed_and_the_small_stage_gets_its_steps(tmp_path, restore_threads,
+                                                                                        monkeypatch, capsys):
+    """The probe reads 10x too slow (a `pip install` beside `make pretrain` did that 2.6-fold to all 8 timed steps).
+    At the first clock check after an evaluation (step 25: eval_every 20, log_every 5) the small stage's own pace
+    shows it, the first decision is replayed, and the small model keeps training: the steps the second decision
+    cannot give back."""
+    fool_the_first_probe(monkeypatch, 10)
+    budget = RESERVE_MIN_S + 12
+    result, wall, state = budget_run(tmp_path, budget, "--eval-every", "20", "--log-every", "5",
+                                     "--checkpoint-every", "1000")
+    said = capsys.readouterr().out
+    decisions = "\n".join(line for line in said.splitlines() if "--time-budget" in line and "this stage's" not in line)
+    first = int(re.search(r"-> max_steps ([\d,]+)", said)[1].replace(",", ""))
+    replays = [[int(number.replace(",", "")) for number in found] for found in re.findall(
+        r"planned again: the model grows after step ([\d,]+), not ([\d,]+); max_steps ([\d,]+)", said)]
+    assert replays, decisions
+    planned_growth = replays[0][1]
+    assert planned_growth == last_small_step(first, 0.95, 8000), decisions  # the first decision's growth step
+    grows_after, replayed_steps = replays[-1][0], replays[-1][2]  # a later replay may lengthen it again
+    assert grows_after > 2 * planned_growth and replayed_steps > 2 * first, decisions
+    # it grows there, or a little earlier where the small stage then runs slower than measured (the watchdog)
+    assert 2 * planned_growth < state["extra"]["budget_grow_step"] <= grows_after, decisions
+    assert_within_budget(wall, budget)
+
+
+def test_the_first_decision_is_replayed_after_each_evaluation_of_the_first_half_of_the_first_stage():
+    cfg = parse_config(["--eval-every", "200", "--log-every", "10"])
+    due = [step for step in range(10, 2001, 10) if replay_due(step, cfg, stage_end=1000)]
+    assert due == [210, 410]  # 610 > half of 1,000; step 10 comes before any evaluation
+    # evaluations at the END of steps 50, 100, 150, 200; a check runs at the START of its step, so 150's is too early
+    odd = parse_config(["--eval-every", "50", "--log-every", "15"])
+    assert [step for step in range(15, 241, 15) if replay_due(step, odd, stage_end=480)] == [60, 105, 165, 210]
 
 
 def test_resume_reuses_the_recorded_max_steps_bit_identically(tmp_path, restore_threads, monkeypatch):

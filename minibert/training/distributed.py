@@ -65,6 +65,16 @@ def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
     return t.tolist()
 
 
+def broadcast_from_main(value: int, device: torch.device) -> int:
+    """Rank 0's integer, on every rank (identity in a single process): what rank 0 decided, every rank does, so a
+    decision that rests on rank 0's clock cannot leave the ranks running different steps (and hang an all-reduce)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return value
+    t = torch.tensor([value], dtype=torch.long, device=device)  # [1]
+    dist.broadcast(t, src=0)
+    return int(t.item())
+
+
 def shutdown_distributed() -> None:
     if dist.is_available() and dist.is_initialized():
         # Leave together: rank 0 still writes the outputs when the others get here, and a rank that tore down its
