@@ -1,5 +1,6 @@
-"""Pretrain for the time you have: `--time-budget 10m` becomes a number of optimizer steps, decided twice and then
-only ever shortened.
+"""Pretrain for the time you have: `--time-budget 10m` becomes a number of optimizer steps: decided after a timing
+probe, lengthened while the small stage shows that the probe was fooled, decided again at the growth step, and
+from then on only ever shortened.
 
 The budget covers the whole command (corpus generation and encoding, the baselines, evaluations, checkpoints and
 the export), so the clock starts when `python -m pretrain` starts. After the set-up, a short timing probe runs a
@@ -58,8 +59,8 @@ FINAL_RESERVE_FRACTION = 0.04
 # machine the small stage runs ~20% slower than that (batches, masking), which alone would cut it short every time.
 GROWN_SHARE_KEPT = 0.5
 # Replaying the first decision (replan_small_stage) while the small stage runs: only when it runs this many times
-# faster than planned. Not just "faster": even on an idle machine the loop runs ~20% SLOWER than the
-# bare steps the probe times, so a plan that fits is left alone.
+# faster than planned. Not just "faster": even on an idle machine the loop runs ~20% SLOWER than the bare steps the
+# probe times, so a plan that fits is left alone.
 REPLAN_FASTER = 1.5
 PROBE_STEPS = 8           # timed steps (after one untimed warm-up step: first calls allocate and pick kernels)
 
@@ -235,13 +236,13 @@ def replan_small_stage(plan: BudgetPlan, cfg, step: int, stage_start: int, growi
         if planned_pace >= REPLAN_FASTER * pace:
             scale = pace / planned_pace
             elapsed = now - plan.started - (step - 1 - stage_start) * pace  # the steps taken, at the new pace
-            replayed = planned_steps(parse_duration(cfg.time_budget), elapsed, small_s * scale, grown_s * scale, eval_s * scale, cfg.eval_every, fraction,
-                                     cfg.growth_max_small_steps)
+            replayed = planned_steps(parse_duration(cfg.time_budget), elapsed, small_s * scale, grown_s * scale,
+                                     eval_s * scale, cfg.eval_every, fraction, cfg.growth_max_small_steps)
             first_stage = (last_small_step(replayed, fraction, cfg.growth_max_small_steps) if growing else replayed,
                            last_small_step(max_steps, fraction, cfg.growth_max_small_steps) if growing else max_steps)
             if first_stage[0] > first_stage[1]:
-                say(f"--time-budget {cfg.time_budget}: the first stage runs {1 / scale:.1f}x faster than the probe "
-                    f"timed it (a busy machine then?), so its steps are planned again: "
+                say(f"--time-budget {cfg.time_budget}: the first stage runs {1 / scale:.1f}x faster than planned (a "
+                    f"busy machine during the probe?), so its steps are planned again: "
                     + (f"the model grows after step {first_stage[0]:,}, not {first_stage[1]:,}; " if growing else "")
                     + f"max_steps {replayed:,}, not {max_steps:,}")
                 max_steps = replayed

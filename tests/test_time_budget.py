@@ -1,5 +1,6 @@
-"""--time-budget: parsed strictly, turned into max_steps after a probe and again at the growth step
-(pretrain/budget.py, pretrain/clock.py), recorded in the checkpoint, reused by --resume, and the whole command stays inside the budget."""
+"""--time-budget: parsed strictly, turned into max_steps after a probe, replayed while a fooled probe's small stage
+runs, decided again at the growth step (pretrain/budget.py, pretrain/clock.py), recorded in the checkpoint, reused
+by --resume, and the whole command stays inside the budget."""
 import json
 import math
 import os
@@ -75,7 +76,7 @@ def test_steps_after_growth_spend_what_is_left_at_the_measured_pace():
     # 0.5 s, so 0.125 s per step go to batches, logging, evaluations; a grown step is 1.5 s. Left: 600 - 300 - 24
     # (the final 4% reserve) = 276 s, at 1.5 + 0.125 s per grown step: 169.8 steps.
     assert FINAL_RESERVE_FRACTION * 600 == 24 and steps_after_growth(600, 300, 250, 400, 0.5, 1.5) == 169
-    assert steps_after_growth(600, 300, 150, 400, 0.5, 1.5) == 184  # a probe slower than the stage: no negative overhead
+    assert steps_after_growth(600, 300, 150, 400, 0.5, 1.5) == 184  # a probe slower than the stage: overhead 0
     assert steps_after_growth(600, 599, 250, 400, 0.5, 1.5) == 1  # over budget already: one step, never zero
 
 
