@@ -333,3 +333,29 @@ def test_resume_after_the_third_decision_rebuilds_the_same_shortened_schedule(tm
     lrs = [json.loads(line)["lr"] for line in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()
            if '"lr"' in line]
     assert len(lrs) == 12 and lrs[-1] == min(lrs[6:]) < lrs[8]  # the shortened stage still decays to its end
+
+
+def test_resume_after_a_replay_rebuilds_the_lengthened_small_stage(tmp_path, restore_threads, monkeypatch):
+    """The first decision faked to 12 steps (growth after step 6); at step 3, the first check after an evaluation
+    (eval_every 2, log_every 1), a faked replay lengthens the run to 24 (growth after step 12); the second decision
+    gives 6 grown steps. Interrupted in step 11 (after the checkpoint of step 9, inside the lengthened small stage)
+    and resumed, the run must rebuild the small stage's schedule from the recorded max_steps and end bit-identical
+    to an uninterrupted run."""
+    from pretrain import budget as budget_module, clock as clock_module
+
+    def replay_to_24(plan, *clock):
+        plan.max_steps, plan.probe = 24, None  # a single replay
+        return plan.max_steps
+
+    monkeypatch.setattr(budget_module, "steps_for_budget", lambda *measured: 12)
+    monkeypatch.setattr(budget_module, "steps_after_growth", lambda *measured: 6)
+    monkeypatch.setattr(clock_module, "replan_small_stage", replay_to_24)
+    run = ["--time-budget", "1h", "--checkpoint-every", "3", "--log-every", "1", "--eval-every", "2",
+           "--growth-fraction", "0.5"]
+    state = run_whole_then_cut(tmp_path, monkeypatch, run)
+    assert state["step"] == 9 and (state["extra"]["budget_max_steps"], state["extra"]["budget_grow_step"]) == (24, None)
+    assert resume_cut_run(tmp_path, run)["max_steps"] == 18  # 12 small steps, then the second decision's 6
+    lrs = [json.loads(line)["lr"] for line in (tmp_path / "whole" / "metrics.jsonl").read_text().splitlines()
+           if '"lr"' in line]
+    # steps 1-2 warm up towards a 6-step stage; from step 3 the 12-step stage's schedule decays to its end
+    assert len(lrs) == 18 and lrs[11] == min(lrs[2:12]) < lrs[2]
