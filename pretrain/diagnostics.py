@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from minibert.training.device import move_batch
-from minibert.training.logs import plot_curves
+from minibert.training.logs import MetricsLog, plot_curves
 from pretrain.baselines import standing
 from pretrain.evaluation import evaluate
 
@@ -86,11 +86,13 @@ def describe_evaluation(metrics: dict, baselines: dict) -> str:
 
 def plot_run(log_path, png_path, title: str, baselines: dict) -> None:
     """loss_curve.png: the train and held-out loss, and a panel with the held-out accuracy, the two diagnostics
-    above and the count baselines as horizontal lines (where the model stands against counting, at a glance)."""
+    above and the count baselines as horizontal lines (where the model stands against counting, at a glance); a
+    dotted vertical line where the small model grew (pretrain/growth.py), the step at which the diagnostics jump."""
+    grew = {f"grew to {r['grew_to']}": r["step"] for r in MetricsLog(log_path).read() if "grew_to" in r}
     plot_curves(log_path, png_path, {"train loss": ("step", "loss"), "held-out loss": ("step", "eval_loss")},
                 title=title,
                 accuracy={"held-out accuracy": ("step", "eval_acc"),
                           "attention entropy / ln T": ("step", "attention_entropy"),
                           "hidden-state cosine": ("step", "hidden_cosine")},
                 baselines={"±2 window": baselines["window2_acc"], "bigram": baselines["bigram_acc"],
-                           "unigram": baselines["unigram_acc"]})
+                           "unigram": baselines["unigram_acc"]}, events=grew)

@@ -251,8 +251,10 @@ def train(cfg: PretrainConfig, started_at: float | None = None) -> dict:
             table, optimizer, scheduler = stage_optimizer(model, grow_step)
             if cfg.growth_carry_optimizer:  # AdamW's moments too, or a fresh state jolts every trained weight
                 carry_adam_state(small[0], small_optimizer, model, optimizer, cfg.growth_free_heads)
-            note(f"step {step}: grew the model to H{config.hidden_size} L{config.num_hidden_layers}, a new AdamW "
-                 f"and schedule:\n{table}")
+            grown_to = f"H{config.hidden_size} L{config.num_hidden_layers}"
+            note(f"step {step}: grew the model to {grown_to}, a new AdamW and schedule:\n{table}")
+            if ctx.is_main:  # loss_curve.png marks it: the diagnostics jump there
+                log.write({"step": grow_step, "grew_to": grown_to})
         micro_batches = next(source)  # this rank's G/W rows as k micro-batches, already masked and checked
         counts = [len(mb["prediction_positions"]) for mb in micro_batches]  # M_i per micro-batch
         total = global_prediction_count(counts, device)  # ΣM over micro-batches AND ranks, before any backward

@@ -82,6 +82,7 @@ def test_the_small_stage_is_a_fraction_of_the_run_up_to_its_cap(tmp_path):
     from pretrain.__main__ import main
     assert main(pretrain_args(tmp_path, "run", tiny, 0)) == 0
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r for r in records if "grew_to" in r] == [{"step": 3, "grew_to": "H64 L2"}]  # loss_curve.png marks it
     lrs = [r["lr"] for r in records if "lr" in r]  # growth_lr 3e-3 decays over 3 small steps, then --lr 3e-4 over 5
     assert len(lrs) == 8 and lrs[:3] == sorted(lrs[:3], reverse=True) and lrs[0] == 3e-3 and lrs[3] == 3e-4, lrs
     config = json.loads((tmp_path / "run" / "final" / "config.json").read_text())

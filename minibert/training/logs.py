@@ -29,11 +29,13 @@ class MetricsLog:
 
 def plot_curves(jsonl_path: str | os.PathLike, png_path: str | os.PathLike,
                 series: dict[str, tuple[str, str]], title: str, ylabel: str = "loss",
-                accuracy: dict[str, tuple[str, str]] | None = None, baselines: dict[str, float] | None = None) -> None:
+                accuracy: dict[str, tuple[str, str]] | None = None, baselines: dict[str, float] | None = None,
+                events: dict[str, float] | None = None) -> None:
     """Draw each series (label -> (x_key, y_key)) from the records that have both keys, and save a PNG.
 
     accuracy: series for a second panel on the right (y in [0, 1]); baselines: label -> value, drawn there as
-    dashed horizontal lines (e.g. the bigram baseline a pretrained model should beat).
+    dashed horizontal lines (e.g. the bigram baseline a pretrained model should beat); events: label -> x, a
+    vertical line on every panel (e.g. the step at which the model grew).
     """
     import matplotlib
 
@@ -57,6 +59,8 @@ def plot_curves(jsonl_path: str | os.PathLike, png_path: str | os.PathLike,
             axes[0][1].axhline(value, color="gray", linestyle=style, label=f"{label} {value:.3f}")
         axes[0][1].set_ylim(min(0.0, axes[0][1].get_ylim()[0]), 1.02)
     for ax in axes[0]:
+        for label, x in (events or {}).items():
+            ax.axvline(x, color="black", linestyle=(0, (1, 2)), linewidth=1, label=label)
         ax.legend()
     fig.suptitle(title)
     fig.tight_layout()
