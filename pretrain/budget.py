@@ -31,7 +31,7 @@ slowed down, and a hard stop sits behind all of them.
 Why a step count and not "stop when the clock runs out": the LR schedule (warmup, then decay to 0 over the run,
 as 24hBERT/Izsak et al. 2021 do with fractions of the run) needs to know where the run ends, and a step count
 keeps a run reproducible: the decisions are recorded in the checkpoint, a --resume reuses them (bit-identical,
-tests/test_time_budget.py), and under DDP rank 0 measures and broadcasts them, so every rank runs the same steps.
+tests/test_time_budget_resume.py), and under DDP rank 0 measures and broadcasts them, so every rank runs the same steps.
 """
 
 from __future__ import annotations
