@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 from dataclasses import dataclass, field, fields
 
 from minibert.cli import OneLineParser, cli_type
-from minibert.validation import DEVICE, ConfigError, check_fields, rule, unknown_keys
+from minibert.validation import DEVICE, ConfigError, check_fields, read_json_object, rule, unknown_keys
 
 TASKS = ("cls", "pair", "ner")
 
@@ -155,17 +154,8 @@ def parse_config(argv: list[str] | None = None) -> FinetuneConfig:
     values = {}
     config_path = args.pop("config", None)
     if config_path:
-        try:
-            with open(config_path, encoding="utf-8-sig") as f:
-                values = json.load(f)
-        except FileNotFoundError:
-            raise FileNotFoundError(f"--config {config_path}: file not found; pass a JSON file of FinetuneConfig "
-                                    f"fields (e.g. a finetune_config.json a run wrote)") from None
-        except (json.JSONDecodeError, UnicodeDecodeError, IsADirectoryError) as error:
-            raise ConfigError(f"--config {config_path}: not valid JSON ({error})") from None
-        if not isinstance(values, dict):
-            raise ConfigError(f"--config {config_path}: expected a JSON object of fields, got "
-                              f"{type(values).__name__}")
+        values = read_json_object(config_path, f"--config {config_path}",
+                                  "pass a JSON file of FinetuneConfig fields (e.g. a finetune_config.json a run wrote)")
         unknown_keys(FinetuneConfig, values, f"--config {config_path}")
         try:
             FinetuneConfig(**values)  # the file alone must be valid: its errors name the file

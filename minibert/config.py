@@ -17,7 +17,7 @@ import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from .validation import ConfigError, check_fields, parse_text, rule
+from .validation import ConfigError, check_fields, parse_text, read_json_object, rule
 
 ACTIVATIONS = ("gelu", "gelu_new", "relu")
 
@@ -89,13 +89,8 @@ class BertConfig:
                 raise FileNotFoundError(f"config: no config.json or bert_config.json in folder {path}; "
                                         f"pass the config file itself or a folder that holds one")
             path = found[0]
-        if not path.is_file():
-            raise FileNotFoundError(f"config: file {path} does not exist; pass the path of a config.json")
-        try:
-            d = json.loads(path.read_text(encoding="utf-8-sig"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ConfigError(f"config: {path} is not valid JSON ({e}); check the file is a config.json") from None
-        return cls.from_dict(d, source=str(path))
+        values = read_json_object(path, f"config {path}", "pass the path of a BERT config.json")
+        return cls.from_dict(values, source=str(path))
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -43,6 +43,14 @@ class PreTrainingOutput:
     nsp_logits: torch.Tensor  # [B,2]: is segment B the real next sentence?
 
 
+def check_id_range(name: str, ids: torch.Tensor, limit_name: str, limit: int, fix: str) -> None:
+    """Every ID must index a row of its embedding table: [0, limit). One min/max reduction, not a loop."""
+    lo, hi = torch.aminmax(ids)
+    if lo < 0 or hi >= limit:
+        bad = lo.item() if lo < 0 else hi.item()
+        raise ValueError(f"{name} contains {bad}, outside [0, {limit_name}={limit}); {fix}")
+
+
 def check_inputs(config: BertConfig, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None,
                  attention_mask: torch.Tensor | None, max_positions: int) -> None:
     """Fail with one clear line on bad input, BEFORE it turns into an IndexError on CPU or an unreadable
@@ -59,20 +67,14 @@ def check_inputs(config: BertConfig, input_ids: torch.Tensor, token_type_ids: to
     if T > max_positions:
         raise ValueError(f"input_ids has sequence length {T} > max_position_embeddings={max_positions}; "
                          f"truncate the input (or use hierarchical positions for longer texts)")
-    lo, hi = torch.aminmax(input_ids)
-    if lo < 0 or hi >= config.vocab_size:
-        bad = lo.item() if lo < 0 else hi.item()
-        raise ValueError(f"input_ids contains {bad}, outside [0, vocab_size={config.vocab_size}); the tokenizer's "
-                         f"vocab and the model config disagree: use the vocab.txt the model was trained with")
+    check_id_range("input_ids", input_ids, "vocab_size", config.vocab_size,
+                   "the tokenizer's vocab and the model config disagree: use the vocab.txt the model was trained with")
     if token_type_ids is not None:
         if token_type_ids.dtype not in ID_DTYPES or token_type_ids.shape != input_ids.shape:
             raise ValueError(f"token_type_ids has shape {tuple(token_type_ids.shape)} and dtype {token_type_ids.dtype}; "
                              f"expected an integer tensor of the input_ids shape {(B, T)}")
-        lo, hi = torch.aminmax(token_type_ids)
-        if lo < 0 or hi >= config.type_vocab_size:
-            bad = lo.item() if lo < 0 else hi.item()
-            raise ValueError(f"token_type_ids contains {bad}, outside [0, type_vocab_size={config.type_vocab_size}); "
-                             f"use 0 for segment A and 1 for segment B")
+        check_id_range("token_type_ids", token_type_ids, "type_vocab_size", config.type_vocab_size,
+                       "use 0 for segment A and 1 for segment B")
     if attention_mask is not None and attention_mask.shape != input_ids.shape:
         raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)}; expected the input_ids shape "
                          f"{(B, T)} with 1 for real tokens and 0 for padding")
@@ -204,11 +206,8 @@ def check_mlm_labels(labels: torch.Tensor, vocab_size: int) -> None:
     targets = labels[labels != IGNORE_INDEX]  # [M]
     if targets.numel() == 0:
         return
-    lo, hi = torch.aminmax(targets)
-    if lo < 0 or hi >= vocab_size:
-        bad = lo.item() if lo < 0 else hi.item()
-        raise ValueError(f"labels contains {bad}, outside [0, vocab_size={vocab_size}); use the original "
-                         f"token ID at predicted positions and {IGNORE_INDEX} everywhere else")
+    check_id_range("labels", targets, "vocab_size", vocab_size,
+                   f"use the original token ID at predicted positions and {IGNORE_INDEX} everywhere else")
 
 
 def prediction_positions(labels: torch.Tensor) -> torch.Tensor:

@@ -16,9 +16,12 @@ Each message names the field, the value and the allowed range, e.g. `--lr=nan: m
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import re
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Callable
 
 
@@ -142,3 +145,23 @@ def unknown_keys(cls, values: dict, source: str) -> None:
     unknown = sorted(set(values) - known)
     if unknown:
         raise ConfigError(f"{source}: unknown field(s) {unknown}; valid fields are {sorted(known)}")
+
+
+def read_json_object(path: str | os.PathLike, source: str, fix: str) -> dict:
+    """Reads a config file that must hold one JSON object; every failure is one line naming `source` and the fix.
+
+    Args:
+        path: the file. source: how the user named it, e.g. "--config run.json". fix: what to pass instead.
+    Returns:
+        the object as a dict, values untouched (check_fields judges them against the rules).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{source}: file not found; {fix}")
+    try:
+        values = json.loads(path.read_text(encoding="utf-8-sig"))  # -sig: skip the BOM that Windows editors add
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{source}: not valid JSON ({error}); {fix}") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"{source}: expected a JSON object of fields, got {type(values).__name__}")
+    return values

@@ -12,13 +12,12 @@ The model starts from BertConfig.mini (H256 L4 A4 I1024, Turc et al. 2019), voca
 from __future__ import annotations
 
 import argparse
-import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from minibert import BertConfig
 from minibert.cli import OneLineParser, cli_type
-from minibert.validation import DEVICE, ConfigError, check_fields, rule, unknown_keys
+from minibert.validation import DEVICE, ConfigError, check_fields, read_json_object, rule, unknown_keys
 from pretrain.budget import parse_duration
 
 
@@ -246,16 +245,9 @@ def parse_config(argv: list[str] | None = None) -> PretrainConfig:
     if "config" in args:
         path = Path(args.pop("config"))
         source = f"--config {path}"
-        if not path.is_file():
-            raise FileNotFoundError(f"--config {path}: file not found; pass a JSON file of PretrainConfig fields")
-        try:
-            values = json.loads(path.read_text(encoding="utf-8-sig"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise ConfigError(f"--config {path}: not valid JSON ({error})") from None
-        if not isinstance(values, dict):
-            raise ConfigError(f"--config {path}: expected a JSON object of fields, got {type(values).__name__}")
+        values = read_json_object(path, source, "pass a JSON file of PretrainConfig fields")
         if not isinstance(values.get("model", {}), dict):
-            raise ConfigError(f"--config {path}: field \"model\" must be a JSON object of BertConfig fields")
+            raise ConfigError(f"{source}: field \"model\" must be a JSON object of BertConfig fields")
     model = {**PretrainConfig().model, **values.get("model", {})}  # JSON model overrides add to the defaults
     for item in args.pop("model_set", []):
         if "=" not in item:
