@@ -11,7 +11,9 @@ fine-tune on every (seed, fold) and reports each row (pretrained encoder, random
 Everything after `--` is a `python -m finetune` command line. The folds are a stratified split (by label) of the
 --train file (default: the task's embedded training data); the --dev file is not used. Seed s (s = --seed,
 --seed+1, ...) fixes the fold split, the --train-fraction subset, the model's head init and the batch order, so
-every row of one (seed, fold) trains on the same examples. Results: <out>/cross_validation.json; each run's split
+every row of one (seed, fold) trains on the same examples. Results: <out>/cross_validation.json (each row's
+mean ± sd, and the encoder minus each other row, paired run by run: the mean difference and in how many runs the
+encoder is ahead) and <out>/cross_validation.png (the same, drawn); each run's split
 is in <out>/seed<s>/fold<k>/data/, its outputs in <out>/seed<s>/fold<k>/run/ and its rows in
 <out>/seed<s>/fold<k>/result.json, written last, when every row of that run is done.
 
@@ -32,6 +34,7 @@ import numpy as np
 
 from minibert.cli import OneLineParser, run_cli
 from minibert.training.io import atomic_write_text
+from minibert.training.logs import pyplot, save_figure
 
 from .__main__ import resolve_defaults, run
 from .config import parse_config
@@ -112,13 +115,64 @@ def cross_validate(finetune_argv: list[str], folds: int, seeds: int) -> dict:
                 runs.setdefault(name, []).append(value)
     result = {"metric": record["metric"], "folds": folds, "seeds": seeds, "train_fraction": cfg.train_fraction,
               "rows": {name: {"mean": float(np.mean(v)), "sd": float(np.std(v, ddof=1)) if len(v) > 1 else 0.0,
-                              "runs": v} for name, v in runs.items()}}
+                              "runs": v} for name, v in runs.items()},
+              "paired": paired_differences(runs)}
     atomic_write_text(out / "cross_validation.json", json.dumps(result, indent=2) + "\n")
     print(f"\ndev {result['metric']}, {seeds} seed(s) x {folds} folds (mean ± sd over {seeds * folds} runs):")
     width = max(map(len, result["rows"]))
     for name, row in result["rows"].items():
         print(f"  {name:<{width}}  {row['mean']:.4f} ± {row['sd']:.4f}")
+    encoder = next(iter(runs))
+    for name, diff in result["paired"].items():
+        print(f"  {encoder} minus {name}: {diff['mean']:+.4f} ± {diff['sd']:.4f}, ahead in {diff['ahead']} of "
+              f"{len(diff['runs'])} runs")
+    labels = [f"s{seed} f{fold + 1}" for seed in range(cfg.seed, cfg.seed + seeds) for fold in range(folds)]
+    plot_runs(runs, result["paired"], labels, result["metric"], out / "cross_validation.png")
+    print(f"  (each run, and the paired differences: {out / 'cross_validation.png'})")
     return result
+
+
+def paired_differences(runs: dict[str, list[float]]) -> dict:
+    """The first row (the encoder) minus each other row, run by run: {name: {mean, sd, ahead, runs}}.
+
+    The rows of one (seed, fold) share their training examples and dev fold, so their difference cancels how
+    easy that fold happened to be: a gap smaller than either row's sd can still be ahead in nearly every run."""
+    encoder, *others = runs
+    paired = {}
+    for name in others:
+        diff = np.asarray(runs[encoder]) - np.asarray(runs[name])  # [seeds·folds]
+        paired[name] = {"mean": float(diff.mean()), "sd": float(diff.std(ddof=1)) if len(diff) > 1 else 0.0,
+                        "ahead": int((diff > 0).sum()), "runs": diff.tolist()}
+    return paired
+
+
+def plot_runs(runs: dict[str, list[float]], paired: dict, labels: list[str], metric: str, png: Path) -> None:
+    """Left: every run of every row (a marker a run, the mean dashed); right: the paired differences (the same
+    colour as the row subtracted) with the zero line, so "ahead in 8 of 10" is something one sees."""
+    plt = pyplot()
+    x = np.arange(len(labels))
+    panels = 2 if paired else 1
+    fig, axes = plt.subplots(1, panels, figsize=(7 * panels, 5), dpi=120, squeeze=False)
+    left = axes[0][0]
+    for (name, values), colour in zip(runs.items(), plt.rcParams["axes.prop_cycle"].by_key()["color"]):
+        left.plot(x, values, "o", color=colour, label=f"{name}: {np.mean(values):.3f}")
+        left.axhline(np.mean(values), color=colour, linestyle="--", linewidth=1)
+    left.set_ylabel(f"dev {metric}")
+    left.set_title("each (seed, fold)")
+    if paired:
+        right = axes[0][1]
+        for (name, diff), colour in zip(paired.items(), plt.rcParams["axes.prop_cycle"].by_key()["color"][1:]):
+            right.plot(x, diff["runs"], "o", color=colour,
+                       label=f"minus {name}: {diff['mean']:+.3f}, ahead in {diff['ahead']} of {len(x)}")
+            right.axhline(diff["mean"], color=colour, linestyle="--", linewidth=1)
+        right.axhline(0, color="black", linewidth=1)
+        right.set_ylabel(f"difference in dev {metric}")
+        right.set_title(f"{next(iter(runs))}, minus each row")
+    for ax in axes[0]:
+        ax.set_xticks(x, labels, rotation=90 if len(x) > 8 else 0, fontsize=8)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2))  # below: never over a run
+    save_figure(fig, png)
 
 
 def _main(argv: list[str]) -> int:

@@ -160,9 +160,29 @@ def test_cross_validation_reports_mean_and_sd(tmp_path, capsys):
         assert row["mean"] == pytest.approx(np.mean(row["runs"]))
         assert row["sd"] == pytest.approx(np.std(row["runs"], ddof=1))
     assert "2 seed(s) x 2 folds" in printed and " ± " in printed
+    # the encoder minus TF-IDF, run by run (same examples, same dev fold), and the figure that draws it
+    (encoder, encoder_row), (tfidf, tfidf_row) = result["rows"].items()
+    diff = result["paired"][tfidf]
+    assert list(result["paired"]) == [tfidf]
+    assert diff["runs"] == pytest.approx(np.subtract(encoder_row["runs"], tfidf_row["runs"]).tolist())
+    assert diff["ahead"] == sum(d > 0 for d in diff["runs"]) and diff["mean"] == pytest.approx(np.mean(diff["runs"]))
+    assert f"{encoder} minus {tfidf}: {diff['mean']:+.4f}" in printed and f"ahead in {diff['ahead']} of 4" in printed
+    assert (tmp_path / "cv" / "cross_validation.png").stat().st_size > 10_000
     folder = tmp_path / "cv" / "seed42"  # seeds --seed (42 by default) and 43
     dev = [set((folder / f"fold{k}" / "data" / "dev.tsv").read_text().splitlines()[1:]) for k in (0, 1)]
     assert not dev[0] & dev[1] and len(dev[0] | dev[1]) == 60  # the folds partition the file
+
+
+def test_paired_differences_count_the_runs_where_the_encoder_is_ahead():
+    from finetune.cross_validate import paired_differences
+
+    runs = {"encoder": [0.50, 0.40, 0.60], "random": [0.45, 0.42, 0.50], "tfidf": [0.55, 0.45, 0.65]}
+    paired = paired_differences(runs)
+    assert list(paired) == ["random", "tfidf"]  # the first row is the one the others are subtracted from
+    assert paired["random"]["runs"] == pytest.approx([0.05, -0.02, 0.10]) and paired["random"]["ahead"] == 2
+    assert paired["random"]["sd"] == pytest.approx(np.std([0.05, -0.02, 0.10], ddof=1))
+    assert paired["tfidf"]["mean"] == pytest.approx(-0.05) and paired["tfidf"]["ahead"] == 0
+    assert paired_differences({"encoder": [0.5]}) == {}  # one row: nothing to pair
 
 
 def test_cross_validation_averages_random_init_over_folds_of_different_step_counts(tmp_path, capsys):

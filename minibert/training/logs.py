@@ -37,11 +37,7 @@ def plot_curves(jsonl_path: str | os.PathLike, png_path: str | os.PathLike,
     dashed horizontal lines (e.g. the bigram baseline a pretrained model should beat); events: label -> x, a
     vertical line on every panel (e.g. the step at which the model grew).
     """
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display needed
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     records = MetricsLog(jsonl_path).read()
     panels = [(series, ylabel)] + ([(accuracy, "accuracy (and other 0-1 measures)")] if accuracy else [])
     fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 4), dpi=120, squeeze=False)
@@ -63,9 +59,26 @@ def plot_curves(jsonl_path: str | os.PathLike, png_path: str | os.PathLike,
             ax.axvline(x, color="black", linestyle=(0, (1, 2)), linewidth=1, label=label)
         ax.legend()
     fig.suptitle(title)
+    save_figure(fig, png_path)
+
+
+def pyplot():
+    """matplotlib.pyplot on the file-only Agg backend: plots are written as PNGs, so no display is needed (a
+    training machine over ssh has none). Imported here, not at the top: only the runs that plot pay for it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig, png_path: str | os.PathLike) -> None:
+    """Saves a matplotlib figure atomically and closes it: written beside the target, then renamed, so a reader
+    never sees half a PNG."""
     fig.tight_layout()
     png_path = Path(png_path)
     tmp = png_path.with_name(f".{png_path.name}.tmp.png")
-    fig.savefig(tmp)  # write beside the target, then rename: a reader never sees half a PNG
-    plt.close(fig)
+    fig.savefig(tmp)
+    pyplot().close(fig)
     os.replace(tmp, png_path)
