@@ -157,7 +157,7 @@ def read_json_object(path: str | os.PathLike, source: str, fix: str) -> dict:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{source}: file not found; {fix}")
+        raise FileNotFoundError(f"{source}: {'a folder, not a file' if path.is_dir() else 'file not found'}; {fix}")
     try:
         values = json.loads(path.read_text(encoding="utf-8-sig"))  # -sig: skip the BOM that Windows editors add
     except (json.JSONDecodeError, UnicodeDecodeError) as error:

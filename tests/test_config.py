@@ -66,6 +66,18 @@ def test_from_json_missing_file_and_bad_json(tmp_path):
     bad.write_text("{not json")
     with pytest.raises(ValueError, match="not valid JSON"):
         BertConfig.from_json(bad)
+    bad.write_text("[768, 12]")
+    with pytest.raises(ValueError, match="config.json: expected a JSON object of fields, got list"):
+        BertConfig.from_json(bad)
+
+
+def test_a_config_folder_given_as_the_config_file_is_named_as_a_folder(tmp_path):
+    from finetune.config import parse_config as finetune_config
+    from pretrain.config import parse_config as pretrain_config
+
+    for parse in (pretrain_config, finetune_config):
+        with pytest.raises(FileNotFoundError, match=f"--config {tmp_path}: a folder, not a file; pass a JSON file"):
+            parse(["--config", str(tmp_path)])
 
 
 @pytest.mark.parametrize("overrides, words", [
