@@ -15,7 +15,8 @@ from pathlib import Path
 import torch
 
 from ..model import BertModel
-from .common import DemoContext, conclude, minilm_folder, show, tiny_config, title, use_agg_backend
+from ..training.logs import pyplot, save_figure
+from .common import DemoContext, conclude, minilm_folder, show, tiny_config, title
 
 ENGLISH = "the cat sat on the mat because it was tired ."
 PRETRAIN_FINAL = Path("runs") / "pretrain" / "final"
@@ -90,8 +91,7 @@ def _chosen_head(ctx: DemoContext, attentions: torch.Tensor) -> tuple[int, int, 
 
 def _draw_grid(ctx: DemoContext, attentions: torch.Tensor, chosen: tuple[int, int], source: str):
     """Every layer x head as a small heatmap, [L,N,T,T] -> one PNG; the chosen head is framed in red."""
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     L, N = attentions.shape[:2]
     fig, axes = plt.subplots(L, N, figsize=(1.3 * N + 0.5, 1.3 * L + 0.6), dpi=100, squeeze=False)
     for layer in range(L):
@@ -109,10 +109,8 @@ def _draw_grid(ctx: DemoContext, attentions: torch.Tensor, chosen: tuple[int, in
             if head == 0:
                 ax.set_ylabel(f"layer {layer}", fontsize=7)
     fig.suptitle(f"every head (rows: layers, columns: heads) - {source.split(' (')[0]}", fontsize=8)
-    fig.tight_layout()
     png = ctx.png_path("attention_heads_grid.png")
-    fig.savefig(png)
-    plt.close(fig)
+    save_figure(fig, png)  # atomic: a reader never sees half a PNG
     return png
 
 
@@ -150,9 +148,7 @@ def attention_heatmap(ctx: DemoContext) -> dict:
     show("mean entropy of a row / of uniform attention", f"{entropy:.2f} / {uniform:.2f}")
     png = grid_png = None
     try:
-        use_agg_backend()
-        import matplotlib.pyplot as plt
-
+        plt = pyplot()
         fig, ax = plt.subplots(figsize=(6, 5.4), dpi=110)
         im = ax.imshow(probs.numpy(), cmap="viridis", vmin=0.0)
         ax.set_xticks(range(len(tokens)), tokens, rotation=90)
@@ -161,10 +157,8 @@ def attention_heatmap(ctx: DemoContext) -> dict:
         ax.set_ylabel("query (attending)")
         ax.set_title(f"layer {layer}, head {head}: softmax(QKᵀ/√D)\n{source.split(' (')[0]}", fontsize=8)
         fig.colorbar(im, ax=ax, fraction=0.046)
-        fig.tight_layout()
         png = ctx.png_path("attention_heatmap.png")
-        fig.savefig(png)
-        plt.close(fig)
+        save_figure(fig, png)  # atomic: a reader never sees half a PNG
         show("heatmap written to", str(png))
         grid_png = _draw_grid(ctx, stacked, (layer, head), source)
         show(f"all {stacked.shape[0]} x {stacked.shape[1]} heads written to", str(grid_png))

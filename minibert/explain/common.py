@@ -9,7 +9,6 @@ Every demo prints three kinds of lines, so a learner can skim:
 from __future__ import annotations
 
 import importlib.util
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -101,8 +100,3 @@ def max_abs_diff(a, b) -> float:
     if isinstance(a, torch.Tensor):
         return (a - b).abs().max().item()
     return max((x - y).abs().max().item() for x, y in zip(a, b))
-
-
-def use_agg_backend() -> None:
-    """matplotlib without a display (the demos only write PNG files)."""
-    os.environ.setdefault("MPLBACKEND", "Agg")

@@ -7,7 +7,8 @@ import numpy as np
 import torch
 
 from ..heads import BertForSequenceClassification
-from .common import DemoContext, conclude, show, table, tiny_config, title, use_agg_backend
+from ..training.logs import pyplot, save_figure
+from .common import DemoContext, conclude, show, table, tiny_config, title
 
 
 def mcc_vs_accuracy(ctx: DemoContext) -> dict:
@@ -73,19 +74,15 @@ def overfitting(ctx: DemoContext) -> dict:
            for e, tl, dl, acc in shown], ("epoch", "train loss", "dev loss", "dev acc", ""))
     png = None
     try:
-        use_agg_backend()
-        import matplotlib.pyplot as plt
-
+        plt = pyplot()
         fig, ax = plt.subplots(figsize=(6, 3), dpi=110)
         ax.plot([h[0] for h in history], [h[1] for h in history], label="train loss")
         ax.plot([h[0] for h in history], [h[2] for h in history], label="dev loss")
         ax.axvline(best[0], color="gray", ls=":", label=f"best dev loss (epoch {best[0]})")
         ax.set_xlabel("epoch (one full-batch step each)")
         ax.legend()
-        fig.tight_layout()
         png = ctx.png_path("overfitting.png")
-        fig.savefig(png)
-        plt.close(fig)
+        save_figure(fig, png)  # atomic: a reader never sees half a PNG
         show("learning curve written to", str(png))
     except OSError as e:
         show("plot not written", str(e))

@@ -8,7 +8,8 @@ import torch
 from ..model import IGNORE_INDEX, BertForMaskedLM
 from ..training.accumulation import count_predictions, loss_weight
 from ..training.schedule import lr_multiplier
-from .common import DemoContext, conclude, max_abs_diff, show, table, tiny_config, title, use_agg_backend
+from ..training.logs import pyplot, save_figure
+from .common import DemoContext, conclude, max_abs_diff, show, table, tiny_config, title
 
 
 def _mlm_batch(config, batch_size: int, seq_len: int, generator: torch.Generator):
@@ -114,9 +115,7 @@ def warmup(ctx: DemoContext) -> dict:
     show(f"lr at step {total - 1}", linear[-1])
     png = None
     try:
-        use_agg_backend()
-        import matplotlib.pyplot as plt
-
+        plt = pyplot()
         fig, ax = plt.subplots(figsize=(6, 3), dpi=110)
         ax.plot(linear, label="warmup + linear decay (BERT)")
         ax.plot(cosine, label="warmup + cosine decay")
@@ -124,10 +123,8 @@ def warmup(ctx: DemoContext) -> dict:
         ax.set_xlabel("optimizer step")
         ax.set_ylabel("learning rate")
         ax.legend()
-        fig.tight_layout()
         png = ctx.png_path("warmup.png")
-        fig.savefig(png)
-        plt.close(fig)
+        save_figure(fig, png)  # atomic: a reader never sees half a PNG
         show("plot written to", str(png))
     except OSError as e:
         show("plot not written", str(e))
