@@ -86,6 +86,16 @@ def replay_due(step: int, cfg, stage_end: int) -> bool:
     return step > cfg.eval_every and after_evaluation and 2 * step <= stage_end
 
 
+def shared_cpu_hint(device: torch.device) -> str:
+    """What to try when a CPU run falls behind plan with several threads: another job on the same cores makes
+    torch's threads wait for each other at every operation (CLUENER with one busy core beside it: 0.206 s per small
+    step on 2 threads, 0.093 s on 1; docs/pretrain.md, "A CPU shared with another job")."""
+    if device.type != "cpu" or torch.get_num_threads() == 1:
+        return ""
+    return (f" (is another job using this CPU? its {torch.get_num_threads()} threads then wait for each other; "
+            f"--num-threads 1 can be twice as fast)")
+
+
 def read_clock(step: int, max_steps: int, grow_step: int, plan: BudgetPlan, deadline: float,
                last_stage: tuple[int, float], still_small: bool, device: torch.device, cfg, is_main: bool,
                say) -> tuple[int, int, bool]:
@@ -102,7 +112,7 @@ def read_clock(step: int, max_steps: int, grow_step: int, plan: BudgetPlan, dead
         return step, grow_step, False
     if behind_plan:  # a slow small stage: grow now, so that BERT-mini keeps time for its own steps
         say(f"{label}: the small model is behind plan; it grows after step {step:,}, not {grow_step:,}, to leave "
-            f"BERT-mini its planned time")
+            f"BERT-mini its planned time{shared_cpu_hint(device)}")
         return max_steps, step, False
     growing = plan.grown_steps is not None  # a run that starts small: its first stage ends at grow_step
     if plan.probe and replay_due(step, cfg, grow_step if growing else max_steps):

@@ -194,6 +194,17 @@ def test_a_small_stage_behind_plan_grows_early_and_leaves_the_grown_model_its_ti
     assert_within_budget(wall, budget)
 
 
+def test_a_cpu_run_behind_plan_on_several_threads_suggests_one_thread(restore_threads):
+    from pretrain.clock import shared_cpu_hint
+
+    torch.set_num_threads(2)
+    assert "--num-threads 1" in shared_cpu_hint(torch.device("cpu")) and "2 threads" in shared_cpu_hint(
+        torch.device("cpu"))
+    assert shared_cpu_hint(torch.device("cuda")) == ""  # a GPU run's pace is not about CPU threads
+    torch.set_num_threads(1)
+    assert shared_cpu_hint(torch.device("cpu")) == ""  # already one thread: nothing to suggest
+
+
 def test_a_schedule_that_takes_over_mid_stage_continues_from_the_steps_done():
     from minibert.training.schedule import build_scheduler, lr_multiplier
 
