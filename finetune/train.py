@@ -35,7 +35,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from minibert.heads import BertForSequenceClassification, BertForTokenClassification, check_labels
+from minibert.globalpointer import check_span_labels
+from minibert.heads import check_labels, check_multi_hot
 from minibert.model import check_inputs
 from minibert.training.accumulation import global_prediction_count, loss_weight
 from minibert.training.device import autocast, autocast_dtype, make_grad_scaler, move_batch, pick_device
@@ -139,6 +140,10 @@ def check_batch(model, batch: dict, label_kind: str) -> None:
     if label_kind in ("class", "tags"):
         check_labels(batch["labels"], model.num_labels, allow_ignore=label_kind == "tags",
                      what="classification" if label_kind == "class" else "token classification")
+    elif label_kind == "multi":
+        check_multi_hot(batch["labels"])
+    elif label_kind == "spans":
+        check_span_labels(batch["labels"], batch["attention_mask"])
 
 
 def stats_row(values: list, widths: list[int]) -> str:
@@ -157,10 +162,7 @@ def train(cfg: FinetuneConfig, prepared: Prepared) -> dict:
     torch.manual_seed(cfg.seed)  # dropout masks
     # Inputs and labels are checked on the CPU batches (check_batch); the model's own checks, each a host sync on
     # a GPU, are off while it trains and back on afterwards.
-    head_checks_labels = isinstance(model, (BertForSequenceClassification, BertForTokenClassification))
-    model.bert.check_inputs = False
-    if head_checks_labels:
-        model.check_labels = False
+    model.bert.check_inputs, model.check_labels = False, False
 
     # ---- optimizer: AdamW groups (no decay on biases/LayerNorm; head LR; optional layer-wise decay)
     groups = param_groups(model, cfg.lr, cfg.weight_decay, head_lr=cfg.head_lr, head_prefixes=spec.head_prefixes,
@@ -270,9 +272,7 @@ def train(cfg: FinetuneConfig, prepared: Prepared) -> dict:
             break
     read_losses()
     bar.close()
-    model.bert.check_inputs = True
-    if head_checks_labels:
-        model.check_labels = True
+    model.bert.check_inputs, model.check_labels = True, True
 
     plot_curves(log_path, out_dir / "learning_curve.png", {"train loss": ("step", "train_loss"),
                                                           "dev loss": ("step", "dev_loss")},

@@ -73,6 +73,34 @@ def multilabel_categorical_crossentropy(scores: torch.Tensor, targets: torch.Ten
     return negative_loss + positive_loss  # [R]
 
 
+def valid_spans(T: int, attention_mask: torch.Tensor | None, device: torch.device | str) -> torch.Tensor:
+    """The spans that can be entities: [1,T,T] (no padding) or [B,T,T] bool, True where end j >= start i and both
+    ends are real tokens. Everything else is masked in the scores, and must not be labelled (check_span_labels)."""
+    valid = torch.ones(T, T, dtype=torch.bool, device=device).triu()[None]  # [1,T,T] j >= i: upper triangle
+    if attention_mask is not None:
+        real = attention_mask.bool()  # [B,T]
+        valid = valid & real[:, :, None] & real[:, None, :]  # [B,T,T] both ends on real tokens
+    return valid
+
+
+def check_span_labels(labels: torch.Tensor, attention_mask: torch.Tensor | None) -> None:
+    """One clear line for a span label the loss cannot learn from. labels: [B,C,T,T] 0/1.
+
+    A positive on a masked span (end < start, or an end on padding) sits on the score MASKED_SCORE = -1e12: its
+    term e^{1e12} swamps its row's loss, and the row's real entities get no gradient at all. Silent, so refused."""
+    B, C, T, _ = labels.shape
+    lo, hi = torch.aminmax(labels)
+    if lo < 0 or hi > 1:
+        raise ValueError(f"GlobalPointer labels contain {lo.item() if lo < 0 else hi.item()}; they must be 0/1 "
+                         f"(1 where span (start, end) is an entity of that type)")
+    misplaced = (labels > 0) & ~valid_spans(T, attention_mask, labels.device)[:, None]  # [B,C,T,T]
+    if misplaced.any():
+        b, c, start, end = (int(i) for i in misplaced.nonzero()[0])
+        where = "end < start" if end < start else "an end on padding"
+        raise ValueError(f"GlobalPointer labels mark span (start {start}, end {end}) of type {c} in example {b}, "
+                         f"which has {where}; label spans with start <= end on real tokens only (end inclusive)")
+
+
 class GlobalPointer(nn.Module):
     """Efficient GlobalPointer span scorer.
 
@@ -108,11 +136,7 @@ class GlobalPointer(nn.Module):
         scores = (shared[:, None]  # [B,1,T,T]
                   + start.transpose(1, 2)[:, :, :, None]  # [B,C,T,1]: depends on the start i
                   + end.transpose(1, 2)[:, :, None, :])  # [B,C,1,T]: depends on the end j
-        valid = torch.ones(T, T, dtype=torch.bool, device=hidden.device).triu()  # [T,T] j >= i: upper triangle
-        valid = valid[None]  # [1,T,T]
-        if attention_mask is not None:
-            real = attention_mask.bool()  # [B,T]
-            valid = valid & real[:, :, None] & real[:, None, :]  # [B,T,T] both ends on real tokens
+        valid = valid_spans(T, attention_mask, hidden.device)  # [1 or B,T,T]
         return scores.masked_fill(~valid[:, None], MASKED_SCORE)  # [B,C,T,T]
 
     @staticmethod

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import BertConfig
-from .globalpointer import GlobalPointer
+from .globalpointer import GlobalPointer, check_span_labels
 from .model import IGNORE_INDEX, BertModel, init_weights
 
 REPRESENTATIONS = ("cls", "pooler", "mean")
@@ -51,6 +51,15 @@ def check_labels(labels: torch.Tensor, num_labels: int, allow_ignore: bool, what
         extra = " or -100 (ignored)" if allow_ignore else ""
         raise ValueError(f"{what} labels contain {bad}; they must be integers in [0, num_labels={num_labels}){extra}; "
                          f"fix the data, or set num_labels to the number of classes")
+
+
+def check_multi_hot(labels: torch.Tensor) -> None:
+    """Multi-label targets are probabilities for binary cross-entropy: 1 = has the label, 0 = has not. A 2 or a -1
+    would train toward a meaningless target without any error, so they are refused."""
+    lo, hi = torch.aminmax(labels.float())
+    if lo < 0 or hi > 1:
+        raise ValueError(f"multi-label labels contain {lo.item() if lo < 0 else hi.item()}; they must be in [0, 1] "
+                         f"(a multi-hot row: 1 for each label the text has)")
 
 
 def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
@@ -129,8 +138,13 @@ class BertForSequenceClassification(nn.Module):
             if labels.shape != logits.shape:
                 raise ValueError(f"multi-label labels have shape {tuple(labels.shape)}; expected [batch, "
                                  f"num_labels] = {tuple(logits.shape)} of 0/1")
+            if self.check_labels:
+                check_multi_hot(labels)
             loss = F.binary_cross_entropy_with_logits(logits.float(), labels.float())  # mean over B·C
             return TaskOutput(loss=loss, logits=logits, num_loss_terms=labels.numel())
+        if labels.shape != logits.shape[:1] or labels.is_floating_point():  # metadata only: no device sync
+            raise ValueError(f"classification labels have shape {tuple(labels.shape)} and dtype {labels.dtype}; "
+                             f"expected [batch] = {tuple(logits.shape[:1])} class IDs (torch.long)")
         if self.check_labels:
             check_labels(labels, self.num_labels, allow_ignore=False, what="classification")
         # ignore_index=None would be clearer, but torch wants an int: the labels were checked above, so the
@@ -165,6 +179,10 @@ class BertForTokenClassification(nn.Module):
         logits = self.classifier(self.dropout(hidden))  # [B,T,C]
         if labels is None:
             return TaskOutput(loss=None, logits=logits)
+        if labels.shape != input_ids.shape or labels.is_floating_point():  # metadata only: no device sync
+            raise ValueError(f"token classification labels have shape {tuple(labels.shape)} and dtype "
+                             f"{labels.dtype}; expected the input_ids shape {tuple(input_ids.shape)} of tag IDs "
+                             f"(torch.long, {IGNORE_INDEX} where no tag is scored)")
         if self.check_labels:
             check_labels(labels, self.num_labels, allow_ignore=True, what="token classification")
         # Mean over the labelled tokens: cross_entropy skips the -100 positions itself (its ignore_index), so no
@@ -187,6 +205,7 @@ class BertForGlobalPointerNER(nn.Module):
         super().__init__()
         self.config = config
         self.num_labels = num_labels
+        self.check_labels = True  # a loop that checks labels on the CPU batch (finetune/train.py) turns it off
         self.bert = BertModel(config, add_pooling_layer=False)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         self.global_pointer = GlobalPointer(config.hidden_size, num_labels, head_size)
@@ -203,5 +222,7 @@ class BertForGlobalPointerNER(nn.Module):
         if labels.shape != scores.shape:
             raise ValueError(f"GlobalPointer labels have shape {tuple(labels.shape)}; expected [batch, types, "
                              f"seq_len, seq_len] = {tuple(scores.shape)}")
+        if self.check_labels:
+            check_span_labels(labels, attention_mask)
         loss = GlobalPointer.loss(scores, labels)
         return TaskOutput(loss=loss, logits=scores, num_loss_terms=scores.shape[0] * scores.shape[1])

@@ -64,9 +64,13 @@ def check_inputs(config: BertConfig, input_ids: torch.Tensor, token_type_ids: to
     B, T = input_ids.shape
     if B == 0 or T == 0:  # an empty tensor has no min/max: fail here, not inside aminmax
         raise ValueError(f"input_ids has shape {(B, T)}; expected at least one sequence of at least one token")
-    if T > max_positions:
+    if T > max_positions == config.max_position_embeddings:
         raise ValueError(f"input_ids has sequence length {T} > max_position_embeddings={max_positions}; "
                          f"truncate the input (or use hierarchical positions for longer texts)")
+    if T > max_positions:  # the table was extended (positions.py): its limit is not the config's
+        raise ValueError(f"input_ids has sequence length {T} > {max_positions}, the limit of the hierarchical "
+                         f"position table; truncate the input, or extend it further (at most "
+                         f"{config.max_position_embeddings ** 2} positions)")
     check_id_range("input_ids", input_ids, "vocab_size", config.vocab_size,
                    "the tokenizer's vocab and the model config disagree: use the vocab.txt the model was trained with")
     if token_type_ids is not None:
@@ -78,6 +82,12 @@ def check_inputs(config: BertConfig, input_ids: torch.Tensor, token_type_ids: to
     if attention_mask is not None and attention_mask.shape != input_ids.shape:
         raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)}; expected the input_ids shape "
                          f"{(B, T)} with 1 for real tokens and 0 for padding")
+    if attention_mask is not None and attention_mask.dtype != torch.bool:
+        # An ADDITIVE mask (0 keep, -10000 pad), as some code passes, would become its exact inverse under .bool()
+        lo, hi = torch.aminmax(attention_mask)
+        if lo < 0 or hi > 1:
+            raise ValueError(f"attention_mask contains {lo.item() if lo < 0 else hi.item()}; expected 1 for real "
+                             f"tokens and 0 for padding (not an additive mask of 0 and -10000)")
 
 
 class BertEmbeddings(nn.Module):
@@ -292,6 +302,12 @@ class BertForPreTraining(PretrainedMixin, nn.Module):
         nsp_logits = self.nsp_head(out.pooler_output)  # [B,2]
         if next_sentence_label is not None:
             # NSP labels are 0 (is next) / 1 (random). Never ignore_index=0 here: class 0 is a real class.
+            if next_sentence_label.shape != nsp_logits.shape[:1] or next_sentence_label.is_floating_point():
+                raise ValueError(f"next_sentence_label has shape {tuple(next_sentence_label.shape)} and dtype "
+                                 f"{next_sentence_label.dtype}; expected [batch] = {tuple(nsp_logits.shape[:1])} "
+                                 f"of torch.long")
+            check_id_range("next_sentence_label", next_sentence_label, "classes", 2,
+                           "use 0 (segment B follows A) or 1 (segment B is random); -100 is not ignored here")
             nsp_loss = F.cross_entropy(nsp_logits.float(), next_sentence_label)
             loss = nsp_loss if loss is None else loss + nsp_loss
         return PreTrainingOutput(loss=loss, mlm_logits=mlm_logits, nsp_logits=nsp_logits)

@@ -136,6 +136,18 @@ def test_cls_representation_classifier_is_not_exported_as_a_pooler_classifier(tm
     assert not any(tmp_path.iterdir())  # nothing half-written
 
 
+def test_a_pooler_classifier_does_not_load_into_a_cls_or_mean_model(tmp_path):
+    # HF / Google classifiers read the pooler output: on the raw [CLS] state they would score nonsense, silently
+    trained = load_pretrained(lambda c: BertForSequenceClassification(c, 3, representation="pooler"), FIXTURE).model
+    save_pretrained(trained, tmp_path, format="hf", vocab=FIXTURE / "vocab.txt")
+    for representation in ("cls", "mean"):
+        with pytest.raises(CheckpointError, match=f"representation='{representation}': load it with "
+                                                  "representation='pooler'"):
+            load_pretrained(lambda c: BertForSequenceClassification(c, 3, representation=representation), tmp_path)
+    again = load_pretrained(lambda c: BertForSequenceClassification(c, 3, representation="pooler"), tmp_path)
+    assert not again.report.fresh
+
+
 def test_save_leaves_no_temporary_files(tmp_path):
     model = load_pretrained(BertModel, FIXTURE).model
     for fmt in ("minibert", "hf", "hf"):  # the second hf write replaces the files in place

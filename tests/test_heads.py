@@ -140,3 +140,37 @@ def test_token_classification_scores_only_labelled_tokens():
     assert int(out.num_loss_terms) == 4
     with pytest.raises(ValueError, match="contain 5"):
         model(ids, labels=labels.masked_fill(labels == 4, 5))
+
+
+def test_span_labels_the_loss_cannot_learn_from_are_refused():
+    # A positive on a masked span sits on the score -1e12: its term would swamp the row and starve the real spans.
+    config = tiny_config()
+    model = BertForGlobalPointerNER(config, num_labels=2).eval()
+    ids, mask = torch.randint(5, config.vocab_size, (1, 6)), torch.tensor([[1, 1, 1, 1, 0, 0]])
+    good = torch.zeros(1, 2, 6, 6)
+    good[0, 1, 1, 2] = 1
+    assert math.isfinite(model(ids, attention_mask=mask, labels=good).loss.item())
+    backwards, on_padding, two = good.clone(), good.clone(), good.clone()
+    backwards[0, 0, 3, 1] = 1
+    on_padding[0, 0, 2, 4] = 1
+    two[0, 1, 1, 2] = 2
+    with pytest.raises(ValueError, match=r"span \(start 3, end 1\) of type 0 in example 0, which has end < start"):
+        model(ids, attention_mask=mask, labels=backwards)
+    with pytest.raises(ValueError, match=r"span \(start 2, end 4\) .* an end on padding"):
+        model(ids, attention_mask=mask, labels=on_padding)
+    with pytest.raises(ValueError, match="contain 2.0; they must be 0/1"):
+        model(ids, attention_mask=mask, labels=two)
+
+
+def test_label_shapes_and_multi_hot_values_are_checked_before_the_loss():
+    config = tiny_config()
+    ids = torch.randint(5, config.vocab_size, (2, 5))
+    classifier = BertForSequenceClassification(config, num_labels=3)
+    with pytest.raises(ValueError, match=r"shape \(2, 1\) .* expected \[batch\] = \(2,\)"):
+        classifier(ids, labels=torch.tensor([[1], [0]]))  # torch: "0D or 1D target tensor expected"
+    multi = BertForSequenceClassification(config, num_labels=3, multi_label=True)
+    with pytest.raises(ValueError, match=r"contain 2.0; they must be in \[0, 1\]"):
+        multi(ids, labels=torch.tensor([[0.0, 2.0, 1.0], [1.0, 0.0, 0.0]]))  # BCE would train toward 2 silently
+    tagger = BertForTokenClassification(config, num_labels=3)
+    with pytest.raises(ValueError, match=r"shape \(5, 2\) .* expected the input_ids shape \(2, 5\)"):
+        tagger(ids, labels=torch.zeros(5, 2, dtype=torch.long))  # same numel: torch would accept it

@@ -104,6 +104,32 @@ def test_stale_temp_files_of_a_killed_writer_are_removed_but_a_live_ones_are_kep
     assert not stale[0].exists() and live.exists()
 
 
+def test_a_failed_or_killed_folder_swap_keeps_the_previous_output(tmp_path, monkeypatch):
+    final = tmp_path / "final"
+    final.mkdir()
+    (final / "weights").write_text("OLD")
+    real_replace, calls = os.replace, []
+
+    def second_rename_fails(src, dst):  # the disk dies between moving the old folder aside and the new one in
+        calls.append(dst)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(io.os, "replace", second_rename_fails)
+    with pytest.raises(OSError):
+        with io.staging_folder(final) as staging:
+            (staging / "weights").write_text("NEW")
+    monkeypatch.setattr(io.os, "replace", real_replace)
+    assert (final / "weights").read_text() == "OLD" and [p.name for p in tmp_path.iterdir()] == ["final"]
+    # A writer KILLED between the two renames left the old folder inside its temp folder: the next run restores it.
+    aside = tmp_path / ".final.pid999999999.abc.tmp"
+    aside.mkdir()
+    real_replace(final, aside / "final")
+    assert io.remove_stale_temps(tmp_path) == [aside]
+    assert (final / "weights").read_text() == "OLD" and [p.name for p in tmp_path.iterdir()] == ["final"]
+
+
 def test_outputs_honour_the_umask(tmp_path):
     old = os.umask(0o027)
     try:

@@ -209,3 +209,23 @@ def test_mlm_batch_without_any_prediction_adds_zero_loss_not_nan():
     assert out.loss.item() == 0.0
     out.loss.backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_an_additive_attention_mask_is_refused_not_inverted():
+    # (0 keep, -10000 pad) turned into bool would mask the real tokens and attend to the padding
+    config = tiny_config()
+    ids = torch.randint(5, config.vocab_size, (2, 5))
+    additive = torch.tensor([[0.0, 0, 0, -10000, -10000]] * 2)
+    with pytest.raises(ValueError, match="attention_mask contains -10000.0; expected 1 for real tokens"):
+        BertModel(config)(ids, attention_mask=additive)
+    assert BertModel(config)(ids, attention_mask=(additive == 0).long()).last_hidden_state.shape == (2, 5, 32)
+
+
+def test_nsp_labels_are_checked():
+    config = tiny_config()
+    model = BertForPreTraining(config)
+    ids = torch.randint(5, config.vocab_size, (2, 5))
+    with pytest.raises(ValueError, match=r"next_sentence_label contains 2, outside \[0, classes=2\)"):
+        model(ids, next_sentence_label=torch.tensor([0, 2]))  # torch: "Target 2 is out of bounds"
+    with pytest.raises(ValueError, match="next_sentence_label contains -100"):
+        model(ids, next_sentence_label=torch.tensor([0, -100]))  # torch would silently drop it

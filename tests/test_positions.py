@@ -39,6 +39,8 @@ def test_extended_model_reads_longer_inputs_and_keeps_short_outputs():
     assert model.embeddings.max_positions == 256
     assert torch.equal(model(short).last_hidden_state, before)  # nothing changes for short inputs
     long_out = model(torch.randint(5, config.vocab_size, (1, 200))).last_hidden_state
+    with pytest.raises(ValueError, match="> 256, the limit of the hierarchical position table; .*at most 4096"):
+        model(torch.randint(5, config.vocab_size, (1, 300)))  # names the extended limit, not the config's 64
     assert long_out.shape == (1, 200, config.hidden_size) and torch.isfinite(long_out).all()
     # the state dict keeps the trained [P,H] shape, so a plain model can load it
     assert model.state_dict()["embeddings.position_embeddings.weight"].shape == (64, config.hidden_size)

@@ -77,7 +77,6 @@ class HFWeights:
     def __init__(self, path):
         self.path = Path(path)
         self.shapes: Dict[str, Shape] = {}
-        self.metadata: Dict[str, str] = {}
         self._readers: Dict[str, Callable[[], torch.Tensor]] = {}
         name = self.path.name
         if not self.path.is_file():
@@ -100,7 +99,6 @@ class HFWeights:
             raise CheckpointError(f"shard {path} listed in {self.path} not found; download all shards")
         if path.suffix == ".safetensors":
             handle = _open_safetensors(path)
-            self.metadata.update(handle.metadata() or {})
             for key in handle.keys():
                 self.shapes[key] = tuple(handle.get_slice(key).get_shape())
                 self._readers[key] = lambda key=key, handle=handle, path=path: _get_tensor(handle, key, path)

@@ -163,6 +163,14 @@ def load_pretrained(model_cls, path, config: Optional[BertConfig] = None, requir
         skeleton = model_cls(config, **model_kwargs)
     plan = plan_conversion(source.shapes, source.format, {k: tuple(v.shape) for k, v in skeleton.state_dict().items()},
                            config.num_hidden_layers)
+    representation = getattr(skeleton, "representation", "pooler")
+    if source.format in ("hf", "tf") and "classifier.weight" in plan.sources and representation != "pooler":
+        # The mirror of save_pretrained's export check: HF's BertForSequenceClassification and Google's
+        # run_classifier train their classifier on the pooler output, so on the raw [CLS] or mean state it would
+        # load without a complaint and score nonsense.
+        raise CheckpointError(f"{source.path} holds a classifier trained on the pooler output ({source.format} "
+                              f"BertForSequenceClassification); this model uses representation={representation!r}: "
+                              f"load it with representation='pooler', or drop its classifier.* tensors")
     if plan.report.fresh or any(True for _ in skeleton.buffers()):
         model = model_cls(config, **model_kwargs)  # some tensors keep their init: build it for real
     else:

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 
-TEMP_PATTERN = re.compile(r"^\..+\.pid(\d+)\.[^.]*\.tmp$")  # .<name>.pid<pid>.<random>.tmp, file or folder
+TEMP_PATTERN = re.compile(r"^\.(.+)\.pid(\d+)\.[^.]*\.tmp$")  # .<name>.pid<pid>.<random>.tmp, file or folder
 
 
 def _pid_alive(pid: int) -> bool:
@@ -35,6 +35,9 @@ def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
     """Deletes the temporary files/folders a KILLED writer left in `folder`. A live run's temps are never
     touched: each temp name carries its writer's pid, and only those of dead processes are removed.
 
+    One kind is restored instead: a writer killed between staging_folder's two renames left the PREVIOUS output
+    `<name>` alone inside its temp folder, with `<name>` itself missing; it is moved back, not deleted.
+
     Returns:
         the removed paths.
     """
@@ -43,7 +46,11 @@ def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
         return removed
     for entry in folder.iterdir():
         found = TEMP_PATTERN.match(entry.name)
-        if found and int(found.group(1)) != os.getpid() and not _pid_alive(int(found.group(1))):
+        if found and int(found.group(2)) != os.getpid() and not _pid_alive(int(found.group(2))):
+            target = folder / found.group(1)
+            if entry.is_dir() and [child.name for child in entry.iterdir()] == [target.name] \
+                    and not target.exists():
+                os.replace(entry / target.name, target)  # the previous output comes back
             shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
             removed.append(entry)
     return removed
@@ -80,10 +87,12 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
 @contextlib.contextmanager
 def staging_folder(final: str | os.PathLike):
-    """Build a folder under a temporary name beside `final`; on success it replaces `final` in one rename.
+    """Build a folder under a temporary name beside `final`; on success it replaces `final`.
 
-    On any error (or a kill) `final` is left as it was; the half-built folder is removed now, or by
-    remove_stale_temps on the next run if the process was killed.
+    A folder cannot be renamed over a non-empty one, so an earlier `final` is first moved aside into a temp folder,
+    then the new one is renamed in: between the two renames `final` is briefly absent. On an error the old one is
+    moved back; after a kill it waits in the temp folder and the next run's remove_stale_temps restores it. The
+    half-built folder is removed now, or by remove_stale_temps on the next run if the process was killed.
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -95,7 +104,12 @@ def staging_folder(final: str | os.PathLike):
         if final.exists():  # an earlier output: swap it out, then drop it
             old = Path(tempfile.mkdtemp(dir=final.parent, prefix=temp_name(final), suffix=".tmp"))
             os.replace(final, old / final.name)
-            os.replace(staging, final)
+            try:
+                os.replace(staging, final)
+            except BaseException:
+                os.replace(old / final.name, final)  # the earlier output goes back where it was
+                shutil.rmtree(old, ignore_errors=True)
+                raise
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(staging, final)
