@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from finetune.baseline import fit_by_cv, sklearn_class_weight, stratified_subset, tfidf_baseline
-from finetune.data import FORMATS, read_tsv
+from finetune.data import FORMATS, check_class_labels, read_tsv
 from finetune.metrics import classification_metrics
 from minibert.training.io import atomic_write_text
 
@@ -152,6 +152,8 @@ def compare(unlabelled_path, train_path, dev_path, fraction: float | None, seeds
     unlabelled = [e.text for e in read_tsv(unlabelled_path, tianchi, with_labels=False)]  # labels unused
     train_all, dev = read_tsv(train_path, tianchi), read_tsv(dev_path, tianchi)
     num_labels = 1 + max(e.label for e in train_all + dev)
+    check_class_labels(train_all, num_labels, train_path)  # a -1 would surface as a numpy error deep in sklearn
+    check_class_labels(dev, num_labels, dev_path)
     names = ("TF-IDF + LR (labelled documents only)", f"LSA ({components} dims, fitted on the unlabelled corpus) + LR")
     subsets = {seed: stratified_subset(train_all, fraction, seed) if fraction else train_all
                for seed in range(first_seed, first_seed + (seeds if fraction else 1))}
@@ -195,6 +197,13 @@ def main(argv: list[str] | None = None) -> int:
                                           "predicted-word rows, and random init's as the control")
     parser.add_argument("--out", default="runs/unlabelled_value.json")
     args = parser.parse_args(argv)
+    for flag, value, ok, rule in (("--train-fraction", args.train_fraction, 0 < args.train_fraction <= 1,
+                                   "in (0, 1], e.g. 0.1 (1 = all labels)"),
+                                  ("--seeds", args.seeds, args.seeds >= 1, "at least 1"),
+                                  ("--components", args.components, args.components >= 1, "at least 1")):
+        if not ok:
+            print(f"error: {flag} {value}: must be {rule}", file=sys.stderr)
+            return 2
     if (args.train is None) != (args.dev is None) or (args.train is not None and args.unlabelled is None):
         print("error: pass --unlabelled, --train and --dev together, or none of them for the embedded data",
               file=sys.stderr)

@@ -37,6 +37,9 @@ PRETRAINED = Path("runs/pretrain/final")
 def resolve_defaults(cfg: FinetuneConfig) -> tuple[FinetuneConfig, list[str]]:
     """Fill in the embedded default data and the `auto` init. Returns (config, notes to print)."""
     notes = []
+    if cfg.compare_tfidf and (cfg.task == "ner" or cfg.multi_label):  # refused now, not after the training
+        raise ValueError(f"--compare-tfidf: the TF-IDF + logistic-regression row scores single-label cls and pair "
+                         f"only; drop it for {'--task ner' if cfg.task == 'ner' else '--multi-label'}")
     if cfg.data is not None:
         suffix = "json" if cfg.task == "ner" else "tsv"
         cfg = cfg.replace(train=cfg.train or str(Path(cfg.data) / f"train.{suffix}"),

@@ -15,6 +15,7 @@ seeded, so the fine-tuned model, the random-init run and the baseline all train 
 from __future__ import annotations
 
 import warnings
+from collections import Counter
 
 import numpy as np
 
@@ -25,14 +26,19 @@ from .metrics import classification_metrics
 def stratified_subset(examples: list, fraction: float, seed: int) -> list:
     """round(fraction · n_c) examples of every class c (at least one), drawn with a seeded generator, in file order.
 
-    Multi-label examples are stratified by their label set; examples without a label (NER) form one stratum.
+    A multi-label example is stratified by its rarest label (its exact label SET would make most sets a stratum
+    of one, each kept whole: 0.05 of 1,000 examples with 167 sets kept 176); examples without a label (NER, or an
+    empty label set) form one stratum.
     """
     if not 0 < fraction <= 1:
         raise ValueError(f"--train-fraction {fraction}: must be in (0, 1], e.g. 0.1 for 10% of the labels")
+    labels = [getattr(example, "label", None) for example in examples]
+    counts = Counter(c for label in labels if isinstance(label, list) for c in label)  # examples per label
     strata: dict = {}
-    for index, example in enumerate(examples):
-        label = getattr(example, "label", None)
-        strata.setdefault(tuple(label) if isinstance(label, list) else label, []).append(index)
+    for index, label in enumerate(labels):
+        if isinstance(label, list):
+            label = min(label, key=lambda c: (counts[c], c)) if label else None
+        strata.setdefault(label, []).append(index)
     rng = np.random.default_rng([seed, 10])
     chosen = []
     for key in sorted(strata, key=repr):  # a fixed order of strata: the draw does not depend on the file order

@@ -38,7 +38,7 @@ from minibert.training.logs import pyplot, save_figure
 
 from .__main__ import resolve_defaults, run
 from .config import parse_config
-from .data import FORMATS, DataError
+from .data import FORMATS, DataError, read_lines
 from .tasks import DEFAULT_FORMAT, read_examples
 
 
@@ -73,9 +73,9 @@ def cross_validate(finetune_argv: list[str], folds: int, seeds: int) -> dict:
         raise ValueError("cross_validate: --task ner is not supported (entity data has no class label to stratify "
                          "by); use cls or pair")
     format_name = cfg.format or DEFAULT_FORMAT[cfg.task]
-    raw = Path(cfg.train).read_text(encoding="utf-8").splitlines()
+    examples = read_examples(cfg, format_name, cfg.train)  # first: its errors name the file and the line
+    raw = read_lines(Path(cfg.train))
     header = [raw[0]] if (cfg.header if cfg.header is not None else FORMATS[format_name]["header"]) else []
-    examples = read_examples(cfg, format_name, cfg.train)
     if len(examples) < 2 * folds:
         raise DataError(f"{cfg.train}: {len(examples)} examples cannot make {folds} folds; lower --folds")
     out = Path(cfg.out_dir)

@@ -76,17 +76,25 @@ def read_tsv(path: str | Path, columns: dict, multi_label: bool = False, with_la
     Returns:
         The examples, labels parsed to ints (validated later by check_class_labels).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such file; pass an existing TSV (see docs/finetune.md for the formats)")
-    lines = read_lines(path)
+    lines = read_lines(Path(path), "an existing TSV (see docs/finetune.md for the formats)")
     text_col, text_b_col, label_col = columns["text_column"], columns["text_b_column"], columns["label_column"]
     first = 1 if columns["header"] else 0
     if not with_labels and columns["header"] and lines:
-        names = lines[0].split("\t")
-        named = [i for i, name in enumerate(names) if name.strip().lower() in ("text", "sentence", "text_a")]
+        names = [name.strip().lower() for name in lines[0].split("\t")]
+        named = [i for i, name in enumerate(names) if name in ("text", "sentence", "text_a", "sentence1")]
         text_col = named[0] if named else (text_col if text_col < len(names) else len(names) - 1)
-        text_b_col = names.index("text_b") if "text_b" in names else None
+        if text_b_col is not None:  # a pair model: segment B by name, else the format's column
+            named_b = [i for i, name in enumerate(names) if name in ("text_b", "sentence2")]
+            text_b_col = named_b[0] if named_b else text_b_col
+            if text_b_col >= len(names) or text_b_col == text_col:
+                raise DataError(f"{path}: the header {lines[0]!r} has no segment-B column for a pair model; name "
+                                f"it text_b (after a text_a column), or pass --text-b-column")
+    if not with_labels:  # predictions line up with the input rows: a blank row inside the file cannot be skipped
+        last = max((i for i, raw in enumerate(lines) if raw.strip()), default=-1)
+        blank = [(i + 1, "") for i in range(first, last) if not lines[i].strip()]
+        if blank:
+            raise DataError(f"{path}: {len(blank)} blank row(s) inside the file ({_listing(blank)}); predictions "
+                            f"are written one per input row, so remove them or give them a text")
     needed = max(c for c in (text_col, text_b_col, label_col if with_labels else None) if c is not None)
     examples, bad_labels, short_rows = [], [], []
     for index in range(first, len(lines)):
@@ -189,24 +197,29 @@ def resolve_overlapping_spans(examples: list[NerExample], policy: str, path) -> 
                            f"(--overlapping-spans drop)" if dropped else None)
 
 
-def read_lines(path: Path) -> list[str]:
-    """The lines of a UTF-8 text file (a BOM is dropped); a decode error names the file and the first bad line."""
+def read_lines(path: Path, expected: str = "the data file") -> list[str]:
+    """The lines of a UTF-8 text file (a BOM is dropped); a decode error names the file and the first bad line.
+
+    Split on "\n" (and a "\r" before it) only: str.splitlines() also splits on U+2028, \x85 or \x0c, which
+    json.dumps(ensure_ascii=False) and real text carry INSIDE a record."""
     if path.is_dir():
         raise DataError(f"{path}: is a folder; pass the data file itself (or the folder with --data)")
+    if not path.is_file():
+        raise DataError(f"{path}: no such file; pass {expected}")
     try:
-        return path.read_bytes().decode("utf-8-sig").splitlines()
+        text = path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError:
         from pretrain.readers import first_undecodable_line
         raise DataError(first_undecodable_line(path)) from None
+    lines = [line[:-1] if line.endswith("\r") else line for line in text.split("\n")]
+    return lines[:-1] if lines and lines[-1] == "" else lines  # a final newline ends the last line
 
 
 def read_cluener(path: str | Path, with_labels: bool = True) -> list[NerExample]:
     """Read CLUENER JSON lines and check every span: inside the text, and covering the entity string."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such file; pass a CLUENER-style JSON-lines file")
-    examples, bad = [], []
-    for index, raw in enumerate(read_lines(path)):
+    examples, bad, empty = [], [], []
+    for index, raw in enumerate(read_lines(path, "a CLUENER-style JSON-lines file")):
         line = index + 1
         if not raw.strip():
             continue
@@ -223,6 +236,8 @@ def read_cluener(path: str | Path, with_labels: bool = True) -> list[NerExample]
                 not all(isinstance(m, dict) for m in labels.values()):
             raise DataError(f"{path}: line {line}: \"text\" must be a string and \"label\" an object "
                             f"{{type: {{entity: [[start, end]]}}}}: {raw[:60]!r}")
+        if with_labels and not text.strip():  # no token to tag: a batch of such texts has no loss term at all
+            empty.append((line, text))
         for entity_type, mentions in labels.items() if with_labels else ():
             for surface, spans in mentions.items():
                 if not isinstance(spans, list):
@@ -242,6 +257,9 @@ def read_cluener(path: str | Path, with_labels: bool = True) -> list[NerExample]
                     else:
                         entities.append((entity_type, start, end))
         examples.append(NerExample(text, sorted(set(entities), key=lambda e: (e[1], e[2], e[0])), line))
+    if empty:
+        raise DataError(f"{path}: {len(empty)} record(s) with an empty \"text\" ({_listing(empty)}); a text "
+                        f"with no character has nothing to tag: remove those lines")
     if bad:
         shown = "; ".join(f"line {line}: {what}" for line, what in bad[:MAX_LISTED])
         raise DataError(f"{path}: {len(bad)} bad entity span(s) (spans are [start, end] with end inclusive, "

@@ -4,9 +4,10 @@ Google TF checkpoints alike). finetune/train.py then runs the loop on what `prep
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from minibert import BertConfig
@@ -18,8 +19,11 @@ from . import data
 from .baseline import stratified_subset
 from .config import FinetuneConfig
 from .features import Feature
-from .tasks import (DEFAULT_FORMAT, TaskSpec, build_model, compute_metrics, encode, gold_labels, load_tokenizer,
-                    make_spec, model_class, read_examples)
+from .tasks import (DEFAULT_FORMAT, TaskSpec, balanced_class_weights, build_model, compute_metrics, encode, gold_labels,
+                    load_tokenizer, make_spec, model_class, read_examples)
+
+
+MAX_UNKNOWN_SHARE = 0.5  # of the training tokens; above it the vocab is not this data's
 
 
 @dataclass
@@ -57,6 +61,19 @@ def check_same_vocab(given: Path, own: Path) -> None:
     index = next((i for i, (a, b) in enumerate(zip(mine, theirs)) if a != b), min(len(mine), len(theirs)))
     raise ValueError(f"--vocab {given} differs from the vocab of --init ({own}) at line {index + 1}: token ids would "
                      f"name other tokens than the model learnt; leave --vocab out to use the checkpoint's")
+
+
+def unknown_token_check(features: list[Feature], tokenizer, vocab_path: Path, train_path) -> list[str]:
+    """A vocab that does not fit the data turns its tokens into [UNK], and training on them runs without a word
+    of complaint to a chance-level score. Refuse when most tokens are unknown; warn when many are."""
+    ids = np.concatenate([f.input_ids for f in features])
+    text = ids[~np.isin(ids, [tokenizer.cls_id, tokenizer.sep_id, tokenizer.pad_id])]  # the text's own tokens
+    share = float(np.mean(text == tokenizer.unk_id)) if len(text) else 0.0
+    if share > MAX_UNKNOWN_SHARE:
+        raise data.DataError(f"{train_path}: {share:.0%} of the training tokens are [UNK] under {vocab_path} (at "
+                             f"most {MAX_UNKNOWN_SHARE:.0%}); pass the --init (or --vocab) pretrained on this kind of "
+                             f"text, or --tokenizer wordpiece for words")
+    return [f"warning: {share:.0%} of the training tokens are [UNK] under {vocab_path}"] if share > 0.05 else []
 
 
 def prepare(cfg: FinetuneConfig) -> Prepared:
@@ -125,5 +142,12 @@ def prepare(cfg: FinetuneConfig) -> Prepared:
 
     train_features = encode(cfg, spec, tokenizer, train_examples)
     dev_features = encode(cfg, spec, tokenizer, dev_examples)
+    notes += unknown_token_check(train_features, tokenizer, vocab_path, cfg.train)
+    if spec.class_weights is not None and cfg.truncate == "windows":
+        # The loss sums over WINDOWS: weights counted over documents would give a class of long documents more
+        # total weight (2.7x between two Tianchi classes). Counted over the windows, every class weighs the same.
+        weights = balanced_class_weights([f.label for f in train_features], spec.num_labels)
+        spec = replace(spec, class_weights=weights)
+        model.class_weights = torch.tensor(weights, dtype=torch.float32)  # the head's (non-persistent) buffer
     return Prepared(spec, model, tokenizer, vocab_path, train_features, dev_features, dev_examples, train_examples,
                     notes)

@@ -138,6 +138,26 @@ def test_token_accumulation_weights_micro_batches_by_labelled_tokens():
         torch.testing.assert_close(grad, full[name], atol=1e-6, rtol=1e-5)
 
 
+def test_balanced_weights_with_windows_count_windows_so_every_class_weighs_the_same(tmp_path):
+    from finetune.config import parse_config
+    from finetune.prepare import prepare
+    # class 0: 9 documents of 40 tokens (3 windows of 14 each), class 1: 3 documents of 5 tokens (1 window each)
+    rows = ["label\ttext"] + [f"0\t{' '.join(['11'] * 40)}"] * 9 + ["1\t12 13 14 15 16"] * 3
+    write(tmp_path / "train.tsv", "\n".join(rows) + "\n")
+    write(tmp_path / "dev.tsv", "label\ttext\n0\t11 11\n1\t12 13\n")
+    tiny_config(vocab_size=64).to_json(tmp_path / "tiny.json")
+    prepared = prepare(parse_config(["--task", "cls", "--train", str(tmp_path / "train.tsv"), "--dev",
+                                     str(tmp_path / "dev.tsv"), "--init", "random", "--model-config",
+                                     str(tmp_path / "tiny.json"), "--max-length", "16", "--truncate", "windows",
+                                     "--class-weight", "balanced", "--out", str(tmp_path / "run")]))
+    windows = np.bincount([f.label for f in prepared.train_features])
+    assert windows.tolist() == [27, 3]
+    weights = prepared.model.class_weights.tolist()
+    assert weights == pytest.approx([30 / (2 * 27), 30 / (2 * 3)])  # counted over documents: 12/18 and 12/6
+    assert windows[0] * weights[0] == pytest.approx(windows[1] * weights[1])
+    assert prepared.spec.class_weights == pytest.approx(weights)
+
+
 # ---- end to end ------------------------------------------------------------------------------------------------------
 def make_learnable_tsv(path, n, rng):
     """Label = whether token 7 occurs; the rest is noise. Learnable, chance = 50%."""

@@ -30,6 +30,15 @@ def test_stratified_subset_keeps_every_class_share_and_is_seeded():
         stratified_subset(data, 0, seed=1)
 
 
+def test_a_multi_label_subset_is_the_fraction_asked_for_and_keeps_every_label():
+    rng = np.random.default_rng(0)
+    label_sets = [sorted(set(rng.choice(12, size=int(rng.integers(1, 4))).tolist())) for _ in range(1000)]
+    assert len({tuple(s) for s in label_sets}) > 150  # most label sets are rare: strata by set would be singletons
+    subset = stratified_subset(examples(label_sets), 0.05, seed=0)
+    assert 45 <= len(subset) <= 62  # 50 asked for (plus at most one per stratum from rounding up)
+    assert {c for e in subset for c in e.label} == set(range(12))
+
+
 def test_stratified_folds_partition_every_class():
     labels = [0] * 10 + [1] * 7
     fold = stratified_folds(labels, 5, seed=0)

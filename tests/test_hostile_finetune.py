@@ -43,6 +43,12 @@ DATA_CASES = [
     ("NER span outside", "ner", [{"text": "ab", "label": {"t": {"ab": [[0, 5]]}}}], [], ["line 1", "outside"]),
     ("NER nested, BIO head", "ner", [PLAIN, NESTED], [], ["1 entity span", "line 2", "--head globalpointer",
                                                         "--overlapping-spans drop"]),
+    ("NER empty texts", "ner", [PLAIN, {"text": ""}, {"text": " "}], [], ["2 record(s) with an empty", "line 2",
+                                                                          "line 3", "remove those lines"]),
+    ("a folder as --train", "cls", None, [], ["is a folder", "pass the data file itself"]),
+    ("NER with --compare-tfidf", "ner", [PLAIN], ["--compare-tfidf"], ["--compare-tfidf", "drop it for --task ner"]),
+    ("multi-label with --compare-tfidf", "cls", "label\ttext\n0,1\t4 5\n", ["--multi-label", "--compare-tfidf"],
+     ["--compare-tfidf", "drop it for --multi-label"]),
 ]
 
 
@@ -52,9 +58,35 @@ def test_bad_finetune_data(case_id, task, content, extra, words, capsys, tmp_pat
         train = ner_file(tmp_path / "train.json", content)
         dev = ner_file(tmp_path / "dev.json", [PLAIN])
     else:
-        train, dev = tsv(tmp_path / "train.tsv", content), tsv(tmp_path / "dev.tsv", "label\ttext\n0\t1 2\n")
+        train, dev = tsv(tmp_path / "train.tsv", content or ""), tsv(tmp_path / "dev.tsv", "label\ttext\n0\t1 2\n")
+    if content is None:  # a folder where the file should be
+        train.unlink()
+        train.mkdir()
     argv = ["--task", task, "--train", train, "--dev", dev, "--out", tmp_path / "out", *QUICK, *extra]
     assert_outcome(*run_cli("finetune", argv, capsys)[::2], 2, words)
+    assert not (tmp_path / "out" / "metrics.json").exists()  # refused before any training
+
+
+def test_records_keep_a_line_separator_inside_a_text(tmp_path):
+    from finetune.data import FORMATS, read_cluener, read_tsv
+    # str.splitlines() would cut these records in two: U+2028 as json.dumps(ensure_ascii=False) writes it, \x85, \x0c
+    record = {"text": "张三\u2028在北京", "label": {"name": {"张三": [[0, 1]]}}}
+    (example,) = read_cluener(ner_file(tmp_path / "t.json", [record]))
+    assert example.text == "张三\u2028在北京" and example.entities == [("name", 0, 1)]
+    rows = read_tsv(tsv(tmp_path / "s.tsv", "sentence\tlabel\r\na\x85b\x0cc\t1\r\n"), FORMATS["sst2"])
+    assert [(e.text, e.label, e.line) for e in rows] == [("a\x85b\x0cc", 1, 2)]
+
+
+def test_prediction_rows_line_up_with_the_input(tmp_path):
+    from finetune.data import DataError, FORMATS, read_tsv
+    pair = read_tsv(tsv(tmp_path / "p.tsv", "id\tsentence1\tsentence2\n7\t8 9\t10 11\n"), FORMATS["pair"],
+                    with_labels=False)
+    assert [(e.text, e.text_b) for e in pair] == [("8 9", "10 11")]  # GLUE's names: segment B is not dropped
+    with pytest.raises(DataError, match="no segment-B column for a pair model"):
+        read_tsv(tsv(tmp_path / "q.tsv", "text\n8 9\n"), FORMATS["pair"], with_labels=False)
+    with pytest.raises(DataError, match=r"1 blank row\(s\) inside the file \(line 3: ''\)"):
+        read_tsv(tsv(tmp_path / "t.tsv", "text\n5 6 7\n\n8 9\n\n"), FORMATS["tianchi"], with_labels=False)
+    assert len(read_tsv(tsv(tmp_path / "u.tsv", "text\n5 6 7\n8 9\n\n"), FORMATS["tianchi"], with_labels=False)) == 2
 
 
 @pytest.mark.parametrize("head, extra, kept", [("softmax", ["--overlapping-spans", "drop"], 1),
@@ -175,3 +207,20 @@ def test_from_pretrained_accepts_a_config_dict(tmp_path):
     save_pretrained(model, tmp_path / "m", vocab=tmp_path / "vocab.txt")
     loaded = BertForMaskedLM.from_pretrained(tmp_path / "m", config=model.config.to_dict())
     assert torch.equal(loaded.bert.embeddings.word_embeddings.weight, model.bert.embeddings.word_embeddings.weight)
+
+
+def test_a_vocab_that_does_not_fit_the_data_is_refused_or_warned(capsys, tmp_path):
+    model = BertForMaskedLM(tiny_config(vocab_size=12))
+    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [str(i) for i in range(7)]
+    (tmp_path / "vocab.txt").write_text("\n".join(tokens) + "\n")
+    save_pretrained(model, tmp_path / "enc", vocab=tmp_path / "vocab.txt")
+    dev = tsv(tmp_path / "d.tsv", "label\ttext\n0\t1 2\n")
+    words = tsv(tmp_path / "words.tsv", "label\ttext\n0\tthe cat sat\n1\ton the mat\n")  # an ID vocab, words given
+    argv = ["--task", "cls", "--train", words, "--dev", dev, "--init", tmp_path / "enc", "--out", tmp_path / "o",
+            *QUICK[2:]]
+    assert_outcome(*run_cli("finetune", argv, capsys)[::2], 2, ["words.tsv", "100% of the training tokens are [UNK]",
+                                                                "--tokenizer wordpiece"])
+    some = tsv(tmp_path / "some.tsv", "label\ttext\n0\t1 2 3 4 5 x\n1\t6 1 2 3 4 5\n")  # 1 token in 12 unknown
+    argv[3] = some
+    code, out, _ = run_cli("finetune", argv, capsys)
+    assert code == 0 and "warning: 8% of the training tokens are [UNK]" in out

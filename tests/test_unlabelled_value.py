@@ -73,6 +73,24 @@ def test_cli_refuses_a_partial_set_of_paths(tmp_path, capsys):
     assert "pass --unlabelled, --train and --dev together" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("flags, words", [(["--train-fraction", "0"], "--train-fraction 0.0: must be in (0, 1]"),
+                                          (["--train-fraction", "nan"], "--train-fraction nan"),
+                                          (["--seeds", "0"], "--seeds 0: must be at least 1")])
+def test_cli_refuses_bad_numbers_in_one_line(flags, words, capsys):
+    assert main(flags) == 2
+    assert words in capsys.readouterr().err
+
+
+def test_cli_refuses_a_negative_label_naming_the_file(tmp_path, capsys):
+    for name, text in (("u.tsv", "label\ttext\n0\t1 2\n"), ("t.tsv", "label\ttext\n-1\t1 2\n1\t3 4\n"),
+                       ("d.tsv", "label\ttext\n0\t1 2\n")):
+        (tmp_path / name).write_text(text)
+    assert main(["--unlabelled", str(tmp_path / "u.tsv"), "--train", str(tmp_path / "t.tsv"), "--dev",
+                 str(tmp_path / "d.tsv"), "--out", str(tmp_path / "out.json")]) == 2
+    err = capsys.readouterr().err
+    assert "t.tsv" in err and "-1" in err and len(err.strip().splitlines()) == 1
+
+
 def _tiny_encoder(texts):
     """A random BertForMaskedLM over the texts' vocabulary: what is tested here is the read-out, not the weights."""
     import torch
