@@ -1,6 +1,6 @@
 """`python -m pretrain`: MLM-pretrain a BERT-mini (or any size) on an anonymised-ID corpus.
 
-    python -m pretrain                                        # embedded corpus: 1,000 steps (800 small, then grown)
+    python -m pretrain                                        # embedded corpus: 1,000 steps (950 small, then grown)
     python -m pretrain --corpus train_set.csv --time-budget 10m  # as many steps as fit in 10 minutes, all in
     python -m pretrain --corpus train_set.csv --out runs/tianchi --max-steps 20000
     python -m pretrain --config run.json --model.hidden_size 128 --set num_hidden_layers=2

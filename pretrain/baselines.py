@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from minibert import IGNORE_INDEX
+from pretrain.corpus import words_table_path
 
 SMOOTHING_K = 0.1                                    # add-k smoothing of the bigram (the issue's definition)
 WINDOW_PATTERNS = ((-2, -1, 1, 2), (-2, -1, 1), (-1, 1, 2), (-1, 1))  # widest context first
@@ -261,11 +262,6 @@ def standing(metrics: dict | None, baselines: dict, window: bool = True) -> str:
     model = f"held-out acc {metrics['eval_acc']:.2f} | " if metrics else ""
     wide = f"±2 window {baselines['window2_acc']:.2f} | " if window else ""
     return f"{model}{wide}bigram {baselines['bigram_acc']:.2f} | unigram {baselines['unigram_acc']:.2f}"
-
-
-def words_table_path(corpus_path) -> Path:
-    """Where a corpus generator leaves its id -> word table: `<corpus without .tsv>.words.tsv`, lines id<TAB>word."""
-    return Path(corpus_path).with_suffix(".words.tsv")
 
 
 def export_count_tables(folder, counts: BigramCounts, corpus_path, corpus, heldout_docs, max_len: int,

@@ -70,7 +70,8 @@ class BudgetPlan:
     """What --time-budget decided, as recorded in the checkpoint (so --resume repeats nothing).
 
     max_steps: the run's length; grow_step: the last small step, set by the second decision (None before it,
-    or when the model does not grow).
+    or when the model does not grow); grow_early: the last small step the watchdog chose (clock.py), recorded so
+    that a run resumed between that choice and the growth grows where the interrupted one would have.
     The rest is this process's clock, so it is not recorded (None after --resume):
     started: time.monotonic() when the command started; probe: the first decision's timings in seconds (a small
         step, a grown step, an evaluation), as replan_small_stage has rescaled them; window: (step, time) from
@@ -81,13 +82,15 @@ class BudgetPlan:
     max_steps: int
     grow_step: int | None = None
     grown_steps: int | None = None  # the first decision's grown steps, for the second decision's log line
+    grow_early: int | None = None
     started: float | None = None
     probe: tuple[float, float, float] | None = None
     window: tuple[int, float] | None = None
     grow_by: float | None = None
 
     def record(self) -> dict:
-        return {"budget_max_steps": self.max_steps, "budget_grow_step": self.grow_step}
+        return {"budget_max_steps": self.max_steps, "budget_grow_step": self.grow_step,
+                "budget_grow_early": self.grow_early}
 
 
 def parse_duration(text: str) -> float:
@@ -310,4 +313,4 @@ def recorded_budget(checkpoint_path) -> BudgetPlan | None:
         return None
     if "budget_max_steps" not in extra:
         return None
-    return BudgetPlan(extra["budget_max_steps"], extra.get("budget_grow_step"))
+    return BudgetPlan(extra["budget_max_steps"], extra.get("budget_grow_step"), grow_early=extra.get("budget_grow_early"))

@@ -113,6 +113,7 @@ def read_clock(step: int, max_steps: int, grow_step: int, plan: BudgetPlan, dead
     if behind_plan:  # a slow small stage: grow now, so that BERT-mini keeps time for its own steps
         say(f"{label}: the small model is behind plan; it grows after step {step:,}, not {grow_step:,}, to leave "
             f"BERT-mini its planned time{shared_cpu_hint(device)}")
+        plan.grow_early = step  # recorded: a resume before the growth must not forget it
         return max_steps, step, False
     growing = plan.grown_steps is not None  # a run that starts small: its first stage ends at grow_step
     if plan.probe and replay_due(step, cfg, grow_step if growing else max_steps):

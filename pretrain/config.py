@@ -222,7 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="on an error, show the Python traceback too")
     for f in fields(PretrainConfig):
         field_rule = f.metadata["rule"]
-        flag, meta = flag_name(f.name), {"help": f.metadata["help"]}
+        default = "" if f.name == "model" else f" (default {f.default})"  # the field's, as --help promises
+        flag, meta = flag_name(f.name), {"help": f.metadata["help"] + default}
         if field_rule.choices:
             meta["choices"] = field_rule.choices
         if f.name == "model":

@@ -41,6 +41,7 @@ from pretrain.readers import decode_texts, detect_format, iter_text_chunks  # no
 
 CACHE_FORMAT_VERSION = 2  # 2: BOM stripped from one-document-per-line corpora
 PROGRESS_MIN_BYTES = 16 << 20     # progress bars only for files big enough to make you wait
+MAX_UNKNOWN_SHARE = 0.5           # of the corpus's tokens: above it the vocab does not fit the corpus
 MAX_FAST_RAW_ID = 1 << 24         # integer fast path only for raw ids below this (its lookup table stays small)
 DIGITS_AND_WHITESPACE = b"0123456789 \t\r\n\x0b\x0c"
 
@@ -126,10 +127,11 @@ def integer_id_table(tokenizer):
     for index, token in enumerate(tokenizer.tokens):  # once per vocab entry, not per corpus token
         if token in tokenizer.special_tokens:
             continue
-        if not (token.isascii() and token.isdigit() and (token == "0" or token[0] != "0") and len(token) < 9):
+        if not (token.isascii() and token.isdigit() and (token == "0" or token[0] != "0")):
             return None
-        raw.append(int(token))
-        ids.append(index)
+        if int(token) < MAX_FAST_RAW_ID:  # a larger raw id sends its chunk down the tokenizer path anyway, so the
+            raw.append(int(token))        # table need not reach it (one 8-digit id would cost an 800 MB table)
+            ids.append(index)
     table = np.full(max(raw, default=0) + 1, tokenizer.unk_id, dtype=np.int64)
     table[raw] = ids
     return table
@@ -237,6 +239,7 @@ def prepare_corpus(corpus_path, vocab_path=None, cache_dir=".cache/pretrain", mi
     key = _key(corpus_digest, corpus_format, file_digest(vocab_path), "whitespace", CACHE_FORMAT_VERSION)
     directory = cache_dir / f"encoded-{key}"
     if (directory / "meta.json").exists():
+        check_vocab_fits(directory, corpus_path, vocab_path)
         corpus = _open_cached(directory)
         log(f"reusing cached encoding of {corpus_path} ({corpus.num_docs:,} documents, {len(corpus.tokens):,} "
             f"tokens) from {directory}")
@@ -253,7 +256,19 @@ def prepare_corpus(corpus_path, vocab_path=None, cache_dir=".cache/pretrain", mi
         raise
     log(f"encoded {corpus_path}: {meta['num_docs']:,} documents, {meta['num_tokens']:,} tokens, "
         f"{100 * meta['unk_tokens'] / max(meta['num_tokens'], 1):.2f}% [UNK], cached in {directory}")
+    check_vocab_fits(directory, corpus_path, vocab_path)
     return _open_cached(directory)
+
+
+def check_vocab_fits(directory: Path, corpus_path, vocab_path) -> None:
+    """[UNK] is never masked, so a corpus that is mostly [UNK] under the vocab leaves almost nothing to predict:
+    the run would train on nothing. Refuse it while it is cheap to say why."""
+    meta = json.loads((directory / "meta.json").read_text())
+    share = meta["unk_tokens"] / max(meta["num_tokens"], 1)
+    if share > MAX_UNKNOWN_SHARE:
+        raise ValueError(f"corpus {corpus_path}: {share:.0%} of its tokens are [UNK] under {vocab_path} (at most "
+                         f"{MAX_UNKNOWN_SHARE:.0%}); that vocab is not this corpus's: drop --vocab to build one from "
+                         f"the corpus, or --init a model pretrained on this kind of text")
 
 
 def _encode_to(directory, corpus_path, corpus_format, tokenizer):

@@ -14,7 +14,9 @@ Dimension legend: B rows, T max_len, M masked positions, V vocab.
 from __future__ import annotations
 
 import itertools
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -78,6 +80,27 @@ def split_documents(num_docs, heldout_fraction=0.02, seed=0, source="corpus"):
                          f"least 2 documents (one per line, or one per TSV row)")
     order = np.random.default_rng([seed, 1]).permutation(num_docs)
     return np.sort(order[num_heldout:]), np.sort(order[:num_heldout])
+
+
+def init_split_warning(init_folder, corpus_path, num_docs: int, heldout_docs) -> str | None:
+    """--init from a run on the SAME corpus with another --seed or --heldout-fraction: the new held-out documents
+    may be ones the initial model trained on, and held-out accuracy then reads high. Returns the warning, or None.
+    The earlier run's split is read from its pretrain_config.json: in the run folder, which holds final/ (or
+    checkpoint.pt itself); a model from elsewhere has none, and nothing is said."""
+    records = [folder / "pretrain_config.json" for folder in (Path(init_folder), Path(init_folder).parent)]
+    record = next((r for r in records if r.is_file()), None)
+    if record is None:
+        return None
+    earlier = json.loads(record.read_text())
+    if Path(earlier.get("corpus") or "").resolve() != Path(corpus_path).resolve():
+        return None  # another corpus: its documents are not this one's
+    trained_on, _ = split_documents(num_docs, earlier["heldout_fraction"], earlier["seed"])
+    seen = np.intersect1d(heldout_docs, trained_on).size
+    if not seen:
+        return None
+    return (f"warning: --init {init_folder} was pretrained on {seen:,} of this run's {len(heldout_docs):,} held-out "
+            f"documents (its run used --seed {earlier['seed']} --heldout-fraction {earlier['heldout_fraction']}); "
+            f"held-out accuracy will read high: pass those two flags to keep its held-out documents held out")
 
 
 def unigram_baseline(corpus, heldout_docs, masking=None):

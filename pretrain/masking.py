@@ -18,7 +18,8 @@ Traps avoided:
 - the 10% random replacements come only from real (non-special) token ids: a random [PAD] or [CLS] in the middle of
   a sentence is an input the model never sees at fine-tuning time;
 - every sequence gets at least one prediction: a short sequence can otherwise draw zero masks, and a batch of such
-  rows gives a loss of 0/0 = NaN with the sparse (masked-positions-only) MLM head.
+  rows gives a loss of 0/0 = NaN with the sparse (masked-positions-only) MLM head. A row with no real token at all
+  (a document the vocab does not cover, all [UNK]) gets none: nothing in it can be predicted.
 
 Dimension legend: B batch size, T sequence length, V vocab size.
 """
@@ -91,15 +92,11 @@ class DynamicMasking:
             raise ValueError(f"input_ids: ids span [{int(input_ids.min())}, {int(input_ids.max())}], outside the "
                              f"vocab [0, {self.vocab_size}); encode the corpus with the model's vocab.txt")
         maskable = ~torch.take(self.is_special, input_ids)                     # [B,T] bool (take: bool indexing is slow)
-        if not bool(maskable.any(dim=1).all()):
-            row = int((~maskable.any(dim=1)).nonzero()[0])
-            raise ValueError(f"input_ids: row {row} has no real (non-special) token, so it cannot get the one "
-                             "prediction every row needs; drop empty documents before batching")
         scores = torch.rand(input_ids.shape, generator=generator)              # [B,T] in [0,1)
         selected = maskable & (scores < self.mask_rate)                        # [B,T] Bernoulli(mask_rate)
         # At least one prediction per row: rows that drew none take their maskable position with the highest
         # fresh score, i.e. a uniformly random maskable position.
-        empty_rows = ~selected.any(dim=1)                                      # [B]
+        empty_rows = ~selected.any(dim=1) & maskable.any(dim=1)                # [B]; all-[UNK] rows stay empty
         tie_break = torch.rand(input_ids.shape, generator=generator).masked_fill(~maskable, -1.0)  # [B,T]
         forced = torch.zeros_like(selected)
         forced[torch.arange(len(input_ids)), tie_break.argmax(dim=1)] = True

@@ -54,7 +54,7 @@ from pretrain.clock import budget_deadline, read_clock
 from pretrain.config import PretrainConfig
 from pretrain.data import load_corpus
 from pretrain.diagnostics import describe_evaluation, evaluate_with_diagnostics
-from pretrain.evaluation import heldout_yardsticks, split_documents
+from pretrain.evaluation import heldout_yardsticks, init_split_warning, split_documents
 from pretrain.growth import (GROWTH_NOISE, SMALL_LAYERS, carry_adam_state, grow, grown_row_length,
                             grown_stage_groups, last_small_step, saved_hidden_size, small_config)
 from pretrain.masking import DynamicMasking
@@ -91,6 +91,9 @@ def train(cfg: PretrainConfig, started_at: float | None = None) -> dict:
     tokenizer = corpus.tokenizer
     train_docs, heldout_docs = split_documents(corpus.num_docs, cfg.heldout_fraction, seed=cfg.seed,
                                                  source=corpus_path)
+    leak = init and init_split_warning(init[1].parent, corpus_path, corpus.num_docs, heldout_docs)
+    if leak:  # the held-out documents must be unseen by the initial model too
+        say(leak)
     masking = DynamicMasking.from_tokenizer(tokenizer, cfg.mask_rate)
 
     def training_rows(max_len: int) -> PretrainingBatches:
@@ -160,7 +163,8 @@ def train(cfg: PretrainConfig, started_at: float | None = None) -> dict:
     max_steps = plan.max_steps if plan else cfg.max_steps
     # the last small step: growth_fraction of the run, at most growth_max_small_steps (the small model saturates)
     grow_step = last_small_step(max_steps, cfg.growth_fraction, cfg.growth_max_small_steps) if growing else 0
-    grow_step = plan.grow_step if plan and plan.grow_step else grow_step  # the budget's second decision moved it
+    if plan:  # the budget's second decision moved it, or its watchdog did (clock.py)
+        grow_step = plan.grow_step or plan.grow_early or grow_step
 
     def stage_schedule(adamw, first_step: int, steps_done: int = 0):
         """学习率预热 warmup, then linear (or cosine) decay to 0, as fractions of the stage after `first_step` (0,

@@ -34,6 +34,9 @@ def test_same_seed_same_bytes_other_seed_differs_and_a_words_table(tmp_path):
     assert len(docs) == 40 and all(len(d) >= 8 for d in docs) and labels.max() <= 13
     table = words_table_path(tmp_path / "a.tsv")
     assert table == tmp_path / "a.words.tsv"
+    assert words_table_path(tmp_path / "a.csv") == tmp_path / "a.csv.words.tsv"
+    from pretrain import baselines  # the exporter looks where the generator wrote: one rule, not two that disagree
+    assert baselines.words_table_path is words_table_path
     rows = [line.split("\t") for line in table.read_text(encoding="utf-8").splitlines()]
     ids, words = [int(i) for i, _ in rows], [w for _, w in rows]
     assert ids == sorted(ids) and len(set(words)) == len(words)                 # one word per ID, no homonyms

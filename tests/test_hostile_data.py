@@ -200,3 +200,13 @@ def test_loading_nan_weights_names_the_tensor(finished_run, tmp_path):
     from minibert.checkpoint import CheckpointError
     with pytest.raises(CheckpointError, match="tensor .* NaN"):
         BertForMaskedLM.from_pretrained(nan_copy(finished_run, tmp_path))
+
+
+def test_a_vocab_that_does_not_fit_the_corpus_is_refused_before_training(capsys, tmp_path):
+    # an ID vocab for a corpus of words: every token would be [UNK], and [UNK] is never masked
+    corpus = write(tmp_path / "corpus.txt", b"the cat sat on the mat\n" * 20)
+    vocab = write(tmp_path / "ids.txt", b"[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\n1\n2\n3\n")
+    for attempt in ("encoded now", "read from the cache"):
+        code, _, err = run_cli("pretrain", pretrain_argv(tmp_path, "run", corpus, "--vocab", str(vocab)), capsys)
+        assert_outcome(code, err, 2, ["corpus.txt", "100% of its tokens are [UNK]", "ids.txt", "drop --vocab"])
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()

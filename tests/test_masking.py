@@ -111,11 +111,19 @@ def test_deterministic_given_generator_seed():
     assert torch.equal(masking(ids, g2)[1], expected[1])
 
 
+def test_a_row_with_no_real_token_gets_no_prediction_and_the_others_keep_theirs():
+    # a document the vocab does not cover (all [UNK]) must not stop the run: it simply has nothing to predict
+    masking = DynamicMasking(VOCAB, SPECIALS, MASK)
+    ids = torch.tensor([[CLS, 7, 8, 9, SEP], [CLS, UNK, UNK, UNK, SEP], [CLS, 10, PAD, PAD, PAD]])
+    for seed in range(20):
+        masked, labels = masking(ids, torch.Generator().manual_seed(seed))
+        assert (labels[1] == -100).all() and torch.equal(masked[1], ids[1])
+        assert (labels[[0, 2]] != -100).any(dim=1).all()  # the one prediction every other row gets
+
+
 def test_clear_errors():
     masking = DynamicMasking(VOCAB, SPECIALS, MASK)
     g = torch.Generator().manual_seed(0)
-    with pytest.raises(ValueError, match="no real"):
-        masking(torch.tensor([[CLS, SEP, PAD]]), g)
     with pytest.raises(ValueError, match="outside the vocab"):
         masking(torch.tensor([[CLS, VOCAB, SEP]]), g)
     with pytest.raises(ValueError, match="torch.long"):

@@ -8,7 +8,8 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from minibert import BertConfig, BertForMaskedLM
-from minibert.training.mfu import ThroughputWindow, forward_flops_per_token, training_flops_per_token
+from minibert.training.mfu import (ThroughputWindow, forward_flops_per_token, measure_matmul_peak,
+                                   training_flops_per_token)
 
 B, T, M = 2, 16, 5  # batch, sequence length, masked positions
 
@@ -56,3 +57,11 @@ def test_throughput_window_reports_the_pace_since_its_last_restart():
     tokens_per_s, mfu = window.rates(peak_flops=1e9)
     assert 0 < tokens_per_s < 500 / 0.01
     assert mfu * 1e9 / tokens_per_s == pytest.approx(3e6 / 500)  # FLOPs per token of the window's own steps
+
+
+def test_measuring_the_peak_leaves_the_global_rng_alone():
+    # pretrain re-measures at every evaluation: drawing from the global RNG would shift every later dropout mask,
+    # so --eval-every (which may change on --resume) would change the trained weights
+    state = torch.get_rng_state()
+    assert measure_matmul_peak(torch.device("cpu"), size=64, repeats=1) > 0
+    assert torch.equal(torch.get_rng_state(), state)

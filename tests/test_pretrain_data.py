@@ -1,5 +1,7 @@
 """Pretraining data pipeline: readers, vocab, encoding cache (pretrain/data.py), segmenting and the resumable,
 shardable batch iterator (pretrain/batching.py)."""
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -71,6 +73,16 @@ def test_integer_fast_path_equals_tokenizer_path(tmp_path):
         assert encode_texts(odd, tokenizer, table)[0].tolist() == encode_texts(odd, tokenizer, None)[0].tolist()
 
 
+def test_a_huge_id_in_the_vocab_keeps_the_lookup_table_small():
+    # one 8-digit ID would make a 10^8-entry table (800 MB); ids that large take the tokenizer path anyway
+    tokenizer = WhitespaceTokenizer(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "12", "99999999"], "t")
+    table = integer_id_table(tokenizer)
+    assert table is not None and len(table) == 13
+    texts = [b"12 99999999 5", b"12 12"]
+    assert encode_texts(texts, tokenizer, table)[0].tolist() == encode_texts(texts, tokenizer, None)[0].tolist() \
+        == [5, 6, 1, 5, 5]
+
+
 def test_real_tianchi_sample_fast_path_matches_tokenizer():
     path = require_shared("tianchi-news/train_set.repaired.csv")
     tokenizer = WhitespaceTokenizer.from_file(require_shared("tianchi-news/bert-mini/vocab.txt"))
@@ -109,7 +121,8 @@ def test_cache_is_written_once_reused_and_keyed_by_content(tmp_path):
 
 
 def test_given_vocab_is_used_and_unknowns_become_unk(tmp_path):
-    vocab = write(tmp_path / "vocab.txt", "[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\n7\n5\n")
+    vocab = write(tmp_path / "vocab.txt", "[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\n7\n5\n" +
+                  "".join(f"{i}\n" for i in range(8, 25)))  # 6, 4 and 3 are not in it
     corpus = open_corpus(tmp_path, vocab_path=vocab)
     assert corpus.tokens[corpus.offsets[1]:corpus.offsets[2]].tolist() == [5, 5, 5]
     assert corpus.tokens[:3].tolist() == [6, 1, 5]
@@ -269,3 +282,21 @@ def test_clear_errors_for_bad_batch_settings(tmp_path):
         batches(corpus, batch_size=1000)
     with pytest.raises(ValueError, match="max_len"):
         batches(corpus, max_len=2)
+
+
+def test_init_from_a_run_with_another_split_of_the_same_corpus_is_warned(tmp_path):
+    from pretrain.evaluation import init_split_warning
+    corpus = write(tmp_path / "c.tsv", "label\ttext\n1\t5 6\n")
+    run = tmp_path / "run"
+    (run / "final").mkdir(parents=True)
+    (run / "pretrain_config.json").write_text(json.dumps({"corpus": str(corpus), "seed": 0, "heldout_fraction": 0.02}))
+    _, same = split_documents(4000, 0.02, seed=0)
+    assert init_split_warning(run / "final", corpus, 4000, same) is None  # the same held-out documents
+    _, moved = split_documents(4000, 0.02, seed=1)
+    warning = init_split_warning(run / "final", corpus, 4000, moved)
+    seen = len(np.intersect1d(moved, split_documents(4000, 0.02, seed=0)[0]))
+    assert seen > 70 and f"pretrained on {seen:,} of this run's 80 held-out documents" in warning
+    assert "--seed 0 --heldout-fraction 0.02" in warning
+    assert "--init " + str(run) + " was" in init_split_warning(run, corpus, 4000, moved)  # checkpoint.pt: its folder
+    assert init_split_warning(run / "final", tmp_path / "other.tsv", 4000, moved) is None  # another corpus
+    assert init_split_warning(tmp_path / "elsewhere", corpus, 4000, moved) is None  # no record: nothing to say

@@ -142,3 +142,21 @@ def test_resume_after_a_replay_rebuilds_the_lengthened_small_stage(tmp_path, res
            if '"lr"' in line]
     # steps 1-2 warm up towards a 6-step stage; from step 3 the 12-step stage's schedule decays to its end
     assert len(lrs) == 18 and lrs[11] == min(lrs[2:12]) < lrs[2]
+
+
+def test_the_watchdogs_early_growth_is_recorded_so_a_resume_keeps_it(tmp_path, monkeypatch):
+    # killed after the checkpoint of the step where the watchdog chose to grow, before the growth: the resumed run
+    # must grow there too, not at the first decision's step
+    from pretrain import clock
+    from pretrain.budget import BudgetPlan, recorded_budget
+
+    monkeypatch.setattr(clock, "check_clock", lambda deadline, grow_by, device: (False, True))  # behind plan
+    plan = BudgetPlan(max_steps=400, grown_steps=20, grow_by=0.0)
+    cfg = parse_config(["--time-budget", "10m"])
+    said = []
+    result = clock.read_clock(120, 400, 380, plan, deadline=1e12, last_stage=(0, 0.0), still_small=True,
+                              device=torch.device("cpu"), cfg=cfg, is_main=True, say=said.append)
+    assert result == (400, 120, False) and plan.grow_early == 120 and "grows after step 120, not 380" in said[0]
+    torch.save({"step": 120, "extra": plan.record()}, tmp_path / "checkpoint.pt")  # what save_checkpoint records
+    again = recorded_budget(tmp_path / "checkpoint.pt")
+    assert (again.max_steps, again.grow_step, again.grow_early) == (400, None, 120)

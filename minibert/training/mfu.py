@@ -36,8 +36,12 @@ def training_flops_per_token(config: BertConfig, seq_len: int, predicted_fractio
 def measure_matmul_peak(device: torch.device, dtype: torch.dtype = torch.float32, size: int = 2048,
                         repeats: int = 5) -> float:
     """FLOP/s of the best of `repeats` square matmuls of `size` (after a warm-up)."""
-    a = torch.randn(size, size, device=device, dtype=dtype)
-    b = torch.randn(size, size, device=device, dtype=dtype)
+    # A private generator: drawing from the global one would shift every later dropout mask, so a run would
+    # depend on how often it measured (pretrain re-measures at each evaluation, and --eval-every may change on
+    # resume).
+    generator = torch.Generator(device=device).manual_seed(0)
+    a = torch.randn(size, size, device=device, dtype=dtype, generator=generator)
+    b = torch.randn(size, size, device=device, dtype=dtype, generator=generator)
     a @ b  # warm-up: thread pools, allocator, kernel selection
     best = float("inf")
     for _ in range(repeats):
