@@ -14,6 +14,7 @@ from minibert import BertConfig
 from minibert.checkpoint import CheckpointError, load_pretrained
 from minibert.positions import extend_positions_hierarchically
 from minibert.tokenizers import WhitespaceTokenizer
+from pretrain.data import MAX_UNKNOWN_SHARE  # one rule for "this vocab does not fit this text", both loops
 
 from . import data
 from .baseline import stratified_subset
@@ -21,9 +22,6 @@ from .config import FinetuneConfig
 from .features import Feature
 from .tasks import (DEFAULT_FORMAT, TaskSpec, balanced_class_weights, build_model, compute_metrics, encode, gold_labels,
                     load_tokenizer, make_spec, model_class, read_examples)
-
-
-MAX_UNKNOWN_SHARE = 0.5  # of the training tokens; above it the vocab is not this data's
 
 
 @dataclass
