@@ -90,6 +90,9 @@ class BertConfig:
                                         f"pass the config file itself or a folder that holds one")
             path = found[0]
         values = read_json_object(path, f"config {path}", "pass the path of a BERT config.json")
+        if not {"vocab_size", "hidden_size", "num_hidden_layers"} & set(values):  # else: bert-base's defaults
+            raise ConfigError(f"config {path} has none of vocab_size, hidden_size, num_hidden_layers (keys: "
+                              f"{sorted(values)[:6]}): it is not a BERT config; pass the model's config.json")
         return cls.from_dict(values, source=str(path))
 
     def to_dict(self) -> dict:

@@ -141,7 +141,7 @@ def test_a_pooler_classifier_does_not_load_into_a_cls_or_mean_model(tmp_path):
     trained = load_pretrained(lambda c: BertForSequenceClassification(c, 3, representation="pooler"), FIXTURE).model
     save_pretrained(trained, tmp_path, format="hf", vocab=FIXTURE / "vocab.txt")
     for representation in ("cls", "mean"):
-        with pytest.raises(CheckpointError, match=f"representation='{representation}': load it with "
+        with pytest.raises(CheckpointError, match=f"uses representation='{representation}': build it with "
                                                   "representation='pooler'"):
             load_pretrained(lambda c: BertForSequenceClassification(c, 3, representation=representation), tmp_path)
     again = load_pretrained(lambda c: BertForSequenceClassification(c, 3, representation="pooler"), tmp_path)

@@ -62,7 +62,10 @@ def load_torch_bin(path: Path) -> Dict[str, torch.Tensor]:
         raise CheckpointError(f"cannot read {path}: {str(e).splitlines()[0]} (truncated or not a torch file?); "
                               "download or export it again") from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(f"{path} does not hold a flat name → tensor dict (a state_dict); got {type(state).__name__}")
+        keys = f" with keys {sorted(map(str, state))[:5]}" if isinstance(state, dict) else ""
+        raise CheckpointError(f"{path} does not hold a flat name → tensor dict (a state_dict); got "
+                              f"{type(state).__name__}{keys}: save model.state_dict() itself (e.g. "
+                              f"torch.save(checkpoint['state_dict'], 'pytorch_model.bin'))")
     return state
 
 
@@ -84,8 +87,11 @@ class HFWeights:
         if name.endswith(".index.json"):
             try:
                 weight_map = json.loads(self.path.read_text(encoding="utf-8"))["weight_map"]
-            except (json.JSONDecodeError, KeyError, TypeError) as e:
-                raise CheckpointError(f"{self.path} is not a shard index with a 'weight_map' ({e!r})") from None
+                if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+                    raise TypeError(f"'weight_map' is a {type(weight_map).__name__}, not {{tensor name: shard file}}")
+            except (UnicodeDecodeError, ValueError, KeyError, TypeError) as e:
+                raise CheckpointError(f"{self.path} is not a shard index with a 'weight_map' ({e!r}); download or "
+                                      f"export the checkpoint again") from None
             for shard in sorted(set(weight_map.values())):
                 self._add_file(self.path.parent / shard)
             missing = set(weight_map) - set(self.shapes)
@@ -141,10 +147,12 @@ def hf_architecture(class_name: str, state_dict_keys) -> str:
     return "BertModel"
 
 
-def hf_config_dict(config_dict: dict, architecture: str, num_labels: int = 0) -> dict:
+def hf_config_dict(config_dict: dict, architecture: str, num_labels: int = 0, multi_label: bool = False) -> dict:
     """config.json for transformers: minibert's fields (already HF names) plus HF's bookkeeping keys."""
     extra = {"architectures": [architecture], "model_type": "bert", "position_embedding_type": "absolute"}
     if num_labels:
         extra["id2label"] = {str(i): f"LABEL_{i}" for i in range(num_labels)}
         extra["label2id"] = {f"LABEL_{i}": i for i in range(num_labels)}
+    if architecture == "BertForSequenceClassification":  # without it, transformers scores with a softmax
+        extra["problem_type"] = "multi_label_classification" if multi_label else "single_label_classification"
     return {**config_dict, **extra}

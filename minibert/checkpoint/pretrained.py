@@ -67,9 +67,16 @@ def _tf_prefix(path: Path) -> Optional[Path]:
 def open_source(path) -> Source:
     """Detects the checkpoint format at `path` and opens it (names and shapes only; no weights read yet)."""
     path = Path(path)
+    if path.name in ("", ".."):  # "." or "..": the folder's own name is needed to look for a TF prefix beside it
+        path = path.resolve()
     if not path.exists() and not path.with_name(path.name + ".index").exists():
         raise CheckpointError(f"checkpoint path {path} does not exist; pass a minibert/HF folder or a TF checkpoint prefix")
     prefix = _tf_prefix(path)
+    if prefix is not None and path.is_dir() and hf_io.find_weight_file(path) is not None:
+        # e.g. a Google folder that a fine-tuned model was saved back into: picking either one silently would
+        # load the weights the user did not mean
+        raise CheckpointError(f"{path} holds a TF checkpoint ({prefix.name}) AND {hf_io.find_weight_file(path).name}"
+                              f": pass the one you mean, {prefix} or {hf_io.find_weight_file(path)}")
     if prefix is not None:
         bundle = TFCheckpoint(prefix)
         folder = prefix.parent
@@ -87,12 +94,19 @@ def open_source(path) -> Source:
 
 def vocab_file_size(path: Path) -> int:
     """Entries in a vocab.txt (one token a line) or a tokenizer.json (largest id + 1)."""
-    if path.name.endswith(".json"):
-        data = json.loads(path.read_text(encoding="utf-8"))
-        ids = list(data.get("model", {}).get("vocab", {}).values()) + [t["id"] for t in data.get("added_tokens", [])]
+    try:
+        text = path.read_text(encoding="utf-8")
+        if not path.name.endswith(".json"):
+            lines = text.split("\n")  # not splitlines(): tokens may contain U+2028 etc.
+            return len(lines) - (lines[-1] == "")
+        data = json.loads(text)
+        ids = list(data["model"]["vocab"].values()) + [t["id"] for t in data.get("added_tokens", [])]
         return max(ids) + 1 if ids else 0
-    lines = path.read_text(encoding="utf-8").split("\n")  # not splitlines(): tokens may contain U+2028 etc.
-    return len(lines) - (lines[-1] == "")
+    except (UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise CheckpointError(f"vocabulary {path} is unreadable ({type(error).__name__}: {reason}); expected a "
+                              f"UTF-8 vocab.txt or a tokenizers tokenizer.json: copy the model's own one "
+                              f"there") from None
 
 
 def check_vocab_sizes(config: BertConfig, source: Source, require_vocab: bool) -> None:
@@ -122,6 +136,46 @@ def require_finite(tensor: torch.Tensor, name: str, where) -> None:
         bad = (~torch.isfinite(tensor)).sum().item()
         raise CheckpointError(f"{where}: tensor {name} holds {bad} NaN/inf value(s) of {tensor.numel()}; the "
                               f"checkpoint is corrupt (or was saved after training diverged): use an earlier one")
+
+
+HEAD_SETTINGS = ("representation", "multi_label")  # what a classifier's weights do not say about it
+
+
+def json_object(file: Optional[Path]) -> dict:
+    """A JSON file's object, or {} when absent or broken (BertConfig.from_json reports a broken config.json)."""
+    try:
+        data = json.loads(file.read_text(encoding="utf-8")) if file is not None and file.is_file() else {}
+    except (UnicodeDecodeError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def saved_head_settings(source: Source) -> dict:
+    """How a sequence classifier in `source` was trained, where the checkpoint says so. HF's
+    BertForSequenceClassification and Google's run_classifier classify the pooler output (HF's `problem_type` says
+    single- or multi-label); a minibert folder has what save_pretrained wrote into config.json, or what the
+    fine-tuning run wrote into finetune.json ({} if neither)."""
+    config = json_object(source.config_path)
+    if source.format != "minibert":
+        settings = {"representation": "pooler"}
+        if config.get("problem_type") in ("single_label_classification", "multi_label_classification"):
+            settings["multi_label"] = config["problem_type"] == "multi_label_classification"
+        return settings
+    finetune_config = json_object(source.path.parent / "finetune.json").get("config")
+    recorded = {}
+    for data in (finetune_config if isinstance(finetune_config, dict) else {}, config):
+        recorded.update({key: data[key] for key in HEAD_SETTINGS if key in data})
+    return recorded
+
+
+def check_head_settings(model, source: Source) -> None:
+    """A classifier trained on one representation ([CLS], mean, pooler) or loss (softmax vs per-label sigmoid)
+    would load into another without a complaint, since the weight shapes agree, and score nonsense."""
+    for key, saved in saved_head_settings(source).items():
+        if getattr(model, key) != saved:
+            raise CheckpointError(f"{source.path} holds a classifier trained with {key}={saved!r}; this model "
+                                  f"uses {key}={getattr(model, key)!r}: build it with {key}={saved!r}, or drop "
+                                  f"the checkpoint's classifier.* tensors")
 
 
 @dataclass
@@ -163,14 +217,8 @@ def load_pretrained(model_cls, path, config: Optional[BertConfig] = None, requir
         skeleton = model_cls(config, **model_kwargs)
     plan = plan_conversion(source.shapes, source.format, {k: tuple(v.shape) for k, v in skeleton.state_dict().items()},
                            config.num_hidden_layers)
-    representation = getattr(skeleton, "representation", "pooler")
-    if source.format in ("hf", "tf") and "classifier.weight" in plan.sources and representation != "pooler":
-        # The mirror of save_pretrained's export check: HF's BertForSequenceClassification and Google's
-        # run_classifier train their classifier on the pooler output, so on the raw [CLS] or mean state it would
-        # load without a complaint and score nonsense.
-        raise CheckpointError(f"{source.path} holds a classifier trained on the pooler output ({source.format} "
-                              f"BertForSequenceClassification); this model uses representation={representation!r}: "
-                              f"load it with representation='pooler', or drop its classifier.* tensors")
+    if "classifier.weight" in plan.sources and hasattr(skeleton, "representation"):
+        check_head_settings(skeleton, source)
     if plan.report.fresh or any(True for _ in skeleton.buffers()):
         model = model_cls(config, **model_kwargs)  # some tensors keep their init: build it for real
     else:
@@ -224,15 +272,19 @@ def save_pretrained(model, directory, format: str = "minibert", vocab=None) -> P
     if format == "hf":
         tensors = minibert_to_hf(state, model.config.num_hidden_layers)
         num_labels = state["classifier.weight"].shape[0] if "classifier.weight" in state else 0
-        config_dict = hf_io.hf_config_dict(model.config.to_dict(), architecture, num_labels)
+        config_dict = hf_io.hf_config_dict(model.config.to_dict(), architecture, num_labels,
+                                           getattr(model, "multi_label", False))
     else:
         tensors, config_dict = state, {**model.config.to_dict(), "architectures": [type(model).__name__]}
+        if architecture == "BertForSequenceClassification":  # for check_head_settings when it is loaded again
+            config_dict.update({key: getattr(model, key) for key in HEAD_SETTINGS if hasattr(model, key)})
     directory.mkdir(parents=True, exist_ok=True)
     atomic_save_safetensors(tensors, directory / hf_io.SAFETENSORS, metadata={"format": "pt"})
     atomic_write_text(directory / "config.json", json.dumps(config_dict, indent=2, sort_keys=True) + "\n")
-    if isinstance(vocab, Path):
-        if vocab.resolve() != (directory / vocab.name).resolve():
-            atomic_write_bytes(directory / vocab.name, vocab.read_bytes())
+    if isinstance(vocab, Path):  # under the name the loaders look for, whatever the file was called
+        vocab_name = VOCAB_FILES[1] if vocab.name.endswith(".json") else VOCAB_FILES[0]
+        if vocab.resolve() != (directory / vocab_name).resolve():
+            atomic_write_bytes(directory / vocab_name, vocab.read_bytes())
     elif vocab is not None:
         vocab.save(directory)
     return directory
