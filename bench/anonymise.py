@@ -22,29 +22,50 @@ spans, which have no ID form.
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import sys
 from pathlib import Path
 
+from minibert.cli import OneLineParser, run_cli
 from minibert.training.io import atomic_write_text, staging_folder
 
 FIRST_ID = 100
 
 
 def read_units(kind: str, path: Path) -> list[tuple[int, list[str]]]:
-    """(label, units) per row: SST-2 `sentence\\tlabel` rows → words; CLUENER JSON lines → characters."""
+    """(label, units) per row: SST-2 `sentence\tlabel` rows → words; CLUENER JSON lines → characters."""
     rows = []
     with open(path, encoding="utf-8") as f:
-        if kind == "sst2":
-            next(f)  # header: sentence, label
-            for line in f:
-                sentence, label = line.rstrip("\n").rsplit("\t", 1)
-                rows.append((int(label), sentence.split()))
-        else:
-            rows = [(0, [c for c in json.loads(line)["text"] if not c.isspace()]) for line in f if line.strip()]
+        for number, line in enumerate(f, start=1):
+            if kind == "sst2" and number == 1 or not line.strip():  # SST-2's header: sentence, label
+                continue
+            try:
+                if kind == "sst2":
+                    sentence, label = line.rstrip("\n").rsplit("\t", 1)
+                    rows.append((int(label), sentence.split()))
+                else:
+                    rows.append((0, [c for c in json.loads(line)["text"] if not c.isspace()]))
+            except (ValueError, KeyError, TypeError) as error:
+                shape = "sentence<TAB>integer label" if kind == "sst2" else 'a JSON object with a "text" string'
+                raise ValueError(f"{path} line {number}: {line.strip()[:60]!r} is not {shape} ({type(error).__name__}"
+                                 f"); pass the {kind} file itself (SST-2: train.tsv / dev.tsv; CLUENER: "
+                                 f"train.json / dev.json)") from None
     return [(label, units) for label, units in rows if units]
+
+
+def read_table(path: Path) -> dict[str, int]:
+    """An ID table written by this tool: `ID<TAB>unit` per line."""
+    table = {}
+    for number, line in enumerate(path.read_text(encoding="utf-8").split("\n"), start=1):
+        if line:
+            try:
+                identifier, unit = line.split("\t", 1)
+                table[unit] = int(identifier)
+            except ValueError:
+                raise ValueError(f"--ids {path} line {number}: {line[:60]!r} is not ID<TAB>unit; pass the "
+                                 f"<corpus>.ids.tsv this tool wrote beside the anonymised corpus") from None
+    return table
 
 
 def anonymise(rows, table: dict[str, int]) -> list[str]:
@@ -72,13 +93,13 @@ def reveal(encoder: Path, out: Path, table: dict[str, int]) -> int:
         for path in encoder.iterdir():
             if path.is_file() and path.name != "vocab.txt":
                 shutil.copyfile(path, staging / path.name)
-        (staging / "vocab.txt").write_text("\n".join(revealed) + "\n", encoding="utf-8")
+        (staging / "vocab.txt").write_text("\n".join(revealed) + "\n", encoding="utf-8")  # staged: atomic
     return sum(a != b for a, b in zip(tokens, revealed))
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description="Write an anonymised integer-ID copy of SST-2 or CLUENER, or "
-                                                 "reveal the units of an encoder pretrained on one.")
+def anonymise_cli(argv: list[str]) -> int:
+    parser = OneLineParser(prog="python -m bench.anonymise", description="Write an anonymised integer-ID copy of "
+                           "SST-2 or CLUENER, or reveal the units of an encoder pretrained on one.")
     parser.add_argument("kind", choices=("sst2", "cluener", "reveal"))
     parser.add_argument("source", type=Path, help="the text file; for reveal, the checkpoint folder")
     parser.add_argument("out", type=Path, help="the TSV to write; for reveal, the folder to write")
@@ -87,17 +108,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.kind == "reveal" and args.ids is None:
         parser.error("reveal needs --ids: the <corpus>.ids.tsv written beside the anonymised corpus")
-    table = {}
-    if args.ids:
-        for line in args.ids.read_text(encoding="utf-8").splitlines():
-            number, unit = line.split("\t", 1)
-            table[unit] = int(number)
+    table = read_table(args.ids) if args.ids else {}
     if args.kind == "reveal":
-        try:
-            count = reveal(args.source, args.out, table)
-        except FileNotFoundError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 2
+        count = reveal(args.source, args.out, table)
         print(f"wrote {args.out}: the checkpoint of {args.source} with {count:,} IDs in vocab.txt replaced by "
               f"their units")
         return 0
@@ -110,6 +123,11 @@ def main(argv=None) -> int:
     tokens = sum(len(units) for _, units in rows)
     print(f"wrote {args.out} ({len(lines):,} rows, {tokens:,} tokens, {len(table):,} distinct units) and {ids_path}")
     return 0
+
+
+def main(argv=None) -> int:
+    """Exit codes: 0 written, 2 bad input (one `error:` line; see minibert/cli.py)."""
+    return run_cli(anonymise_cli, argv)
 
 
 if __name__ == "__main__":

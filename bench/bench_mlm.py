@@ -36,6 +36,7 @@ import datetime
 import json
 import os
 import statistics
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -43,7 +44,9 @@ from pathlib import Path
 import torch
 
 from minibert import BertConfig, BertForMaskedLM
+from minibert.cli import OneLineParser, run_cli
 from minibert.model import prediction_positions
+from minibert.training.device import pick_device
 from minibert.training.io import atomic_write_text
 from minibert.training.mfu import measure_matmul_peak, training_flops_per_token
 from pretrain.config import PretrainConfig
@@ -254,16 +257,32 @@ def bench_seq_len(config: BertConfig, seq_len: int, args) -> dict:
             "matmul_peaks_measured": peaks, "load_average_1min": [load_before, load_after], "variants": rows}
 
 
+def at_least(low: int):
+    """argparse type: an integer >= low, refused in one line (0 rounds would end in statistics' own error)."""
+    def check(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid integer {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value} is below {low}")
+        return value
+    check.__name__ = f"integer >= {low}"
+    return check
+
+
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="python -m bench.bench_mlm", description=__doc__.split("\n")[0])
+    p = OneLineParser(prog="python -m bench.bench_mlm", description=__doc__.split("\n")[0])
     p.add_argument("--seq-lens", type=int, nargs="+", default=[128, 256])
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--vocab-size", type=int, default=DEFAULT_VOCAB_SIZE)
-    p.add_argument("--rounds", type=int, default=10, help="timed steps per implementation and sequence length")
-    p.add_argument("--warmup", type=int, default=2, help="untimed steps per implementation first")
-    p.add_argument("--num-batches", type=int, default=4, help="distinct batches cycled through")
-    p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads; 0 = torch's default")
-    p.add_argument("--peak-size", type=int, default=2048, help="side of the square matmuls that measure the peaks")
+    p.add_argument("--batch-size", type=at_least(1), default=32)
+    p.add_argument("--vocab-size", type=at_least(6), default=DEFAULT_VOCAB_SIZE, help="at least 6: 5 special "
+                                                                                      "tokens and one word")
+    p.add_argument("--rounds", type=at_least(1), default=10, help="timed steps per implementation and sequence length")
+    p.add_argument("--warmup", type=at_least(0), default=2, help="untimed steps per implementation first")
+    p.add_argument("--num-batches", type=at_least(1), default=4, help="distinct batches cycled through")
+    p.add_argument("--threads", type=at_least(0), default=0, help="torch.set_num_threads; 0 = torch's default")
+    p.add_argument("--peak-size", type=at_least(1), default=2048,
+                   help="side of the square matmuls that measure the peaks")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tiny", action="store_true", help="a tiny model (H32 L1 A2 I64): a seconds-long smoke run")
     p.add_argument("--model", choices=["mini", "base"], default="mini", help="BERT-mini (H256 L4) or BERT-base")
@@ -274,6 +293,7 @@ def parse_args(argv=None):
 
 
 def main(argv=None) -> dict:
+    """Run the bench; returns the report (`python -m bench.bench_mlm` goes through cli())."""
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -281,8 +301,11 @@ def main(argv=None) -> dict:
     if args.tiny:
         config = config.replace(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
     if max(args.seq_lens) > config.max_position_embeddings or min(args.seq_lens) < 3:
-        raise SystemExit(f"--seq-lens {args.seq_lens}: each must be in [3, max_position_embeddings="
+        raise ValueError(f"--seq-lens {args.seq_lens}: each must be in [3, max_position_embeddings="
                          f"{config.max_position_embeddings}], e.g. --seq-lens 128 256")
+    if args.device not in ("cpu", "cuda") and not args.device.startswith("cuda:"):
+        raise ValueError(f"--device {args.device}: must be cpu, cuda or cuda:N")
+    pick_device(args.device)  # a GPU that is not there: one line, before any work
     settings = {**{k: v for k, v in vars(args).items() if k not in ("json", "markdown")},
                 **{k: getattr(config, k) for k in ("vocab_size", "hidden_size", "num_hidden_layers",
                                                    "num_attention_heads", "intermediate_size")}}
@@ -302,5 +325,13 @@ def main(argv=None) -> dict:
     return report
 
 
+def cli(argv=None) -> int:
+    """Exit codes: 0 measured and written, 2 bad input (one `error:` line; see minibert/cli.py)."""
+    def body(args: list[str]) -> int:
+        main(args)
+        return 0
+    return run_cli(body, argv)
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(cli())

@@ -16,7 +16,6 @@ transformers is never imported; scikit-learn only for the TF-IDF baseline.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shlex
@@ -25,6 +24,8 @@ import sys
 import time
 from pathlib import Path
 
+from minibert.cli import OneLineParser
+from minibert.training.io import atomic_write_text
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "data"
@@ -143,7 +144,7 @@ def bench_tianchi(out: Path, budget: str, epochs: int, folds: int = 5) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = OneLineParser(prog="python -m bench.finetune_real", description=__doc__.split("\n\n")[0])
     parser.add_argument("bench", choices=("sst2", "cola", "cluener", "tianchi", "all"))
     parser.add_argument("--out", default="runs/bench-finetune")
     parser.add_argument("--time-budget", default="10m",
@@ -168,7 +169,7 @@ def main(argv=None) -> int:
         result["wall_seconds"] = round(time.time() - started)
         result["machine"] = f"{os.cpu_count()} CPU cores, torch threads per run: {THREADS or 'torch default'}"
         (ROOT / out / name).mkdir(parents=True, exist_ok=True)
-        (ROOT / out / name / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+        atomic_write_text(ROOT / out / name / "result.json", json.dumps(result, indent=2) + "\n")
         print(f"== {name}: {json.dumps(result)}", flush=True)
     return 0
 

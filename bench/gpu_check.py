@@ -20,7 +20,6 @@ listed as skipped, and results are written after every section, so a run cut sho
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 import os
@@ -36,6 +35,7 @@ os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuB
 import torch  # noqa: E402 (the variable above must be set before CUDA starts)
 
 from minibert import BertConfig  # noqa: E402
+from minibert.cli import OneLineParser  # noqa: E402
 from minibert.training.io import atomic_write_text  # noqa: E402
 
 from . import gpu_checks  # noqa: E402
@@ -213,7 +213,11 @@ def input_pipeline(out: Path, tiny: bool, gpu_steps_per_s: float | None) -> dict
     if tiny:
         corpus_path, cache_dir = gpu_checks.small_corpus(out), out / "cache"
     else:  # the embedded corpus the pretrain section generated and cached
-        corpus_path, cache_dir = next(Path(cfg.cache_dir).glob("default_corpus-*.tsv")), Path(cfg.cache_dir)
+        cache_dir = REPO_ROOT / cfg.cache_dir
+        corpus_path = next(cache_dir.glob("default_corpus-*.tsv"), None)
+        if corpus_path is None:
+            raise RuntimeError(f"no cached embedded corpus in {cache_dir}: the pretrain section did not run (budget) "
+                               f"or did not get as far as writing it; run `make pretrain` once, or pass --tiny")
     corpus = prepare_corpus(corpus_path, cfg.vocab, cache_dir=cache_dir)
     B, T = (8, 32) if tiny else (256, 128)
     batches = PretrainingBatches(corpus, list(range(corpus.num_docs)), T, B,
@@ -228,7 +232,7 @@ def input_pipeline(out: Path, tiny: bool, gpu_steps_per_s: float | None) -> dict
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(prog="python -m bench.gpu_check", description=__doc__.split("\n")[0])
+    p = OneLineParser(prog="python -m bench.gpu_check", description=__doc__.split("\n")[0])
     p.add_argument("--device", default="cuda", help="cuda (the real run) or cpu (the smoke mode of make test)")
     p.add_argument("--budget", type=float, default=None, help="seconds; default 225 on a GPU, 60 on the CPU")
     p.add_argument("--out", type=Path, default=REPO_ROOT / "runs" / "gpu-check", help="scratch folder")

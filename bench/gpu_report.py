@@ -165,4 +165,6 @@ def render_markdown(report: dict | None) -> str:
 
 if __name__ == "__main__":  # write the "not yet measured" page
     target = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parent.parent / "docs" / "gpu.md"
-    target.write_text(render_markdown(None), encoding="utf-8")
+    from minibert.training.io import atomic_write_text  # imports torch: only when writing
+
+    atomic_write_text(target, render_markdown(None))

@@ -45,6 +45,13 @@ def check_targets(results: list[dict]) -> list[dict]:
     return checks
 
 
+def model_name(settings: dict) -> str:
+    """The model the run timed, as --model / --tiny chose it."""
+    if settings.get("tiny"):
+        return "a tiny smoke-test model"
+    return "BERT-base" if settings.get("model") == "base" else "BERT-mini"
+
+
 def render_markdown(report: dict) -> str:
     m, s = report["machine"], report["settings"]
     busiest = max(max(block["load_average_1min"]) for block in report["results"])
@@ -63,7 +70,7 @@ def render_markdown(report: dict) -> str:
         f"{m['environment'] or 'default (no thread or allocator variables set)'}.", "",
         f"**What is timed:** one training step (forward + MLM loss + backward + fused AdamW step) on the CPU, in fp32 "
         f"except the two bf16 rows, "
-        f"BERT-mini (H{s['hidden_size']} L{s['num_hidden_layers']} A{s['num_attention_heads']} "
+        f"{model_name(s)} (H{s['hidden_size']} L{s['num_hidden_layers']} A{s['num_attention_heads']} "
         f"I{s['intermediate_size']}), vocabulary V={s['vocab_size']:,}, batch {s['batch_size']}. The implementations "
         f"alternate step by step in one process; tokens/s = B·T ÷ the median of {s['rounds']} steps "
         f"(after {s['warmup']} warm-up steps each). Rows: see the docstring of `bench/bench_mlm.py`.", "",

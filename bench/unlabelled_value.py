@@ -26,7 +26,6 @@ Dimension legend: D documents, V TF-IDF vocabulary, K LSA components.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import tempfile
@@ -37,6 +36,7 @@ import numpy as np
 from finetune.baseline import fit_by_cv, sklearn_class_weight, stratified_subset, tfidf_baseline
 from finetune.data import FORMATS, check_class_labels, read_tsv
 from finetune.metrics import classification_metrics
+from minibert.cli import OneLineParser, run_cli
 from minibert.training.io import atomic_write_text
 
 LSA_C_GRID = (1.0, 10.0, 100.0)
@@ -181,8 +181,8 @@ def compare(unlabelled_path, train_path, dev_path, fraction: float | None, seeds
             "encoder": encoder, "rows": rows}
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def unlabelled_value_cli(argv: list[str]) -> int:
+    parser = OneLineParser(prog="python -m bench.unlabelled_value", description=__doc__.split("\n")[0])
     parser.add_argument("--unlabelled", help="pretraining corpus, Tianchi TSV (default: the embedded corpus)")
     parser.add_argument("--train", help="labelled training TSV (label, text); default: the embedded cls data")
     parser.add_argument("--dev", help="labelled dev TSV; default: the embedded cls data")
@@ -202,26 +202,24 @@ def main(argv: list[str] | None = None) -> int:
                                   ("--seeds", args.seeds, args.seeds >= 1, "at least 1"),
                                   ("--components", args.components, args.components >= 1, "at least 1")):
         if not ok:
-            print(f"error: {flag} {value}: must be {rule}", file=sys.stderr)
-            return 2
+            raise ValueError(f"{flag} {value}: must be {rule}")
     if (args.train is None) != (args.dev is None) or (args.train is not None and args.unlabelled is None):
-        print("error: pass --unlabelled, --train and --dev together, or none of them for the embedded data",
-              file=sys.stderr)
-        return 2
+        raise ValueError("pass --unlabelled, --train and --dev together, or none of them for the embedded data")
     with tempfile.TemporaryDirectory() as scratch:
         paths = (args.unlabelled, args.train, args.dev) if args.train else default_paths(Path(scratch))
-        try:
-            result = compare(*paths, None if args.train_fraction >= 1 else args.train_fraction, args.seeds,
-                             args.components, args.seed, args.class_weight, args.encoder)
-        except ValueError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 2
+        result = compare(*paths, None if args.train_fraction >= 1 else args.train_fraction, args.seeds,
+                         args.components, args.seed, args.class_weight, args.encoder)
     for name, row in result["rows"].items():
         print(f"{name:>60}: dev macro-F1 {row['mean']:.3f} ± {row['sd']:.3f}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Exit codes: 0 measured and written, 2 bad input (one `error:` line; see minibert/cli.py)."""
+    return run_cli(unlabelled_value_cli, argv)
 
 
 if __name__ == "__main__":

@@ -140,10 +140,10 @@ def build_parser() -> argparse.ArgumentParser:
         field_rule = f.metadata["rule"]
         if field_rule.kind is bool and f.default is not None:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
-                                help=f"{f.metadata['help']} (default {f.default})")
+                                help=f"{f.metadata['help']} (default {f.default})".replace("%", "%%"))
         else:
             parser.add_argument(flag, type=cli_type(field_rule), default=argparse.SUPPRESS,
-                                help=f"{f.metadata['help']} (default {f.default})")
+                                help=f"{f.metadata['help']} (default {f.default})".replace("%", "%%"))
     return parser
 
 

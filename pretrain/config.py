@@ -223,7 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
     for f in fields(PretrainConfig):
         field_rule = f.metadata["rule"]
         default = "" if f.name == "model" else f" (default {f.default})"  # the field's, as --help promises
-        flag, meta = flag_name(f.name), {"help": f.metadata["help"] + default}
+        # argparse %-formats help text: a literal % (as in "6% as Izsak et al.") must be doubled
+        flag, meta = flag_name(f.name), {"help": (f.metadata["help"] + default).replace("%", "%%")}
         if field_rule.choices:
             meta["choices"] = field_rule.choices
         if f.name == "model":

@@ -43,6 +43,7 @@ def write_outputs(model, cfg, out: Path, corpus, corpus_path: Path, heldout_docs
     say(f"{standing(result, baselines)} (unigram always guesses {unigram['token']!r}); perplexity "
         f"{result['eval_ppl']:.1f} vs unigram {unigram['perplexity']:.1f}; {max_steps:,} steps in "
         f"{result['wall_s']:.0f} s")
-    say(f"model written to {out / 'final'} (model.safetensors, config.json, vocab.txt; bigram_counts.npz and "
-        f"heldout_examples.txt for `python -m minibert.explain fill_mask`)")
+    words = ", words.tsv" if (out / "final" / "words.tsv").is_file() else ""
+    say(f"model written to {out / 'final'} (model.safetensors, config.json, vocab.txt; bigram_counts.npz, "
+        f"heldout_examples.txt{words} for `python -m minibert.explain fill_mask`)")
     return result

@@ -38,3 +38,18 @@ def test_reveal_swaps_ids_for_units_in_a_checkpoint_copy_and_keeps_the_weights(t
     assert (encoder / "vocab.txt").read_text(encoding="utf-8").startswith("[PAD]\n[UNK]\n101")  # source untouched
     assert main(["reveal", str(tmp_path / "nowhere"), str(tmp_path / "x"), "--ids", str(tmp_path / "ids.tsv")]) == 2
     assert "no vocab.txt in" in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
+def test_a_malformed_row_or_table_is_one_line_naming_file_and_line(tmp_path, capsys):
+    (tmp_path / "sst.tsv").write_text("sentence\tlabel\na fine film\t1\nno label here\n")
+    assert main(["sst2", str(tmp_path / "sst.tsv"), str(tmp_path / "out.tsv")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "sst.tsv line 3: 'no label here' is not sentence<TAB>integer label" in err
+    assert main(["cluener", str(tmp_path / "sst.tsv"), str(tmp_path / "out.tsv")]) == 2
+    assert "line 1: 'sentence\\tlabel' is not a JSON object" in capsys.readouterr().err
+    (tmp_path / "ids.tsv").write_text("100\tfine\nbroken\n")
+    assert main(["sst2", str(tmp_path / "sst.tsv"), str(tmp_path / "out.tsv"), "--ids", str(tmp_path / "ids.tsv")]) == 2
+    assert "ids.tsv line 2: 'broken' is not ID<TAB>unit" in capsys.readouterr().err
+    assert main(["sst2", str(tmp_path / "absent.tsv"), str(tmp_path / "out.tsv")]) == 2  # not a traceback
+    assert "absent.tsv: No such file or directory" in capsys.readouterr().err
+    assert not (tmp_path / "out.tsv").exists()

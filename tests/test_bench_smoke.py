@@ -59,3 +59,18 @@ def test_bench_runs_tiny_and_writes_consistent_json_and_markdown(tmp_path):
     for setting in ("(a)", "(b)", "bf16"):
         rows = sum(row["setting"] == setting for b in report["results"] for row in b["variants"].values())
         assert rows >= 2 and sum(line.startswith(f"| {setting} |") for line in markdown.splitlines()) == rows
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--rounds", "0"], "argument --rounds: 0 is below 1"),
+    (["--num-batches", "0"], "argument --num-batches: 0 is below 1"),
+    (["--vocab-size", "5"], "argument --vocab-size: 5 is below 6"),
+    (["--device", "gpu"], "--device gpu: must be cpu, cuda or cuda:N"),
+    (["--seq-lens", "2"], "--seq-lens [2]: each must be in [3, max_position_embeddings=512]"),
+])
+def test_bench_bad_flags_are_one_line(flags, message, capsys):
+    from bench.bench_mlm import cli
+
+    assert cli(flags) == 2  # before any model is built or any file written
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err

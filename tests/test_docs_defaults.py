@@ -42,3 +42,18 @@ def test_stated_default_matches_the_config(page, cls, name, value):
     actual = table[name]
     stated = type(actual)(value) if isinstance(actual, (int, float)) and not isinstance(actual, bool) else value
     assert stated == actual, f"{page} says {cls}.{name}={value}, but the default is {actual!r}: update the page"
+
+
+@pytest.mark.parametrize("cls", [PretrainConfig, FinetuneConfig])
+def test_help_shows_every_flag_with_its_default_and_no_argparse_internals(cls):
+    import finetune.config
+    import pretrain.config
+
+    parser = (pretrain.config if cls is PretrainConfig else finetune.config).build_parser()
+    text = " ".join(parser.format_help().split())  # argparse %-formats help: a bare "%" once dumped its dict here
+    assert "option_strings" not in text and "%%" not in text
+    for f in fields(cls):
+        if f.name != "model":
+            assert f"(default {getattr(cls(), f.name)})" in text, f.name
+    if cls is PretrainConfig:
+        assert "6% as Izsak et al. 2021" in text

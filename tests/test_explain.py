@@ -150,6 +150,21 @@ def test_attention_heatmap_missing_checkpoint_is_a_clear_error(tmp_path):
         run("attention_heatmap", DemoContext(out_dir=tmp_path, checkpoint=tmp_path / "absent"))
 
 
+def test_attention_heatmap_reads_a_tf_prefix_and_refuses_a_folder_without_vocab(tmp_path):
+    import shutil
+    from pathlib import Path
+
+    from minibert.checkpoint import CheckpointError
+
+    tf_tiny = Path(__file__).resolve().parent / "fixtures" / "tf_tiny"
+    r = run("attention_heatmap", DemoContext(out_dir=tmp_path, checkpoint=tf_tiny / "bert_model.ckpt"))
+    assert r["row_sums_ok"] and "bert_model.ckpt" in r["source"]
+    folder = tmp_path / "no_vocab"
+    shutil.copytree(tf_tiny, folder, ignore=shutil.ignore_patterns("vocab.txt"))
+    with pytest.raises(CheckpointError, match="no vocab.txt or tokenizer.json next to"):
+        run("attention_heatmap", DemoContext(out_dir=tmp_path, checkpoint=folder))
+
+
 def test_fp16_mask_demo(demo):
     r, _ = demo("fp16_mask")
     o = r["outcome"]

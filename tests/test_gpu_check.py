@@ -68,3 +68,18 @@ def test_committed_gpu_page_matches_its_renderer():
     if (REPO_ROOT / "bench" / "gpu_results.json").exists():
         pytest.skip("a GPU run is committed: the page holds its numbers")
     assert (REPO_ROOT / "docs" / "gpu.md").read_text() == render_markdown(None)
+
+
+def test_the_pipeline_section_names_a_missing_corpus(tmp_path, monkeypatch):
+    import bench.gpu_check as gpu_check
+
+    monkeypatch.setattr(gpu_check, "REPO_ROOT", tmp_path)  # a checkout where the pretrain section cached nothing
+    with pytest.raises(RuntimeError, match="no cached embedded corpus in .*: the pretrain section did not run"):
+        gpu_check.input_pipeline(tmp_path / "out", tiny=False, gpu_steps_per_s=None)
+
+
+def test_the_bench_page_names_the_model_it_timed():
+    from bench.report import model_name
+
+    assert [model_name({"model": m, "tiny": t}) for m, t in (("mini", False), ("base", False), ("base", True))] == \
+        ["BERT-mini", "BERT-base", "a tiny smoke-test model"]

