@@ -85,7 +85,8 @@ class FinetuneConfig:
     batch_size: int = option(32, "examples per micro-batch", ge=1)
     gradient_accumulation: int = option(1, "micro-batches per optimizer step (梯度累积)", ge=1)
     eval_batch_size: int = option(64, "examples per evaluation batch", ge=1)
-    lr: float = option(5e-5, "peak learning rate of the encoder", gt=0, lt=1)
+    lr: float = option(5e-5, "peak learning rate of the encoder (with --layer-decay d, layer i of L gets "
+                             "lr * d^(L-i))", gt=0, lt=1)
     head_lr: float | None = option(1e-3, "peak learning rate of the task head (差分学习率); none = --lr", float,
                                    gt=0, lt=1, optional=True)
     layer_decay: float | None = option(None, "layer-wise lr decay factor, e.g. 0.8 (none = off)", float, gt=0, le=1)

@@ -8,7 +8,8 @@ P, and build its embedding from two "digit" vectors u:
     u_k    = (p_k − α p_0) / (1 − α)                      for k = 0 .. P−1   (p = the trained table)
     pos(i) = α u[i // P] + (1 − α) u[i % P]                for i = 0 .. P²−1
 
-with α = 0.4 in the course notes. Substituting u gives the equivalent form used in the code:
+with α = 0.4 (Su's choice; the course notes name the method, not α). Substituting u gives the equivalent form
+used in the code:
 
     pos(i) = p[i % P] + α / (1 − α) · (p[i // P] − p[0])
 
@@ -29,7 +30,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-DEFAULT_ALPHA = 0.4  # the course notes' (and Su's) choice
+DEFAULT_ALPHA = 0.4  # Su (2020)'s choice
 
 
 class HierarchicalPositionEmbedding(nn.Module):
@@ -38,14 +39,17 @@ class HierarchicalPositionEmbedding(nn.Module):
     Args:
         weight: the trained [P,H] position table; it stays a trainable parameter.
         new_max: the new number of positions (the limit `check_inputs` enforces).
-        alpha: the mixing weight α in (0, 1); 0.4 as in the course notes.
+        alpha: the mixing weight α in (0, 1), not 0.5; 0.4 as in Su (2020).
     """
 
     def __init__(self, weight: torch.Tensor, new_max: int, alpha: float = DEFAULT_ALPHA):
         super().__init__()
         original = weight.shape[0]  # P
-        if not 0.0 < alpha < 1.0:
-            raise ValueError(f"hierarchical positions: alpha={alpha} must be in (0, 1); the course uses 0.4")
+        if not 0.0 < alpha < 1.0 or alpha == 0.5:
+            # α = 0.5 weighs both digits alike: pos(i) = p[i%P] + p[i//P] − p[0] is symmetric in the two digits, so
+            # position (1, 3) = (3, 1) and the extended positions are no longer distinct
+            raise ValueError(f"hierarchical positions: alpha={alpha} must be in (0, 1) and not 0.5 (the two digits "
+                             f"would be interchangeable); Su (2020) uses 0.4")
         if not original <= new_max <= original * original:
             raise ValueError(f"hierarchical positions: new_max={new_max} must be in [{original}, {original ** 2}] "
                              f"(P={original} trained positions reach at most P²); pick a smaller --max-length")
@@ -67,7 +71,7 @@ class HierarchicalPositionEmbedding(nn.Module):
 
 
 def hierarchical_table(weight: torch.Tensor, new_max: int, alpha: float = DEFAULT_ALPHA) -> torch.Tensor:
-    """The course notes' formula written with u, as a reference: [new_max,H] from the [P,H] table.
+    """Su's formula written with u, as a reference: [new_max,H] from the [P,H] table.
     Tests check that the module above equals it (and equals `weight` itself below P)."""
     P = weight.shape[0]
     u = (weight - alpha * weight[0]) / (1.0 - alpha)  # [P,H]

@@ -1,5 +1,4 @@
-"""Hierarchical position embeddings (minibert/positions.py): exact below the trained limit, the course formula
-above it, and the input-length limit follows the new table."""
+"""Hierarchical position embeddings (minibert/positions.py): exact below the trained limit, Su's formula above it, and the input-length limit follows the new table."""
 
 import pytest
 import torch
@@ -16,7 +15,7 @@ def test_below_the_trained_limit_the_table_is_reproduced_bit_for_bit():
     assert torch.equal(rows, table)  # exact, not allclose
 
 
-def test_above_the_limit_it_matches_the_course_formula_with_u():
+def test_above_the_limit_it_matches_sus_formula_with_u():
     table = torch.randn(16, 8, dtype=torch.float64)
     extended = HierarchicalPositionEmbedding(table, new_max=200, alpha=0.4)
     expected = hierarchical_table(table, 200, alpha=0.4)  # α u[i//P] + (1-α) u[i%P]
@@ -52,6 +51,17 @@ def test_limits_are_clear_errors():
         HierarchicalPositionEmbedding(torch.randn(8, 4), new_max=65)
     with pytest.raises(ValueError, match="alpha"):
         HierarchicalPositionEmbedding(torch.randn(8, 4), new_max=16, alpha=1.0)
+
+
+def test_alpha_one_half_would_make_the_two_digits_interchangeable():
+    table = torch.randn(8, 4)
+    symmetric = table[3] + table[1] - table[0]  # what α = 0.5 gives both position (1, 3) and position (3, 1)
+    assert torch.allclose(hierarchical_table(table, 64, alpha=0.5)[1 * 8 + 3], symmetric)
+    assert torch.allclose(hierarchical_table(table, 64, alpha=0.5)[3 * 8 + 1], symmetric)
+    with pytest.raises(ValueError, match="not 0.5 .the two digits would be interchangeable"):
+        HierarchicalPositionEmbedding(table, new_max=64, alpha=0.5)
+    extended = HierarchicalPositionEmbedding(table, new_max=64)(torch.arange(64))  # α = 0.4: all distinct
+    assert len({tuple(row.tolist()) for row in extended}) == 64
 
 
 def test_gradients_reach_the_shared_trained_rows():

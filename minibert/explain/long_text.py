@@ -43,12 +43,12 @@ def hierarchical_positions(ctx: DemoContext) -> dict:
     short_after = model(short_ids).last_hidden_state
     long_out = model(long_ids).last_hidden_state  # [1,40,H]
     table_new = model.embeddings.position_embeddings(torch.arange(P * P))  # [P²,H]
-    formula = hierarchical_table(trained, P * P, DEFAULT_ALPHA)  # the notes' u-form
+    formula = hierarchical_table(trained, P * P, DEFAULT_ALPHA)  # Su's u-form
     print(f"   before: 40 tokens with P={P} -> {before}")
     show("after: 40 tokens, output shape", tuple(long_out.shape))
     show(f"max |new table[:{P}] - trained table| (exact?)", max_abs_diff(table_new[:P], trained))
     show("max |short input before - after extension|", max_abs_diff(short_after, short_before))
-    show("max |module - course formula α u[i//P] + (1-α) u[i%P]|", max_abs_diff(table_new, formula))
+    show("max |module - Su's formula α u[i//P] + (1-α) u[i%P]|", max_abs_diff(table_new, formula))
     i = P + 3
     offset = table_new[i] - trained[3]  # position P+3 = "digit 1, digit 3"
     show(f"pos({i}) - p[3] = α/(1-α)(p[1] - p[0])?", max_abs_diff(offset, DEFAULT_ALPHA / (1 - DEFAULT_ALPHA)

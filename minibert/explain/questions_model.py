@@ -63,7 +63,8 @@ def heads_together(ctx: DemoContext) -> dict:
         result[name] = {"norms": norms.tolist(), "spread": spread}
     conclude("Q, K and V of all heads are one [3H,H] matrix, so one loss.backward() gives every head its gradient "
              "and one optimizer step moves them all together. They end up different only because they START "
-             "different: heads copied from one another get identical gradients and stay copies forever")
+             "different: with dropout off (as here), heads copied from one another get identical gradients and stay "
+             "copies forever; attention dropout would separate them, but only as noise")
     return result
 
 

@@ -39,7 +39,8 @@ def param_groups(model: nn.Module, lr: float, weight_decay: float, head_lr: floa
     """Split the trainable parameters into AdamW groups.
 
     Args:
-        lr: peak LR of the encoder (and of everything when head_lr is None).
+        lr: peak LR of the encoder (and of everything when head_lr is None); with layer_decay, the rate the
+            scaling starts from: the top layer gets lr * layer_decay.
         weight_decay: applied to weights only (see no_weight_decay).
         head_lr: LR for parameters whose full name starts with one of `head_prefixes` (e.g. "classifier").
         head_name: what the group table calls them (pretraining's grown stage: "new layers").
