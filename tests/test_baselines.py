@@ -146,3 +146,42 @@ def test_counts_round_trip(tmp_path):
     loaded = BigramCounts.load(tmp_path / "bigram.npz")
     assert np.array_equal(loaded.keys, counts.keys) and np.array_equal(loaded.unigram, counts.unigram)
     assert loaded.predict([5, 6], [7, -1]).tolist() == counts.predict([5, 6], [7, -1]).tolist()
+
+
+def test_with_no_visible_neighbour_the_bigram_falls_back_to_the_unigram_guess():
+    # The most frequent real token (7) is not the lowest real id (5), where equal scores would land without it.
+    specials, V = np.array([True] * 5 + [False] * 3), 8
+    counts = BigramCounts(V, specials, np.array([5 * V + 6, 6 * V + 7], np.int64), np.array([1, 1], np.int64),
+                          np.array([0, 0, 0, 0, 0, 1, 1, 9], np.int64))
+    assert counts.unigram_best == 7
+    assert counts.predict(np.array([-1]), np.array([-1])).tolist() == [7]
+
+
+def test_the_window_never_reads_a_context_across_documents(tmp_path):
+    # In the packed token stream "12 | 13 | 14" spans three documents: (12 _ 14) was never seen inside one.
+    corpus, ids = open_corpus(tmp_path, ["11 12", "13", "14 15", "16"])
+    train = np.arange(corpus.num_docs)
+    counts = BigramCounts.from_corpus(corpus, train)
+    batch = masked_batch(corpus, ["C 12 M 14 S"], [(0, 2, "13")])
+    positions = heldout_positions([batch], max_sequences=10, is_special=counts.is_special)
+    bigram = counts.predict(positions[-1], positions[1])
+    _, decided = window_predict(corpus, train, positions, bigram)
+    assert decided.tolist() == [-1]
+
+
+def test_held_out_positions_always_show_mask(tmp_path):
+    # Evaluation masks are [MASK]-only: with 80/10/10, copying a visible answer would score for free.
+    from pretrain.config import PretrainConfig
+    from pretrain.evaluation import heldout_yardsticks
+
+    path = tmp_path / "corpus.tsv"
+    generate_corpus(path, num_docs=60, seed=1)
+    corpus = prepare_corpus(path, cache_dir=tmp_path / "cache", log=lambda message: None)
+    train, heldout_docs = split_documents(corpus.num_docs, 0.2, seed=0)
+    heldout, *_ = heldout_yardsticks(corpus, train, heldout_docs, PretrainConfig(max_len=32))
+    scored = 0
+    for batch in heldout.epoch_batches():
+        chosen = batch["labels"] != IGNORE_INDEX
+        assert (batch["input_ids"][chosen] == corpus.tokenizer.mask_id).all()
+        scored += int(chosen.sum())
+    assert scored > 100

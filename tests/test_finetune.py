@@ -196,6 +196,21 @@ def test_tiny_end_to_end_finetune_learns_saves_and_predicts(tmp_path, capsys):
     assert predictions[0] == "label" and len(predictions) == 3 and set(predictions[1:]) <= {"0", "1"}
 
 
+def test_layer_decay_reaches_the_optimizer(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    make_learnable_tsv(tmp_path / "train.tsv", 32, rng)
+    make_learnable_tsv(tmp_path / "dev.tsv", 16, rng)
+    tiny_config(vocab_size=64).to_json(tmp_path / "tiny.json")
+    code = main(["--task", "cls", "--data", str(tmp_path), "--init", "random", "--model-config",
+                 str(tmp_path / "tiny.json"), "--lr", "1e-3", "--layer-decay", "0.5", "--epochs", "1",
+                 "--max-length", "32", "--no-progress", "--out", str(tmp_path / "run")])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    rows = {line.split("  ")[0].strip(): line.split()[-2] for line in printed.splitlines() if line.startswith("depth")}
+    # tiny_config has L = 2: the top layer gets lr·0.5, the embeddings lr·0.5³
+    assert rows["depth 2 weights"] == "5.00e-04" and rows["depth 0 weights"] == "1.25e-04", rows
+
+
 # ---- NER end to end, and long inputs ---------------------------------------------------------------------------------
 def write_ner(path, rng, n):
     rows = []

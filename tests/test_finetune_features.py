@@ -123,3 +123,16 @@ def test_bio_decoding_to_entities():
     # tags: O=0, B-a=1, I-a=2, B-b=3, I-b=4
     tags = np.array([1, 2, 0, 3, 4, 4, 2, 0, 4, 1])
     assert bio_to_entities(tags, ["a", "b"]) == {("a", 0, 1), ("b", 3, 5), ("a", 9, 9)}  # stray I-tags ignored
+
+
+def test_span_decoding_skips_spans_that_end_on_a_special_or_a_continuation_piece():
+    from finetune.tasks import TaskSpec, decode
+
+    spec = TaskSpec("ner", "cluener", "spans", 1, ["name"], "f1", ("ner",))
+    # [CLS] 王 ##x 明 [SEP]: token 2 continues character 0's word, tokens 0 and 4 are specials
+    to_char = np.array([-1, 0, -1, 1, -1])
+    scores = torch.full((1, 1, 5, 5), -10.0)  # [B, types, T, T]
+    scores[0, 0, 1, 3] = 5.0  # a real span: characters 0-1
+    scores[0, 0, 1, 4] = scores[0, 0, 0, 3] = scores[0, 0, 1, 2] = 5.0  # ends on [SEP], starts on [CLS], ends on ##x
+    predicted = decode(spec, scores, [Feature(np.arange(5), None, None, to_char)], 0.5)
+    assert predicted == [{("name", 0, 1)}]

@@ -175,3 +175,15 @@ def test_an_unfinished_run_is_never_silently_overwritten(tmp_path, restore_threa
     err = capsys.readouterr().err
     assert "unfinished run" in err and "--resume" in err and "--overwrite" in err
     assert main(argv + ["--overwrite"]) == 0
+
+
+def test_grad_clip_reaches_the_update(tmp_path, restore_threads):
+    # A global norm clipped to 1e-8 leaves per-weight gradients far below AdamW's eps (1e-6): the weights barely
+    # move. Unclipped (--grad-clip 0, only measured) they move by about lr per step: the two runs must differ.
+    finals = {}
+    for clip in ("1e-8", "0"):
+        train(parse_config(args(tmp_path, f"clip{clip}", "--max-steps", "3", "--growth-fraction", "0",
+                                "--grad-clip", clip, "--eval-every", "3")))
+        finals[clip] = load_file(tmp_path / f"clip{clip}" / "final" / "model.safetensors")
+    moved = max((finals["0"][name] - tensor).abs().max().item() for name, tensor in finals["1e-8"].items())
+    assert moved > 1e-3

@@ -37,11 +37,12 @@ def budget_run(tmp_path, budget: float, *extra):
 
 
 def assert_within_budget(wall: float, budget: float) -> None:
+    """The run fits its budget. On a machine busier than its cores, other processes take a share of the CPU the
+    run could not plan for (they come and go after its probe), so the limit stretches by the load / cores
+    slowdown of a fair-share scheduler; it is never skipped."""
     load, cores = os.getloadavg()[0], os.cpu_count() or 1
-    if wall > budget and load > cores:  # other processes took the CPU away at random: not the budget's fault
-        pytest.skip(f"wall-clock check skipped: load average {load:.1f} on {cores} cores (the run took {wall:.1f} s "
-                    f"of {budget} s); rerun on an idle machine")
-    assert wall <= budget, f"the run took {wall:.1f} s of a {budget} s budget"
+    allowed = budget * max(1.0, load / cores)
+    assert wall <= allowed, f"the run took {wall:.1f} s of a {budget} s budget ({allowed:.1f} s at load {load:.1f})"
 
 
 def test_durations():
