@@ -104,6 +104,10 @@ def test_key_drift_prefix_legacy_names_buffers_and_tied_decoder_are_all_explaine
     assert "no NSP head" in fresh["nsp_head.weight"] and "no pooler" in fresh["bert.pooler.dense.bias"]
     loaded = apply_plan(plan, source.__getitem__)  # tied copies are identical: accepted
     assert torch.equal(loaded["bert.embeddings.layer_norm.weight"], source["embeddings.LayerNorm.gamma"])
+    source["cls.predictions.decoder.bias"] = source["cls.predictions.bias"] + 1.0  # HF's duplicate bias, diverged
+    with pytest.raises(CheckpointError, match="cls.predictions.decoder.bias"):
+        apply_plan(plan, source.__getitem__)
+    source["cls.predictions.decoder.bias"] = source["cls.predictions.bias"].clone()
     source["cls.predictions.decoder.weight"] = source["cls.predictions.decoder.weight"] + 1.0  # untied
     with pytest.raises(CheckpointError, match="minibert ties them"):
         apply_plan(plan, source.__getitem__)

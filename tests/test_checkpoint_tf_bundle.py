@@ -18,7 +18,7 @@ import torch
 
 from minibert import BertConfig, BertForPreTraining, BertModel
 from minibert.checkpoint import CheckpointError, TFCheckpoint, plan_conversion
-from minibert.checkpoint.tf_bundle import _read_varint, _unmask
+from minibert.checkpoint.tf_bundle import TensorInfo, _crc32c, _parse_entry, _read_varint, _unmask
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "tf_tiny"
 EXPECTED = np.load(FIXTURE / "expected.npz")
@@ -48,6 +48,26 @@ def test_reader_returns_exactly_tensorflows_values():
         assert got.dtype == expected.dtype and got.shape == expected.shape, name
         assert np.array_equal(got, expected), name
     assert int(bundle.read("global_step")) == 12345
+
+
+def test_bfloat16_is_widened_exactly_and_a_sliced_variable_is_refused(tmp_path):
+    # Google's fixtures are float32; a bfloat16 tensor (TF dtype 14) is its float32's top 16 bits, read as uint16.
+    folder = copy_fixture(tmp_path)
+    bundle = TFCheckpoint(folder / "bert_model.ckpt")
+    data = bundle.data_path(0)
+    values = np.array([1.0, -2.5, 0.15625], np.float32)  # exact in bfloat16
+    raw = (values.view(np.uint32) >> 16).astype("<u2").tobytes()
+    offset = data.stat().st_size
+    data.write_bytes(data.read_bytes() + raw)
+    bundle.tensors["bf16"] = TensorInfo("bf16", "bfloat16", (3,), 0, offset, len(raw), _crc32c(raw), False)
+    got = bundle.read("bf16")
+    assert got.dtype == np.float32 and got.tolist() == values.tolist()
+    # BundleEntryProto: dtype = 1 (float32), then field 7 (slices, length-delimited, empty)
+    info = _parse_entry("partitioned", b"\x08\x01\x3a\x00")
+    assert info.dtype == "float32" and info.sliced
+    bundle.tensors["partitioned"] = info
+    with pytest.raises(CheckpointError, match="partitioned .sliced. variable"):
+        bundle.read("partitioned")
 
 
 def test_crc_unmask_inverts_tf_mask():

@@ -30,7 +30,9 @@ def test_truncation_modes():
     assert truncate(ids, 10, "head").tolist() == list(range(10))
     assert truncate(ids, 10, "tail").tolist() == list(range(90, 100))
     assert truncate(ids, 12, "head+tail").tolist() == [0, 1, 2] + list(range(91, 100))  # 1/4 head, 3/4 tail
-    assert truncate(ids, 510 - 400, "head+tail")[:28].tolist() == list(range(28))  # round(110·128/510) = 28
+    kept = truncate(np.arange(300), 110, "head+tail")  # round(110·128/510) = 28 head tokens (int() gives 27)
+    assert kept[:28].tolist() == list(range(28)) and kept[28] == 300 - 82 and len(kept) == 110
+    assert truncate(np.arange(1000), 510, "head+tail")[127:129].tolist() == [127, 1000 - 382]  # Sun et al.: 128+382
     assert truncate(ids[:5], 10, "head+tail").tolist() == list(range(5))  # short texts are untouched
     with pytest.raises(ValueError, match="--truncate"):
         truncate(ids, 10, "middle")

@@ -75,6 +75,7 @@ def test_a_growing_run_exports_the_full_shape(tmp_path):
 def test_the_small_stage_is_a_fraction_of_the_run_up_to_its_cap(tmp_path):
     assert last_small_step(1000, 0.95, 8000) == 950 and last_small_step(20000, 0.95, 8000) == 8000
     assert last_small_step(20000, 0.95, 0) == 19000 and last_small_step(10, 0.99, 0) == 9  # one grown step at least
+    assert last_small_step(100, 0.876, 0) == 88  # 87.6 rounded, not cut to 87
     tiny = ["--max-steps", "8", "--batch-size", "4", "--max-len", "32", "--eval-every", "100", "--eval-sequences",
             "8", "--log-every", "1", "--set", "hidden_size=64", "--set", "num_attention_heads=2", "--set",
             "intermediate_size=128", "--set", "num_hidden_layers=2", "--num-threads", "1",
@@ -150,6 +151,9 @@ def test_growing_carries_adams_moments_so_trained_weights_are_not_jolted():
             qkv = grown.bert.encoder.layers[0].attention.qkv.weight
             assert optimizer.state[qkv]["exp_avg"].shape == qkv.shape
             assert optimizer.state[qkv]["exp_avg_sq"][128:256].abs().sum() == 0  # the freed copies' Q rows
+            out = grown.bert.encoder.layers[0].attention.out.weight
+            assert optimizer.state[out]["exp_avg_sq"][:, 128:].abs().sum() == 0  # ... and their output columns
+            assert optimizer.state[out]["exp_avg_sq"][:, :128].abs().sum() > 0  # the originals' are carried
             assert grown.bert.encoder.layers[1].ffn.up.weight not in optimizer.state  # stacked layers: fresh
         before = grown.bert.embeddings.word_embeddings.weight.detach().clone()
         grown(ids, labels=ids).loss.backward()
@@ -168,6 +172,7 @@ def test_only_a_long_grown_stage_reads_longer_rows_and_says_why_it_cannot():
     assert length == 64 and "split evenly into 32" in why
     length, why = grown_row_length(cfg, 9000, 100, 1)
     assert length == 64 and "max_position_embeddings 100" in why
+    assert grown_row_length(cfg, 9000, 128, 1) == (128, "")  # rows of exactly max_position_embeddings fit
 
 
 def test_a_short_grown_stage_spares_the_small_models_weights_and_a_long_one_trains_all_at_lr():
@@ -187,3 +192,15 @@ def test_a_short_grown_stage_spares_the_small_models_weights_and_a_long_one_trai
     # the same groups either way (only their LRs differ): a resumed run loads its optimizer state into them
     assert [g["name"] for g in grown_stage_groups(grown, cfg, 240)] == \
         [g["name"] for g in grown_stage_groups(grown, cfg, 9000)]
+
+
+def test_the_unigram_counts_behind_the_decoder_bias_cover_every_training_document(tmp_path):
+    from pretrain.data import prepare_corpus
+    from pretrain.warm_start import train_token_counts
+
+    path = tmp_path / "c.tsv"
+    path.write_text("label\ttext\n0\t11 12 11\n0\t12 13\n0\t11 14\n")
+    corpus = prepare_corpus(path, cache_dir=tmp_path / "cache", log=lambda message: None)
+    ids = {token: index for index, token in enumerate(corpus.tokenizer.tokens)}
+    counts = train_token_counts(corpus, [0, 1])  # document 2 is held out: its 11 and 14 are not counted
+    assert [counts[ids[t]] for t in ("11", "12", "13", "14")] == [2, 2, 1, 0] and counts.sum() == 5

@@ -104,6 +104,7 @@ RESUME_CASES = [
     ("no packing", ["--no-pack"], ["--pack"]),
     ("other model", ["--set", "num_hidden_layers=1"], ["num_hidden_layers 2 -> 1"]),
     ("other corpus, same shape", ["--corpus", "OTHER"], ["corpus", "digest"]),
+    ("other vocab, same size", ["--vocab", "SWAPPED"], ["vocab"]),
     ("init and resume", ["--init", "RUN/final"], ["--init", "--resume"]),
 ]
 
@@ -112,7 +113,11 @@ RESUME_CASES = [
 def test_resume_refuses_any_change(case_id, extra, words, finished_run, capsys, tmp_path):
     run = copy_run(finished_run, tmp_path)
     other = make_corpus(tmp_path, seed=9)
-    extra = [str(other) if a == "OTHER" else a.replace("RUN", str(run)) for a in extra]
+    tokens = (run / "vocab.txt").read_text(encoding="utf-8").split("\n")
+    tokens[-2], tokens[-3] = tokens[-3], tokens[-2]  # the same tokens and size, two IDs swapped
+    swapped = write(tmp_path / "swapped_vocab.txt", "\n".join(tokens))
+    names = {"OTHER": str(other), "SWAPPED": str(swapped)}
+    extra = [names.get(a, a.replace("RUN", str(run))) for a in extra]
     argv = pretrain_argv(finished_run.parent, "x", None, "--out", run, "--resume", *extra)
     code, _, err = run_cli("pretrain", argv, capsys)
     assert_outcome(code, err, 2, words)
@@ -210,3 +215,15 @@ def test_a_vocab_that_does_not_fit_the_corpus_is_refused_before_training(capsys,
         code, _, err = run_cli("pretrain", pretrain_argv(tmp_path, "run", corpus, "--vocab", str(vocab)), capsys)
         assert_outcome(code, err, 2, ["corpus.txt", "100% of its tokens are [UNK]", "ids.txt", "drop --vocab"])
     assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+def test_a_vocab_rewritten_in_place_is_encoded_afresh(tmp_path):
+    # The encoding cache is keyed by the vocab's BYTES, not its path: the same vocab.txt, edited, must not reuse
+    # IDs from the old one.
+    corpus_path = write(tmp_path / "c.tsv", "label\ttext\n0\t11 12 13\n0\t12 13 14\n")
+    vocab = write(tmp_path / "vocab.txt", "[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\n11\n12\n13\n14\n")
+    first = prepare_corpus(corpus_path, vocab, cache_dir=tmp_path / "cache", log=lambda message: None)
+    write(vocab, "[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\n14\n13\n12\n11\n")  # the same path, the IDs reversed
+    second = prepare_corpus(corpus_path, vocab, cache_dir=tmp_path / "cache", log=lambda message: None)
+    assert second.directory != first.directory
+    assert list(first.tokens[:3]) == [5, 6, 7] and list(second.tokens[:3]) == [8, 7, 6]

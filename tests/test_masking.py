@@ -132,3 +132,5 @@ def test_clear_errors():
         DynamicMasking(VOCAB, SPECIALS, MASK, mask_rate=1.5)
     with pytest.raises(ValueError, match=r"\[MASK\]"):
         DynamicMasking(VOCAB, [PAD, CLS, SEP], MASK)
+    with pytest.raises(ValueError, match=r"outside the vocab \[0, "):  # a special id == V: one past the end
+        DynamicMasking(VOCAB, [PAD, CLS, SEP, MASK, VOCAB], MASK)

@@ -65,6 +65,7 @@ def test_entity_level_scores_need_exact_boundaries():
     assert m["f1"] == pytest.approx(2 * 2 / (4 + 3))
     assert m["per_type"]["company"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 1}
     assert m["per_type"]["name"]["precision"] == pytest.approx(0.5)
+    assert m["per_type"]["name"]["support"] == 1  # gold names, not the 2 predicted ones
 
 
 def test_mcc_of_a_perfect_and_an_inverted_binary_prediction():

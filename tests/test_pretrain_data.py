@@ -244,8 +244,9 @@ def test_resume_from_state_dict_is_exact(tmp_path, pack):
         assert torch.equal(got["input_ids"], expected["input_ids"]) and torch.equal(got["labels"], expected["labels"])
     # Epochs differ in order and masks; the same position is the same batch.
     assert not torch.equal(reference[0]["input_ids"], reference[uninterrupted.steps_per_epoch]["input_ids"])
-    with pytest.raises(ValueError, match="resume with the same"):
-        batches(corpus, pack=pack, batch_size=2).load_state_dict(killed.state_dict())
+    for other in (dict(batch_size=2), dict(seed=2)):  # another batch size, or another seed's order and masks
+        with pytest.raises(ValueError, match="resume with the same"):
+            batches(corpus, pack=pack, **other).load_state_dict(killed.state_dict())
 
 
 def test_prefetcher_yields_the_serial_sequence_and_keeps_the_consumer_position(tmp_path):

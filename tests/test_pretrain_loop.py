@@ -187,3 +187,21 @@ def test_grad_clip_reaches_the_update(tmp_path, restore_threads):
         finals[clip] = load_file(tmp_path / f"clip{clip}" / "final" / "model.safetensors")
     moved = max((finals["0"][name] - tensor).abs().max().item() for name, tensor in finals["1e-8"].items())
     assert moved > 1e-3
+
+
+def test_uniform_attention_has_entropy_one_on_padded_rows_too():
+    # Zero Q and K: every query spreads its attention evenly over the real keys of ITS row, whose count sets the
+    # maximum entropy ln(keys): a padded row of 3 keys is as uniform as a full row of 8.
+    from conftest import tiny_config
+    from pretrain.diagnostics import context_diagnostics
+
+    model = BertForMaskedLM(tiny_config())
+    with torch.no_grad():
+        for layer in model.bert.encoder.layers:
+            layer.attention.qkv.weight.zero_()
+            layer.attention.qkv.bias.zero_()
+    ids = torch.randint(5, 97, (2, 8))
+    mask = torch.tensor([[1] * 8, [1] * 3 + [0] * 5])
+    batch = {"input_ids": ids, "token_type_ids": torch.zeros_like(ids), "attention_mask": mask}
+    diagnostics = context_diagnostics(model, batch, torch.device("cpu"))
+    assert diagnostics["attention_entropy"] == pytest.approx(1.0, abs=1e-5)

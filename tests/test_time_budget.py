@@ -158,6 +158,17 @@ def test_the_first_decision_is_replayed_after_each_evaluation_of_the_first_half_
     # evaluations at the END of steps 50, 100, 150, 200; a check runs at the START of its step, so 150's is too early
     odd = parse_config(["--eval-every", "50", "--log-every", "15"])
     assert [step for step in range(15, 241, 15) if replay_due(step, odd, stage_end=480)] == [60, 105, 165, 210]
+    assert replay_due(210, cfg, stage_end=420) and not replay_due(210, cfg, stage_end=419)  # half-way is still in
+
+
+def test_the_third_decision_measures_the_pace_over_the_steps_this_stage_ran(monkeypatch):
+    import pretrain.clock as clock
+
+    monkeypatch.setattr(clock.time, "monotonic", lambda: 1100.0)
+    # Step 121 is about to run: steps 1-120 took 100 s, 60 s are left: 0.98 · 60 / (100/120) = 70.56 more steps.
+    assert clock.refit_last_stage(121, 1000, (0, 1000.0), 1160.0, torch.device("cpu")) == 121 + 70
+    assert clock.refit_last_stage(121, 150, (0, 1000.0), 1160.0, torch.device("cpu")) == 150  # fits: unchanged
+    assert clock.refit_last_stage(15, 1000, (0, 1000.0), 1160.0, torch.device("cpu")) == 1000  # too few to judge
 
 
 def test_a_machine_slower_than_planned_stops_at_the_deadline_grown_and_exported(tmp_path, restore_threads,
