@@ -34,6 +34,10 @@ from .train import train
 PRETRAINED = Path("runs/pretrain/final")
 
 
+# What --load uses; every other flag is set by the loaded model's finetune.json (refused if given, see _main).
+LOAD_FLAGS = ("load", "predict", "evaluate", "device", "num_threads", "progress", "out")
+
+
 def resolve_defaults(cfg: FinetuneConfig) -> tuple[FinetuneConfig, list[str]]:
     """Fill in the embedded default data and the `auto` init. Returns (config, notes to print)."""
     notes = []
@@ -44,7 +48,12 @@ def resolve_defaults(cfg: FinetuneConfig) -> tuple[FinetuneConfig, list[str]]:
         suffix = "json" if cfg.task == "ner" else "tsv"
         cfg = cfg.replace(train=cfg.train or str(Path(cfg.data) / f"train.{suffix}"),
                           dev=cfg.dev or str(Path(cfg.data) / f"dev.{suffix}"))
-    if cfg.train is None or cfg.dev is None:
+    if (cfg.train is None) != (cfg.dev is None):  # one of them: never pair it with the embedded toy data
+        given, missing = ("--train", "--dev") if cfg.dev is None else ("--dev", "--train")
+        raise ValueError(f"{given} {cfg.train or cfg.dev} without {missing}: pass {missing} FILE too (dev is the "
+                         f"held-out labelled file that picks the best epoch), or let `python -m finetune.cross_validate"
+                         f"` split one file into folds; the embedded data is used only when neither is given")
+    if cfg.train is None:
         train_path, dev_path = default_data(cfg.task)
         cfg = cfg.replace(train=cfg.train or str(train_path), dev=cfg.dev or str(dev_path))
         notes.append(f"data: embedded default {cfg.task} data ({cfg.train}, {cfg.dev})")
@@ -135,12 +144,18 @@ def _main(argv: list[str]) -> int:
     if cfg.load:
         if not (cfg.predict or cfg.evaluate):
             raise ValueError("--load skips training: also pass --predict FILE and/or --evaluate FILE")
+        defaults = FinetuneConfig()
+        ignored = [f"--{name.replace('_', '-')}" for name in cfg.to_dict() if name not in LOAD_FLAGS
+                   and getattr(cfg, name) != getattr(defaults, name)]
+        if ignored:  # the model's own finetune.json decides its inputs: a flag given here would do nothing
+            raise ValueError(f"--load {cfg.load}: {', '.join(ignored)} would be ignored (the model reads its inputs "
+                             f"with the settings saved in its finetune.json); drop them")
         if cfg.evaluate:
             metrics = evaluate_file(cfg.load, cfg.evaluate, device=cfg.device)
             shown = {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)}
             print(f"{cfg.evaluate}: {json.dumps(shown)}")
         if cfg.predict:
-            print(f"predictions: {predict_file(cfg.load, cfg.predict, device=cfg.device)}")
+            print(f"predictions: {predict_file(cfg.load, cfg.predict, output_folder=cfg.out, device=cfg.device)}")
         return 0
     run(cfg)
     return 0

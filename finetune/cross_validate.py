@@ -68,7 +68,10 @@ def finished_run(folder: Path, run_config: dict) -> dict | None:
 
 def cross_validate(finetune_argv: list[str], folds: int, seeds: int) -> dict:
     """Runs `python -m finetune <finetune_argv>` on every (seed, fold); returns {"rows": {name: {mean, sd, runs}}}."""
-    cfg, _ = resolve_defaults(parse_config(finetune_argv))
+    parsed = parse_config(finetune_argv)
+    if parsed.train is not None and parsed.dev is None:  # the folds are the dev sets: --train alone is complete
+        parsed = parsed.replace(dev=parsed.train)
+    cfg, _ = resolve_defaults(parsed)
     if cfg.task == "ner":
         raise ValueError("cross_validate: --task ner is not supported (entity data has no class label to stratify "
                          "by); use cls or pair")

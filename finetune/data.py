@@ -59,7 +59,10 @@ class NerExample:
 
 
 def _listing(bad: list[tuple[int, str]]) -> str:
-    shown = ", ".join(f"line {line}: {value!r}" for line, value in bad[:MAX_LISTED])
+    """`line 3: 'x', line 7: 'y' and 4 more`, each value cut to 40 characters (a label column that holds the texts
+    would otherwise paste whole documents into a one-line error)."""
+    shown = ", ".join(f"line {line}: {value if len(value) <= 40 else value[:37] + '...'!r}"
+                      for line, value in bad[:MAX_LISTED])
     more = f" and {len(bad) - MAX_LISTED} more" if len(bad) > MAX_LISTED else ""
     return f"{shown}{more}"
 
@@ -82,7 +85,10 @@ def read_tsv(path: str | Path, columns: dict, multi_label: bool = False, with_la
     if not with_labels and columns["header"] and lines:
         names = [name.strip().lower() for name in lines[0].split("\t")]
         named = [i for i, name in enumerate(names) if name in ("text", "sentence", "text_a", "sentence1")]
-        text_col = named[0] if named else (text_col if text_col < len(names) else len(names) - 1)
+        if not named:  # its first row would be dropped as a header, and every prediction would shift by one
+            raise DataError(f"{path}: the first line {lines[0][:40]!r} names no text column (text, sentence, text_a "
+                            f"or sentence1); a prediction file starts with a header row: add `text` as its first line")
+        text_col = named[0]
         if text_b_col is not None:  # a pair model: segment B by name, else the format's column
             named_b = [i for i, name in enumerate(names) if name in ("text_b", "sentence2")]
             text_b_col = named_b[0] if named_b else text_b_col
@@ -128,7 +134,8 @@ def read_tsv(path: str | Path, columns: dict, multi_label: bool = False, with_la
     return examples
 
 
-def check_class_labels(examples: list[TextExample], num_labels: int, path: str | Path) -> None:
+def check_class_labels(examples: list[TextExample], num_labels: int, path: str | Path,
+                       fix: str = "pass --num-labels if there are more classes") -> None:
     """Every label must be an integer in [0, num_labels). A −100 (the PyTorch "ignore" value) is refused too:
     in a classification file it is a data bug, and cross_entropy would silently skip that example."""
     bad = []
@@ -139,7 +146,7 @@ def check_class_labels(examples: list[TextExample], num_labels: int, path: str |
                 bad.append((example.line, str(value)))
     if bad:
         raise DataError(f"{path}: labels must be integers in [0, num_labels={num_labels}); {len(bad)} bad label(s): "
-                        f"{_listing(bad)}; fix those lines, or pass --num-labels if there are more classes")
+                        f"{_listing(bad)}; fix those lines, or {fix}")
 
 
 def infer_num_labels(examples: list[TextExample], path: str | Path) -> int:

@@ -33,17 +33,17 @@ def load_finetuned(folder: str | Path) -> tuple[FinetuneConfig, Prepared]:
     return cfg, Prepared(spec, model, tokenizer, vocab_path, [], [], [], [], [])
 
 
-def predict_file(folder: str | Path, input_path: str | Path, output_path: str | Path | None = None,
+def predict_file(folder: str | Path, input_path: str | Path, output_folder: str | Path | None = None,
                  device: str = "auto") -> Path:
     """Predict every line of `input_path` with the model in `folder`.
 
     Classification writes `label` CSV rows (the Tianchi test_a submission format), NER writes CLUENER JSON lines.
-    Returns the output path (default: predictions.csv / predictions.json next to `folder`).
+    Returns the output path: predictions.csv / predictions.json in `output_folder` (default: next to `folder`).
     """
     cfg, prepared = load_finetuned(folder)
     spec = prepared.spec
     suffix = ".json" if spec.task == "ner" else ".csv"
-    output_path = Path(output_path) if output_path else Path(folder).parent / f"predictions{suffix}"
+    output_path = Path(output_folder or Path(folder).parent) / f"predictions{suffix}"
     examples = read_examples(cfg, spec.format, input_path, with_labels=False)
     features = encode(cfg, spec, prepared.tokenizer, examples)
     torch_device = pick_device(device)
@@ -61,7 +61,8 @@ def evaluate_file(folder: str | Path, input_path: str | Path, device: str = "aut
     spec = prepared.spec
     examples = read_examples(cfg, spec.format, input_path)
     if spec.task != "ner":
-        check_class_labels(examples, spec.num_labels, input_path)
+        check_class_labels(examples, spec.num_labels, input_path,
+                           fix=f"evaluate with a model trained on them (this one has {spec.num_labels} classes)")
     features = encode(cfg, spec, prepared.tokenizer, examples)
     torch_device = pick_device(device)
     model = prepared.model.to(torch_device)

@@ -4,6 +4,7 @@ Google TF checkpoints alike). finetune/train.py then runs the loop on what `prep
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -74,6 +75,21 @@ def unknown_token_check(features: list[Feature], tokenizer, vocab_path: Path, tr
     return [f"warning: {share:.0%} of the training tokens are [UNK] under {vocab_path}"] if share > 0.05 else []
 
 
+def untrained_positions_warning(max_length: int, init: Path) -> list[str]:
+    """A pretraining run's encoder has only trained the positions of its rows (make pretrain: 64, or 128 after a
+    long grown stage; its results.json says which): fine-tuned on longer inputs, the rest start untrained."""
+    record = (init if init.is_dir() else init.parent).parent / "results.json"
+    try:
+        trained = int(json.loads(record.read_text(encoding="utf-8"))["eval_max_len"])
+    except (OSError, ValueError, KeyError, TypeError):  # not a pretraining run's output: nothing to say
+        return []
+    if max_length <= trained:
+        return []
+    return [f"warning: --max-length {max_length}, but {init} was pretrained on rows of {trained} tokens ({record}): "
+            f"positions {trained}-{max_length - 1} start untrained; --max-length {trained} (with --truncate windows "
+            f"for classification, to read whole documents) uses only positions it has learnt"]
+
+
 def prepare(cfg: FinetuneConfig) -> Prepared:
     """Read, validate and encode the data; build the model and load the pretrained encoder."""
     format_name = cfg.format or DEFAULT_FORMAT[cfg.task]
@@ -124,6 +140,7 @@ def prepare(cfg: FinetuneConfig) -> Prepared:
         if cfg.vocab and loaded.source.vocab_path is not None:
             check_same_vocab(Path(cfg.vocab), loaded.source.vocab_path)
         tokenizer = load_tokenizer(cfg.tokenizer or data.FORMATS[format_name]["tokenizer"], vocab_path)
+        notes += untrained_positions_warning(cfg.max_length, Path(cfg.init))
         if cfg.vocab and tokenizer.vocab_size != model_config.vocab_size:
             raise ValueError(f"--vocab {cfg.vocab} has {tokenizer.vocab_size} entries but the model at --init has "
                              f"{model_config.vocab_size} embedding rows; use the vocab.txt it was pretrained with")

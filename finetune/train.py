@@ -84,7 +84,9 @@ def evaluate(model, prepared: Prepared, cfg: FinetuneConfig, device, dtype, feat
     label_kind = spec.label_kind if with_labels else "none"
     windowed = bool(features) and features[0].source is not None  # --truncate windows: several per example
     window_log_probs = torch.zeros(len(features), spec.num_labels) if windowed else None  # [W,C]
-    for index in bucketed_batches([len(f.input_ids) for f in features], cfg.eval_batch_size, shuffle=False):
+    batches = bucketed_batches([len(f.input_ids) for f in features], cfg.eval_batch_size, shuffle=False)
+    # a bar for long files (--predict on Tianchi's 50,000 test documents); leave=False: it clears when done
+    for index in tqdm(batches, desc="evaluate", unit="batch", leave=False, disable=not cfg.progress):
         batch_features = [features[i] for i in index]
         batch = move_batch(collate(batch_features, prepared.tokenizer.pad_id, label_kind, spec.num_labels), device)
         with autocast(device, dtype):
@@ -181,6 +183,8 @@ def train(cfg: FinetuneConfig, prepared: Prepared) -> dict:
 
     log_path = out_dir / "metrics.jsonl"
     log_path.unlink(missing_ok=True)  # a fresh run starts a fresh log
+    for stale in ("predictions.csv", "predictions.json"):  # an earlier model's: never left beside the new best/
+        (out_dir / stale).unlink(missing_ok=True)
     log = MetricsLog(log_path)
     unit = "windows" if cfg.truncate == "windows" and spec.task == "cls" else "examples"  # --truncate windows
     tqdm.write(f"device {device}, precision {dtype or torch.float32}, {len(prepared.train_features)} train / "

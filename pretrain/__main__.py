@@ -31,7 +31,8 @@ def main(argv=None, started_at=None) -> int:
         return 0
 
     return run_cli(body, argv,
-                   resume_hint="continue with the same flags plus --resume (from the last checkpoint)")
+                   resume_hint="continue with the same flags plus --resume, from the last checkpoint (one every "
+                               "--checkpoint-every steps; stopped before the first, run again without --resume)")
 
 
 if __name__ == "__main__":

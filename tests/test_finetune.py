@@ -194,6 +194,11 @@ def test_tiny_end_to_end_finetune_learns_saves_and_predicts(tmp_path, capsys):
     assert (out / "best" / "model.safetensors").is_file() and (out / "best" / "finetune.json").is_file()
     predictions = (out / "predictions.csv").read_text().splitlines()
     assert predictions[0] == "label" and len(predictions) == 3 and set(predictions[1:]) <= {"0", "1"}
+    # Training again into the same --out without --predict: the old model's predictions go, not stay beside it.
+    assert main(["--task", "cls", "--data", str(tmp_path), "--init", "random", "--model-config",
+                 str(tmp_path / "tiny.json"), "--epochs", "1", "--max-length", "32", "--no-progress",
+                 "--out", str(out)]) == 0
+    assert not (out / "predictions.csv").exists()
 
 
 def test_layer_decay_reaches_the_optimizer(tmp_path, capsys):

@@ -36,3 +36,50 @@ def test_a_multi_label_example_is_drawn_in_its_rarest_labels_stratum():
 def test_a_tie_is_not_counted_as_ahead():
     paired = paired_differences({"encoder": [0.5, 0.4, 0.3], "other": [0.5, 0.3, 0.4]})
     assert paired["other"]["ahead"] == 1 and paired["other"]["runs"][0] == 0.0
+
+
+def test_train_without_dev_is_refused_instead_of_validating_on_the_embedded_data(tmp_path, capsys):
+    from finetune.__main__ import main
+
+    (tmp_path / "train.tsv").write_text("label\ttext\n0\t5 6 7\n1\t7 8\n")
+    assert main(["--task", "cls", "--train", str(tmp_path / "train.tsv"), "--init", "random"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--train" in err and "without --dev: pass --dev FILE too" in err
+
+
+def test_fine_tuning_past_the_pretrained_rows_is_warned(tmp_path):
+    import json
+
+    from finetune.prepare import untrained_positions_warning
+
+    (tmp_path / "run" / "final").mkdir(parents=True)
+    (tmp_path / "run" / "results.json").write_text(json.dumps({"eval_max_len": 64}))
+    assert untrained_positions_warning(64, tmp_path / "run" / "final") == []
+    warning = untrained_positions_warning(512, tmp_path / "run" / "final")[0]
+    assert "pretrained on rows of 64 tokens" in warning and "positions 64-511 start untrained" in warning
+    assert untrained_positions_warning(512, tmp_path / "elsewhere") == []  # an HF or TF folder: no record
+
+
+def test_load_refuses_flags_it_would_ignore_and_writes_predictions_where_out_says(tmp_path, capsys):
+    from conftest import tiny_config
+
+    from finetune.__main__ import main
+
+    rows = "label\ttext\n" + "".join(f"{i % 2}\t{5 + i % 7} {6 + i % 3} 9\n" for i in range(16))
+    (tmp_path / "train.tsv").write_text(rows)
+    (tmp_path / "dev.tsv").write_text(rows)
+    (tmp_path / "new.tsv").write_text("text\n5 6 9\n7 8 9\n")
+    tiny_config(vocab_size=32).to_json(tmp_path / "tiny.json")
+    assert main(["--task", "cls", "--data", str(tmp_path), "--init", "random", "--model-config",
+                 str(tmp_path / "tiny.json"), "--epochs", "1", "--max-length", "32", "--no-progress", "--out",
+                 str(tmp_path / "run")]) == 0
+    best = str(tmp_path / "run" / "best")
+    assert main(["--load", best, "--predict", str(tmp_path / "new.tsv"), "--max-length", "16", "--header",
+                 "false"]) == 2
+    err = capsys.readouterr().err
+    assert "--header, --max-length would be ignored" in err and err.count("\n") == 1
+    assert main(["--load", best, "--predict", str(tmp_path / "new.tsv"), "--out", str(tmp_path / "elsewhere")]) == 0
+    assert (tmp_path / "elsewhere" / "predictions.csv").read_text().splitlines()[0] == "label"
+    (tmp_path / "three.tsv").write_text("label\ttext\n2\t5 6\n")
+    assert main(["--load", best, "--evaluate", str(tmp_path / "three.tsv")]) == 2
+    assert "this one has 2 classes" in capsys.readouterr().err

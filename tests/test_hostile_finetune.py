@@ -87,6 +87,16 @@ def test_prediction_rows_line_up_with_the_input(tmp_path):
     with pytest.raises(DataError, match=r"1 blank row\(s\) inside the file \(line 3: ''\)"):
         read_tsv(tsv(tmp_path / "t.tsv", "text\n5 6 7\n\n8 9\n\n"), FORMATS["tianchi"], with_labels=False)
     assert len(read_tsv(tsv(tmp_path / "u.tsv", "text\n5 6 7\n8 9\n\n"), FORMATS["tianchi"], with_labels=False)) == 2
+    with pytest.raises(DataError, match="the first line '5 6 7' names no text column .* add `text` as its first"):
+        read_tsv(tsv(tmp_path / "v.tsv", "5 6 7\n8 9\n"), FORMATS["tianchi"], with_labels=False)  # no header row
+
+
+def test_texts_in_the_label_column_are_cut_short_in_the_error(tmp_path):
+    from finetune.data import DataError, FORMATS, read_tsv
+    swapped = tsv(tmp_path / "s.tsv", "text\tlabel\n" + " ".join(["7383"] * 300) + "\t3\n")
+    with pytest.raises(DataError) as error:
+        read_tsv(swapped, FORMATS["tianchi"])  # tianchi: label first, text second
+    assert "line 2: '7383 7383 7383 7383 7383 7383 7383 73...'" in str(error.value) and len(str(error.value)) < 300
 
 
 @pytest.mark.parametrize("head, extra, kept", [("softmax", ["--overlapping-spans", "drop"], 1),

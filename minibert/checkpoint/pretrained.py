@@ -268,7 +268,8 @@ def save_pretrained(model, directory, format: str = "minibert", vocab=None) -> P
             and getattr(model, "representation", "pooler") != "pooler":
         raise CheckpointError(f"cannot export to HF: transformers' BertForSequenceClassification classifies the "
                               f"pooler output, this model uses representation={model.representation!r}; save with "
-                              "format='minibert', or fine-tune with representation='pooler'")
+                              "format='minibert' (weights_convert.py --to minibert), or fine-tune with "
+                              "representation='pooler' (python -m finetune --representation pooler)")
     if format == "hf":
         tensors = minibert_to_hf(state, model.config.num_hidden_layers)
         num_labels = state["classifier.weight"].shape[0] if "classifier.weight" in state else 0
