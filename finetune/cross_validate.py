@@ -181,7 +181,9 @@ def plot_runs(runs: dict[str, list[float]], paired: dict, labels: list[str], met
 def _main(argv: list[str]) -> int:
     ours, finetune_argv = (argv[:argv.index("--")], argv[argv.index("--") + 1:]) if "--" in argv else (argv, [])
     parser = OneLineParser(prog="python -m finetune.cross_validate",
-                           description="seeds x folds of python -m finetune, as mean ± sd")
+                           usage="python -m finetune.cross_validate [--folds N] [--seeds N] -- FINETUNE FLAGS",
+                           description="seeds x folds of python -m finetune, as mean ± sd. Every flag of python -m "
+                                       "finetune, --out and --train included, goes after the --.")
     parser.add_argument("--folds", type=int, default=5, help="stratified folds of the --train file (default 5)")
     parser.add_argument("--seeds", type=int, default=3, help="seeds --seed, --seed+1, ... (default 3)")
     args = parser.parse_args(ours)

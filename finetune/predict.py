@@ -15,7 +15,7 @@ from minibert.training.device import autocast_dtype, pick_device
 from .checkpoints import read_finetuned
 from .config import FinetuneConfig
 from .data import FORMATS, check_class_labels
-from .prepare import Prepared
+from .prepare import Prepared, unknown_token_check
 from .tasks import TaskSpec, build_model, encode, load_tokenizer, read_examples, write_predictions
 from .train import evaluate
 
@@ -46,6 +46,9 @@ def predict_file(folder: str | Path, input_path: str | Path, output_folder: str 
     output_path = Path(output_folder or Path(folder).parent) / f"predictions{suffix}"
     examples = read_examples(cfg, spec.format, input_path, with_labels=False)
     features = encode(cfg, spec, prepared.tokenizer, examples)
+    for warning in unknown_token_check(features, prepared.tokenizer, prepared.vocab_path, input_path, "input",
+                                       "is it the kind of text (the ID space) the model was trained on?"):
+        print(warning)
     torch_device = pick_device(device)
     model = prepared.model.to(torch_device)
     _, _, predictions = evaluate(model, prepared, cfg, torch_device, autocast_dtype(torch_device, cfg.precision),

@@ -62,17 +62,19 @@ def check_same_vocab(given: Path, own: Path) -> None:
                      f"name other tokens than the model learnt; leave --vocab out to use the checkpoint's")
 
 
-def unknown_token_check(features: list[Feature], tokenizer, vocab_path: Path, train_path) -> list[str]:
+def unknown_token_check(features: list[Feature], tokenizer, vocab_path: Path, path, what: str = "training",
+                        fix: str = "pass the --init (or --vocab) pretrained on this kind of text, or --tokenizer "
+                                   "wordpiece for words") -> list[str]:
     """A vocab that does not fit the data turns its tokens into [UNK], and training on them runs without a word
-    of complaint to a chance-level score. Refuse when most tokens are unknown; warn when many are."""
+    of complaint to a chance-level score (predicting on them, to one guess for every row). Refuse when most tokens
+    are unknown; warn when many are."""
     ids = np.concatenate([f.input_ids for f in features])
     text = ids[~np.isin(ids, [tokenizer.cls_id, tokenizer.sep_id, tokenizer.pad_id])]  # the text's own tokens
     share = float(np.mean(text == tokenizer.unk_id)) if len(text) else 0.0
     if share > MAX_UNKNOWN_SHARE:
-        raise data.DataError(f"{train_path}: {share:.0%} of the training tokens are [UNK] under {vocab_path} (at "
-                             f"most {MAX_UNKNOWN_SHARE:.0%}); pass the --init (or --vocab) pretrained on this kind of "
-                             f"text, or --tokenizer wordpiece for words")
-    return [f"warning: {share:.0%} of the training tokens are [UNK] under {vocab_path}"] if share > 0.05 else []
+        raise data.DataError(f"{path}: {share:.0%} of the {what} tokens are [UNK] under {vocab_path} (at most "
+                             f"{MAX_UNKNOWN_SHARE:.0%}); {fix}")
+    return [f"warning: {share:.0%} of the {what} tokens are [UNK] under {vocab_path}"] if share > 0.05 else []
 
 
 def untrained_positions_warning(max_length: int, init: Path) -> list[str]:

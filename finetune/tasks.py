@@ -80,7 +80,14 @@ def make_spec(cfg: FinetuneConfig, format_name: str, train: list, dev: list) -> 
         names = types if kind == "spans" else features.bio_tag_names(types)
         return TaskSpec("ner", format_name, kind, len(names), names, cfg.metric or "f1",
                         ("global_pointer",) if kind == "spans" else ("classifier",)), warnings
-    num_labels = cfg.num_labels or data.infer_num_labels(train, cfg.train)
+    # From train AND dev: a --train-fraction / --max-train-examples subset may miss a class the dev set holds
+    num_labels = cfg.num_labels or max(data.infer_num_labels(train, cfg.train), data.infer_num_labels(dev, cfg.dev))
+    seen = {v for e in train + dev for v in (e.label if isinstance(e.label, list) else [e.label])}
+    unseen = sorted(set(range(num_labels)) - seen)
+    if unseen and not cfg.num_labels:  # e.g. one stray label 20 in a 14-class file makes a 21-class model
+        warnings.append(f"warning: {num_labels} classes (the largest label is {num_labels - 1}), but labels "
+                        f"{unseen[:8]}{' ...' if len(unseen) > 8 else ''} appear in neither --train nor --dev: fix "
+                        f"a stray label, or pass --num-labels to say how many classes there are")
     data.check_class_labels(train, num_labels, cfg.train)
     data.check_class_labels(dev, num_labels, cfg.dev)
     warning = data.label_set_report(train, dev)

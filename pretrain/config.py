@@ -150,6 +150,8 @@ class PretrainConfig:
         str, "auto = bf16 (or fp16) autocast on CUDA, fp32 on CPU", choices=("auto", "fp32", "bf16", "fp16")))
     compile: bool = field(default=False, metadata=rule(bool, help="torch.compile the model"))
     num_threads: int = field(default=0, metadata=rule(int, ge=0, help="torch CPU threads; 0 = torch's default"))
+    progress: bool = field(default=True, metadata=rule(bool, help="show the tqdm progress bar (--no-progress for "
+                                                                  "logs; the evaluation lines print either way)"))
     matmul_peak_gflops: float = field(default=0.0, metadata=rule(float, ge=0, help=
         "MFU denominator per process in GFLOP/s (e.g. a datasheet peak); 0 = measure a matmul at start"))
     init: str | None = field(default=None, metadata=rule(str, optional=True, help=

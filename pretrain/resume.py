@@ -34,7 +34,7 @@ from pretrain.data import file_digest
 # The only flags that may differ on --resume: where and how fast the run executes, how often it reports, and
 # which files it reads them from (the bytes are compared through the digests). Every OTHER field of
 # PretrainConfig is in the fingerprint, so a new flag joins the contract without any change here.
-MAY_CHANGE = ("device", "num_threads", "compile", "matmul_peak_gflops", "log_every", "eval_every",
+MAY_CHANGE = ("device", "num_threads", "progress", "compile", "matmul_peak_gflops", "log_every", "eval_every",
               "eval_sequences", "checkpoint_every", "resume", "overwrite", "export_hf", "simulate_crash_at_step",
               "out", "cache_dir", "corpus", "vocab", "init")
 

@@ -214,7 +214,7 @@ def train(cfg: PretrainConfig, started_at: float | None = None) -> dict:
         return Prefetcher(stage_batches, prepare) if device.type == "cuda" else map(prepare, stage_batches)
 
     source = feed(batches)
-    bar = tqdm(total=max_steps, initial=start_step, disable=not ctx.is_main, dynamic_ncols=True)
+    bar = tqdm(total=max_steps, initial=start_step, disable=not (ctx.is_main and cfg.progress), dynamic_ncols=True)
     window = ThroughputWindow()  # tokens/s and MFU since the last log line
     last_checkpoint, final_eval = start_step, {}
     where = standing(eval_record or None, baselines, window=False) if ctx.is_main else ""  # the bar's standing

@@ -83,3 +83,20 @@ def test_load_refuses_flags_it_would_ignore_and_writes_predictions_where_out_say
     (tmp_path / "three.tsv").write_text("label\ttext\n2\t5 6\n")
     assert main(["--load", best, "--evaluate", str(tmp_path / "three.tsv")]) == 2
     assert "this one has 2 classes" in capsys.readouterr().err
+    (tmp_path / "foreign.tsv").write_text("text\n99999 88888 77777 66666\n5\n")  # mostly another ID space
+    assert main(["--load", best, "--predict", str(tmp_path / "foreign.tsv")]) == 2
+    assert "80% of the input tokens are [UNK]" in capsys.readouterr().err
+
+
+def test_the_class_count_comes_from_train_and_dev_and_gaps_are_warned(tmp_path):
+    from finetune.config import FinetuneConfig
+    from finetune.tasks import make_spec
+
+    def examples(labels):
+        return [TextExample("5 6", None, label, i + 2) for i, label in enumerate(labels)]
+
+    cfg = FinetuneConfig(task="cls", train="t.tsv", dev="d.tsv")
+    spec, warnings = make_spec(cfg, "tianchi", examples([0, 1, 1]), examples([0, 1, 2]))  # a subset missed class 2
+    assert spec.num_labels == 3 and not any("appear in neither" in w for w in warnings)
+    spec, warnings = make_spec(cfg, "tianchi", examples([0, 1, 20]), examples([0, 1]))  # one stray label
+    assert spec.num_labels == 21 and any("labels [2, 3, 4, 5, 6, 7, 8, 9] ... appear in neither" in w for w in warnings)

@@ -205,3 +205,11 @@ def test_uniform_attention_has_entropy_one_on_padded_rows_too():
     batch = {"input_ids": ids, "token_type_ids": torch.zeros_like(ids), "attention_mask": mask}
     diagnostics = context_diagnostics(model, batch, torch.device("cpu"))
     assert diagnostics["attention_entropy"] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_no_progress_hides_the_bar_but_not_the_evaluation_lines(tmp_path, restore_threads, capsys):
+    for flag, name in (("--progress", "bar"), ("--no-progress", "quiet")):
+        train(parse_config(args(tmp_path, name, "--max-steps", "2", "--growth-fraction", "0", flag)))
+        captured = capsys.readouterr()
+        assert ("it/s" in captured.err) == (flag == "--progress")
+        assert "step 2: held-out acc" in captured.out
