@@ -62,7 +62,8 @@ class FinetuneConfig:
                                "scikit-learn's; lifts the rare classes macro-F1 counts fully); random init gets the "
                                "same, the TF-IDF row chooses its own by CV", choices=("none", "balanced"))
     representation: str = option("cls", "sentence vector: cls | pooler | mean (only a pooler classifier exports to "
-                                        "transformers' BertForSequenceClassification)", choices=("cls", "pooler", "mean"))
+                                        "transformers' BertForSequenceClassification)",
+                                 choices=("cls", "pooler", "mean"))
     head: str = option("softmax", "ner head: softmax (BIO tags) | globalpointer (span scores)",
                        choices=("softmax", "globalpointer"))
     overlapping_spans: str | None = option(None, "ner: overlapping/nested spans in the data: refuse | drop (keep "
