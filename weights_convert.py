@@ -54,13 +54,15 @@ def check_destination(src: Path, dst: Path) -> None:
 
 def choose_model(name: str, src: str) -> tuple[type, dict]:
     """The minibert class (and its head's arguments) that --model names. auto keeps every head the source has:
-    a classifier -> cls (tokens when its config.json says BertForTokenClassification), else NSP -> pretraining,
-    else MLM -> mlm, else base."""
+    a classifier -> cls (tokens when its config.json's architectures or its finetune.json says token
+    classification), else NSP -> pretraining, else MLM -> mlm, else base."""
     source = open_source(src)
     parts = parts_present(source.shapes, source.format)
     if name == "auto":
         architectures = json_object(source.config_path).get("architectures") or []
-        token_level = "BertForTokenClassification" in architectures
+        spec = json_object(source.path.parent / "finetune.json").get("spec")  # a fine-tuning run's best/ folder
+        token_level = ("BertForTokenClassification" in architectures
+                       or isinstance(spec, dict) and spec.get("label_kind") == "tags")
         name = (("tokens" if token_level else "cls") if "classifier" in parts else "pretraining" if "nsp" in parts
                 else "mlm" if "mlm" in parts else "base")
     if name not in ("cls", "tokens"):

@@ -150,3 +150,17 @@ def test_convert_keeps_a_classifier_head(tmp_path, capsys, head, architecture):
     assert torch.equal(again.classifier.weight, trained.classifier.weight)
     status, _, err = convert(capsys, FIXTURE, tmp_path / "none", "--model", head)
     assert status == 2 and "holds no classifier" in err
+
+
+def test_convert_reads_a_finetuned_ner_folder_as_a_token_classifier(tmp_path, capsys):
+    # finetune's best/ has no `architectures`; its finetune.json says the labels are BIO tags
+    trained = load_pretrained(lambda c: BertForTokenClassification(c, 5), FIXTURE).model
+    folder = tmp_path / "best"
+    save_pretrained(trained, folder, vocab=FIXTURE / "vocab.txt")
+    config = json.loads((folder / "config.json").read_text())
+    del config["architectures"]
+    (folder / "config.json").write_text(json.dumps(config))
+    (folder / "finetune.json").write_text(json.dumps({"spec": {"label_kind": "tags"}, "config": {}}))
+    status, out, err = convert(capsys, folder, tmp_path / "out", "--to", "hf")
+    assert status == 0, err
+    assert "-> minibert BertForTokenClassification" in out
