@@ -20,6 +20,8 @@ import json
 import sys
 from pathlib import Path
 
+import torch
+
 from minibert.cli import run_cli
 from minibert.training.io import atomic_write_text
 
@@ -150,12 +152,16 @@ def _main(argv: list[str]) -> int:
         if ignored:  # the model's own finetune.json decides its inputs: a flag given here would do nothing
             raise ValueError(f"--load {cfg.load}: {', '.join(ignored)} would be ignored (the model reads its inputs "
                              f"with the settings saved in its finetune.json); drop them")
+        if cfg.num_threads:
+            torch.set_num_threads(cfg.num_threads)
         if cfg.evaluate:
-            metrics = evaluate_file(cfg.load, cfg.evaluate, device=cfg.device)
+            metrics = evaluate_file(cfg.load, cfg.evaluate, device=cfg.device, progress=cfg.progress)
             shown = {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)}
             print(f"{cfg.evaluate}: {json.dumps(shown)}")
         if cfg.predict:
-            print(f"predictions: {predict_file(cfg.load, cfg.predict, output_folder=cfg.out, device=cfg.device)}")
+            written = predict_file(cfg.load, cfg.predict, output_folder=cfg.out, device=cfg.device,
+                                   progress=cfg.progress)
+            print(f"predictions: {written}")
         return 0
     run(cfg)
     return 0

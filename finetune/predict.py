@@ -20,10 +20,13 @@ from .tasks import TaskSpec, build_model, encode, load_tokenizer, read_examples,
 from .train import evaluate
 
 
-def load_finetuned(folder: str | Path) -> tuple[FinetuneConfig, Prepared]:
-    """Rebuild the task model of a fine-tuned folder. Returns (the training config, a Prepared without data)."""
+def load_finetuned(folder: str | Path, progress: bool | None = None) -> tuple[FinetuneConfig, Prepared]:
+    """Rebuild the task model of a fine-tuned folder. Returns (the training config, a Prepared without data).
+    progress: this command's --progress / --no-progress (None: the training run's)."""
     model_config, info, state, vocab_path = read_finetuned(folder)
     cfg = FinetuneConfig(**info["config"])
+    if progress is not None:
+        cfg = cfg.replace(progress=progress)
     spec = TaskSpec(**{**info["spec"], "head_prefixes": tuple(info["spec"]["head_prefixes"])})
     model = build_model(cfg, spec, model_config)
     if cfg.max_length > model_config.max_position_embeddings:  # trained with hierarchical positions
@@ -34,13 +37,13 @@ def load_finetuned(folder: str | Path) -> tuple[FinetuneConfig, Prepared]:
 
 
 def predict_file(folder: str | Path, input_path: str | Path, output_folder: str | Path | None = None,
-                 device: str = "auto") -> Path:
+                 device: str = "auto", progress: bool | None = None) -> Path:
     """Predict every line of `input_path` with the model in `folder`.
 
     Classification writes `label` CSV rows (the Tianchi test_a submission format), NER writes CLUENER JSON lines.
     Returns the output path: predictions.csv / predictions.json in `output_folder` (default: next to `folder`).
     """
-    cfg, prepared = load_finetuned(folder)
+    cfg, prepared = load_finetuned(folder, progress)
     spec = prepared.spec
     suffix = ".json" if spec.task == "ner" else ".csv"
     output_path = Path(output_folder or Path(folder).parent) / f"predictions{suffix}"
@@ -57,10 +60,11 @@ def predict_file(folder: str | Path, input_path: str | Path, output_folder: str 
     return output_path
 
 
-def evaluate_file(folder: str | Path, input_path: str | Path, device: str = "auto") -> dict:
+def evaluate_file(folder: str | Path, input_path: str | Path, device: str = "auto",
+                  progress: bool | None = None) -> dict:
     """Metrics of the model in `folder` on another labelled file (e.g. CoLA's out-of-domain dev), read, checked
     and encoded exactly like the training run's dev set. Returns the metrics dict plus "loss"."""
-    cfg, prepared = load_finetuned(folder)
+    cfg, prepared = load_finetuned(folder, progress)
     spec = prepared.spec
     examples = read_examples(cfg, spec.format, input_path)
     if spec.task != "ner":

@@ -3,6 +3,7 @@ decides the folds, the draw does not depend on which class comes first in the fi
 its rarest label's stratum, and a tie between two rows is not a win."""
 
 import numpy as np
+import torch
 
 from finetune.baseline import stratified_subset
 from finetune.cross_validate import paired_differences, stratified_folds
@@ -78,7 +79,13 @@ def test_load_refuses_flags_it_would_ignore_and_writes_predictions_where_out_say
                  "false"]) == 2
     err = capsys.readouterr().err
     assert "--header, --max-length would be ignored" in err and err.count("\n") == 1
-    assert main(["--load", best, "--predict", str(tmp_path / "new.tsv"), "--out", str(tmp_path / "elsewhere")]) == 0
+    torch.set_num_threads(2)
+    assert main(["--load", best, "--predict", str(tmp_path / "new.tsv"), "--out", str(tmp_path / "elsewhere"),
+                 "--num-threads", "1", "--no-progress"]) == 0
+    assert torch.get_num_threads() == 1 and "evaluate" not in capsys.readouterr().err  # both flags were used
+    torch.set_num_threads(2)
+    assert main(["--load", best, "--predict", str(tmp_path / "new.tsv")]) == 0
+    assert "evaluate" in capsys.readouterr().err  # the training run's --progress, the default
     assert (tmp_path / "elsewhere" / "predictions.csv").read_text().splitlines()[0] == "label"
     (tmp_path / "three.tsv").write_text("label\ttext\n2\t5 6\n")
     assert main(["--load", best, "--evaluate", str(tmp_path / "three.tsv")]) == 2

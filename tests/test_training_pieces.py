@@ -62,6 +62,10 @@ def test_auto_precision_takes_fp16_where_bf16_is_only_emulated(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)  # Ampere+
     assert autocast_dtype(torch.device("cuda"), "auto") == torch.bfloat16
     assert autocast_dtype(torch.device("cpu"), "auto") is None
+    # torch < 2.4 has no including_emulation keyword, and its answer was already "native only"
+    for native in (False, True):
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda native=native: native)
+        assert autocast_dtype(torch.device("cuda"), "auto") == (torch.bfloat16 if native else torch.float16)
 
 
 def test_a_run_without_a_loss_scale_resumes_into_one_with_it(tmp_path):

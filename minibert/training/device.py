@@ -36,10 +36,19 @@ def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype
     if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
         return None
     if precision == "auto":  # bf16 where the GPU computes in it (Ampere+); a T4 or V100 only EMULATES bf16, slowly
-        return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
+        return torch.bfloat16 if native_bf16() else torch.float16
     if precision in ("bf16", "fp16"):
         return torch.bfloat16 if precision == "bf16" else torch.float16
     raise ValueError(f"precision={precision!r}: must be auto, fp32, bf16 or fp16")
+
+
+def native_bf16() -> bool:
+    """Whether the GPU computes bf16 natively. torch >= 2.4 counts emulation unless told not to; older torch (the
+    keyword does not exist there) only ever answered for native support."""
+    try:
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    except TypeError:
+        return torch.cuda.is_bf16_supported()
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None):
