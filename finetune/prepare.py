@@ -4,7 +4,6 @@ Google TF checkpoints alike). finetune/train.py then runs the loop on what `prep
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import torch
 
 from minibert import BertConfig
 from minibert.checkpoint import CheckpointError, load_pretrained
+from minibert.checkpoint.pretrained import json_object
 from minibert.positions import extend_positions_hierarchically
 from minibert.tokenizers import WhitespaceTokenizer
 from pretrain.data import MAX_UNKNOWN_SHARE  # one rule for "this vocab does not fit this text", both loops
@@ -81,11 +81,8 @@ def untrained_positions_warning(max_length: int, init: Path) -> list[str]:
     """A pretraining run's encoder has only trained the positions of its rows (make pretrain: 64, or 128 after a
     long grown stage; its results.json says which): fine-tuned on longer inputs, the rest start untrained."""
     record = (init if init.is_dir() else init.parent).parent / "results.json"
-    try:
-        trained = int(json.loads(record.read_text(encoding="utf-8"))["eval_max_len"])
-    except (OSError, ValueError, KeyError, TypeError):  # not a pretraining run's output: nothing to say
-        return []
-    if max_length <= trained:
+    trained = json_object(record).get("eval_max_len")  # {} outside a pretraining run's output: nothing to say
+    if not isinstance(trained, int) or max_length <= trained:
         return []
     return [f"warning: --max-length {max_length}, but {init} was pretrained on rows of {trained} tokens ({record}): "
             f"positions {trained}-{max_length - 1} start untrained; --max-length {trained} (with --truncate windows "
