@@ -282,7 +282,7 @@ def replan_after_growth(plan: BudgetPlan, cfg, small: tuple, grown: tuple, batch
         small, grown: (bare model, what the loop calls) before and after growing. Both are timed again here, one
             right after the other (every rank takes part, as DDP needs), under the load of now: the first probe's
             two timings lie up to a minute apart, and a neighbouring process during one of them skewed their
-            ratio by 55% in a real run (docs/pretrain.md).
+            ratio by 55% in a real run (docs/pretrain_lab.md, "The second decision, at the growth step").
         stage_start: (step, time.monotonic()) where this process started training the first stage (after a
             --resume, the resumed step), so the pace is measured on steps this process ran.
     """

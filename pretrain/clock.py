@@ -57,8 +57,9 @@ def refit_last_stage(step: int, max_steps: int, stage_clock: tuple[int, float], 
 
     Why: a machine that slows down after the second decision used to meet the hard stop, which cuts the LR
     schedule wherever the clock runs out: the 60-minute CLUENER run stopped at 88% of its grown stage (step 19,800
-    of 21,353) with the LR still at 12% of its peak (docs/pretrain.md). Shortening the stage instead lets its
-    schedule decay to 0 at the new last step (the LR steps down a little at the moment of the refit).
+    of 21,353) with the LR still at 12% of its peak (docs/pretrain_lab.md, "The third decision"). Shortening the
+    stage instead lets its schedule decay to 0 at the new last step (the LR steps down a little at the moment of
+    the refit).
 
     Args:
         step: the step about to run; stage_clock: (the step after which the stage started, or the resumed step;

@@ -68,31 +68,33 @@ class PretrainConfig:
     # into a BERT-mini that has not either. 0.95 since 2026-11-27: with AdamW's moments carried across the growth,
     # --time-budget 10m ended at 0.386 on SST-2 words (bigram 0.371) against 0.356 at 0.8 (the small model was still
     # learning when it grew), and at 0.310 on CLUENER characters (bigram 0.269; 0.301 at 0.8 without the carry), but
-    # at 0.206 on Tianchi (bigram 0.192; 0.222 at 0.8), where the small model had saturated: docs/pretrain.md.
+    # at 0.206 on Tianchi (bigram 0.192; 0.222 at 0.8), where the small model had saturated: docs/pretrain_lab.md,
+    # "With the carried moments, a longer small stage".
     growth_fraction: float = field(default=0.95, metadata=rule(float, ge=0, lt=1, help=
         "share of max_steps trained by a small model (H/2, 1 layer) before it grows into the full one; 0 = off"))
     # The small model saturates: CLUENER characters 0.315 held-out after 8,246 small steps, 0.317-0.327 after 20,400
     # (a 60-minute run). 8,000 leaves a 10-minute run on 2 CPU cores nearly as it was (4,958-8,772 small steps) and
-    # gives the rest of a longer run to BERT-mini (docs/pretrain.md, "Longer budgets").
+    # gives the rest of a longer run to BERT-mini (docs/pretrain_lab.md, "Longer budgets").
     growth_max_small_steps: int = field(default=8000, metadata=rule(int, ge=0, help=
         "at most this many steps for the small model, whatever growth_fraction says; 0 = no cap"))
     # Copying heads gives a grown model 16 local heads and none that looks across the row: measured after a 9-minute
     # run, every head's attention entropy ≤ 0.34 of ln T and its mean distance ≤ 5 tokens. Freeing the copies
     # (pretrain/growth.py:free_copied_heads) left 8 heads with entropy 0.9 and distance ~21 and raised held-out
-    # accuracy 0.416 -> 0.44 at the same 5,120 steps (docs/pretrain.md, "Growing").
+    # accuracy 0.416 -> 0.44 at the same 5,120 steps (docs/pretrain_lab.md, "Growing frees half of the heads").
     growth_free_heads: bool = field(default=True, metadata=rule(bool, help=
         "on growing, the copied half of each layer's heads starts with uniform (row-wide) attention; the function "
         "is unchanged"))
     # A copied post-LN layer changes the function: held-out accuracy fell 0.32 -> 0.22 (SST-2 words) and 0.27 -> 0.21
     # (CLUENER characters) at the moment of growing, and BERT-mini spent its steps winning that back. Near-identity
     # new layers ended higher at the same steps on all three corpora measured (one seed each): SST-2 0.324 -> 0.338,
-    # CLUENER 0.278 -> 0.292, the embedded corpus 0.378 -> 0.400 (docs/pretrain.md, "Growing").
+    # CLUENER 0.278 -> 0.292, the embedded corpus 0.378 -> 0.400 (docs/pretrain_lab.md, "Growing without the drop").
     growth_stack: str = field(default="identity", metadata=rule(
         str, "the layers stacking adds: copies of the small model's layers (Gong et al. 2019) or near-identity "
         "layers (output maps zeroed)", choices=("copy", "identity")))
     # A fresh AdamW moves every weight by ~LR on its first steps, whatever its gradient: held-out accuracy fell 0.29 ->
     # 0.25 in the 60 steps after growing (SST-2 words); with the small model's moments carried over, 0.29 -> 0.28,
-    # and 300 steps after growing 0.304 against 0.288 (docs/pretrain.md, "Growing without the drop").
+    # and 300 steps after growing 0.304 against 0.288 (docs/pretrain_lab.md, "Carrying AdamW's moments across the
+    # growth").
     growth_carry_optimizer: bool = field(default=True, metadata=rule(bool, help=
         "on growing, the grown model's AdamW starts from the small model's moments (tiled like the weights) "
         "instead of a fresh state"))
@@ -102,8 +104,8 @@ class PretrainConfig:
     long_stage_min_steps: int = field(default=2000, metadata=rule(int, ge=1, help=
         "a grown stage this long or longer reads rows of --grown-max-len and trains every weight at --lr"))
     # 序列长度预热 sequence-length warmup (short rows first): a long grown stage reads longer rows, with the same
-    # tokens per step. Continuing the 60-minute Tianchi model for 1,200 steps (docs/pretrain.md, "Longer rows for a
-    # long grown stage"): 1.35x the bigram on 128-token rows against 1.30x on 64, measured over six mask draws. The
+    # tokens per step. Continuing the 60-minute Tianchi model for 1,200 steps (docs/pretrain_lab.md, "Longer rows for
+    # a long grown stage"): 1.35x the bigram on 128-token rows against 1.30x on 64, measured over six mask draws. The
     # new positions start untrained (held-out 0.15 at 128 against 0.24 at 64) and took ~400 steps to catch up, so a
     # short grown stage keeps its rows.
     grown_max_len: int = field(default=128, metadata=rule(int, ge=8, help=
@@ -111,9 +113,10 @@ class PretrainConfig:
         "same tokens) if they split evenly over processes and micro-batches; ≤ --max-len = off"))
     # 差分学习率 differential learning rates in a short grown stage: the small model's weights end their stage
     # annealed (LR decayed to 0), and warming them up again to --lr knocks them out of that minimum faster than a
-    # few hundred steps win it back. The same small-stage checkpoints grown and trained both ways (docs/pretrain.md,
-    # "A short grown stage"), held-out accuracy at the end of the grown stage, carried weights at 1 / 0.1 x --lr:
-    # SST-2 words, 183 steps, 0.388 / 0.400; the embedded corpus, 240 steps, 0.466 / 0.473; Tianchi, 480, 0.220 / 0.222.
+    # few hundred steps win it back. The same small-stage checkpoints grown and trained both ways
+    # (docs/pretrain_lab.md, "A short grown stage"), held-out accuracy at the end of the grown stage, carried weights
+    # at 1 / 0.1 x --lr: SST-2 words, 183 steps, 0.388 / 0.400; the embedded corpus, 240 steps, 0.466 / 0.473;
+    # Tianchi, 480, 0.220 / 0.222.
     growth_carried_lr_scale: float = field(default=0.1, metadata=rule(float, gt=0, le=1, help=
         "in a grown stage shorter than --long-stage-min-steps, the weights the small model trained learn at this "
         "share of --lr, the layers stacking added at --lr (1 = off)"))

@@ -2,7 +2,7 @@
 exported shape (BERT-mini H256 L4 A4 I1024), so the export stays a standard post-LN BERT.
 
 Why: a small model leaves the MLM "unigram plateau" after far fewer steps than BERT-mini, and its steps are ~5×
-cheaper on a CPU (docs/pretrain.md has the measurements). Growing then keeps what it learned:
+cheaper on a CPU (docs/pretrain_lab.md has the measurements). Growing then keeps what it learned:
 
 * widen (Net2Net, Chen et al. 2016, here by exact duplication): every hidden unit, FFN unit and attention head is
   copied once. With x' = [x, x], a linear map [[A, B], [C, D]] gives [(A+B)x, (C+D)x], so any split with
@@ -109,7 +109,7 @@ def last_small_step(max_steps: int, fraction: float, max_small_steps: int) -> in
     steps (0 = no cap), and always at least one step for the grown model.
 
     Why a cap: the 1-layer small model saturates. On CLUENER characters it reached 0.315 held-out accuracy after
-    8,246 steps and 0.317-0.327 after 20,400 (docs/pretrain.md, "Longer budgets"), so in a long run the steps past
+    8,246 steps and 0.317-0.327 after 20,400 (docs/pretrain_lab.md, "Longer budgets"), so in a long run the steps past
     the cap go to BERT-mini, which is still learning when a 60-minute run ends.
     """
     step = round(fraction * max_steps)
@@ -124,7 +124,7 @@ def grown_row_length(cfg, grown_steps: int, max_positions: int, splits: int) -> 
     A long stage reads rows of cfg.grown_max_len (e.g. 128 after the small model's 64), batch_size·max_len /
     grown_max_len of them per step (the same tokens), so each masked token sees more context. A short one keeps
     cfg.max_len, because the new positions start untrained and cost accuracy until they have trained a few hundred
-    steps (docs/pretrain.md, "Longer rows for a long grown stage").
+    steps (docs/pretrain_lab.md, "Longer rows for a long grown stage").
 
     Args:
         max_positions: the grown model's position table; splits: W·k, processes x micro-batches.
@@ -236,7 +236,8 @@ def carry_adam_state(small: BertForMaskedLM, small_optimizer: torch.optim.Optimi
 
     Why: a fresh AdamW's first steps are ±LR on every weight whatever its gradient; measured on SST-2, held-out
     accuracy fell 0.29 -> 0.25 within 60 steps of growing, and a fresh AdamW on the small model alone (no
-    growing) cost 0.02 where the carried state cost 0.006 (docs/pretrain.md, "Growing without the drop").
+    growing) cost 0.02 where the carried state cost 0.006 (docs/pretrain_lab.md, "Carrying AdamW's moments across
+    the growth").
     """
     hidden = small.config.hidden_size
     if grown.config.hidden_size != 2 * hidden:
