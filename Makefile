@@ -51,8 +51,8 @@ test: $(VENV)/.test
 pretrain: $(VENV)/.runtime
 	$(BIN)/python -m pretrain $(if $(CORPUS),--corpus $(CORPUS)) $(if $(TIME),--time-budget $(TIME)) $(ARGS)
 
-# Each task's recipe for a BERT-mini on its embedded data (measured in docs/results.md). ARGS comes after it on
-# the command line, so ARGS wins: e.g. ARGS="--epochs 2 --lr 1e-4".
+# Each task's recipe for a BERT-mini on its embedded data (measured in docs/results.md; the runs that chose it are
+# in docs/finetune_lab.md). ARGS comes after it on the command line, so ARGS wins: e.g. ARGS="--epochs 2 --lr 1e-4".
 # cls is scored by macro-F1 over 14 imbalanced classes: balanced class weights lifted the encoder by 0.04-0.08.
 RECIPE_cls := --representation mean --lr 3e-4 --max-length 64 --truncate windows --epochs 3 --encoder-dropout 0.1 \
 	--class-weight balanced

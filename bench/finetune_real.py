@@ -128,7 +128,7 @@ def bench_tianchi(out: Path, budget: str, epochs: int, folds: int = 5) -> dict:
     """MLM on the 498-document sample's text (labels unused), then 5-fold fine-tuning with random init and the
     tuned TF-IDF + LR baseline on the same folds (python -m finetune.cross_validate). The encoder rows are
     class-balanced (macro-F1 over 14 imbalanced classes), and TF-IDF chooses its weighting by CV: on this sample
-    the balanced one is the stronger baseline (docs/results.md)."""
+    the balanced one is the stronger baseline (docs/finetune_lab.md, "Balanced class weights")."""
     source, folder = SHARED / "tianchi-news" / "train_set.repaired.csv", out / "tianchi"
     encoder = pretrain_encoder(source, folder / "pretrain", budget)
     run([PYTHON, "-m", "finetune.cross_validate", "--folds", str(folds), "--seeds", "1", "--", "--task", "cls",

@@ -4,7 +4,7 @@ A frozen-feature read-out for bench/unlabelled_value.py's `--encoder` rows. Why 
 hidden states: after minutes of MLM a state at an UNMASKED position mostly holds the identity of its own token,
 so mean-pooling gives a bag of embeddings that pretraining did not make better than random init's. At a [MASK]
 the head has to guess from the context, and its distribution over the vocabulary is where what the encoder
-learnt from the unlabelled corpus shows (docs/results.md, "Reading the encoder through its MLM head"). The
+learnt from the unlabelled corpus shows (docs/finetune_lab.md, "Reading the encoder through its MLM head"). The
 states at the masked positions do not show it: the topical signal appears only after the head's softmax.
 
 Each document is read in windows of `window` tokens ([CLS] w [SEP]); pass k masks the tokens at positions

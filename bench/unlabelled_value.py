@@ -18,8 +18,9 @@ head's guesses, every token masked once, averaged over the document), frozen, + 
 random-init model of its shape, the control that shows what pretraining added.
 
 Reading the result: if LSA beats TF-IDF + LR, the unlabelled corpus can lift a few-labels classifier, and a
-pretrained encoder that does not beat TF-IDF there is leaving that gain on the table (docs/results.md measures
-this for the embedded corpus). If LSA does not beat it, the corpus has little to give, whatever the encoder.
+pretrained encoder that does not beat TF-IDF there is leaving that gain on the table (docs/finetune_lab.md, "Could
+the unlabelled corpus help at all?", measures this for the embedded corpus). If LSA does not beat it, the corpus
+has little to give, whatever the encoder.
 
 Dimension legend: D documents, V TF-IDF vocabulary, K LSA components.
 """

@@ -54,9 +54,10 @@ def _text(example: TextExample) -> str:
 
 
 # The grid the baseline searches. The strongest simple baseline, not a fixed guess: on the embedded data at 10%
-# labels, 1-grams with C=10 score 0.41 macro-F1 where 1-2-grams with C=10 score 0.34 (docs/results.md), and which
-# one wins depends on the corpus and the number of labels. So each setting is scored by cross-validation on the
-# TRAINING split (the dev split stays unseen, as it is for the tuned encoder's hyperparameters).
+# labels, 1-grams with C=10 score 0.41 macro-F1 where 1-2-grams with C=10 score 0.34 (docs/finetune_lab.md, "The
+# TF-IDF baseline, tuned"), and which one wins depends on the corpus and the number of labels. So each setting is
+# scored by cross-validation on the TRAINING split (the dev split stays unseen, as it is for the tuned encoder's
+# hyperparameters).
 TFIDF_GRID = {"ngram_range": ((1, 1), (1, 2)), "C": (1.0, 10.0, 100.0)}
 # 3 folds, not 5: a 1-2-gram fit on the 2,700 embedded documents (78k features, 14 classes) takes ~25 s on one core,
 # and 5 folds made the search 6 minutes of `make finetune TASK=cls`.
@@ -65,7 +66,8 @@ CV_FOLDS = 3
 
 # --class-weight's values. The TF-IDF row of `--compare-tfidf` tries both whatever the encoder uses: on the
 # embedded data at full labels CV prefers balanced in every seed while dev (300 documents) reads unweighted 0.01
-# higher, and on Tianchi balanced is worth +0.13 (docs/results.md): which one is stronger is the data's to say.
+# higher (docs/finetune_lab.md, "The `make finetune TASK=cls` recipe, balanced"), and on Tianchi balanced is worth
+# +0.13 (docs/finetune_lab.md, "Balanced class weights"): which one is stronger is the data's to say.
 CLASS_WEIGHTS = ("none", "balanced")
 
 
