@@ -86,9 +86,12 @@ def run(cfg: FinetuneConfig) -> dict:
     print(f"dev {summary['metric']} = {best[summary['metric']]:.4f} (best epoch {summary['best_epoch']}, "
           f"{summary['steps']} steps); model in {Path(cfg.out_dir) / 'best'}")
     if cfg.compare_random:
+        # Random init's strongest recipe: the same, but without --mlm-weight. Its MLM head would be fresh, with no
+        # pretraining to keep, and measured it only costs random init (docs/results.md, "The auxiliary MLM loss").
         random_cfg = cfg.replace(init="random", vocab=str(prepared.vocab_path), out=cfg.out_dir + "-random",
                                  model_config=str(Path(cfg.out_dir) / "best" / "config.json"),
-                                 max_steps=summary["steps"], patience=0, predict=None, compare_random=False)
+                                 max_steps=summary["steps"], patience=0, predict=None, compare_random=False,
+                                 mlm_weight=0.0)
         print(f"--- the same fine-tune from random init, {summary['steps']} steps ---")
         random_summary = train(random_cfg, prepare(random_cfg))
         metric = summary["metric"]
@@ -115,7 +118,8 @@ def print_comparison(cfg: FinetuneConfig, summary: dict) -> None:
     # averages each row by its name over seeds and folds, whose step counts differ.
     rows = {f"pretrained encoder ({cfg.init})": summary["best"][metric]}
     if "compare_random" in summary:
-        rows["random init, same recipe and steps"] = summary["compare_random"]["random"]
+        recipe = "same recipe and steps" + (", no auxiliary MLM" if cfg.mlm_weight else "")
+        rows[f"random init, {recipe}"] = summary["compare_random"]["random"]
         atomic_write_text(Path(cfg.out_dir) / "compare_random.json",
                           json.dumps(summary["compare_random"], indent=2) + "\n")
     if "tfidf" in summary:

@@ -74,6 +74,10 @@ class FinetuneConfig:
     encoder_dropout: float | None = option(None, "dropout inside the encoder (hidden and attention), e.g. BERT's "
                                            "0.1; default: the checkpoint's config (make pretrain's models say 0: "
                                            "they pretrain without dropout, as Cramming does)", float, ge=0, lt=1)
+    mlm_weight: float = option(0.0, "auxiliary MLM loss while fine-tuning (辅助 MLM 损失; GPT-1's auxiliary LM "
+                                    "objective): loss = task loss + λ · MLM loss on a 15%-masked copy of each batch, "
+                                    "through the checkpoint's MLM head; keeps what pretraining learnt when labels "
+                                    "are few (finetune/auxiliary.py); 0 = off", ge=0)
     max_length: int = option(256, "tokens per input including [CLS]/[SEP]", ge=3)
     truncate: str = option("head+tail", "long texts: head | tail | head+tail keep one window; windows reads all of "
                            "it, in max-length windows whose log-probabilities are averaged (classification)",

@@ -18,6 +18,7 @@ from minibert.tokenizers import WhitespaceTokenizer
 from pretrain.data import MAX_UNKNOWN_SHARE  # one rule for "this vocab does not fit this text", both loops
 
 from . import data
+from .auxiliary import AuxiliaryMLM, build_auxiliary_mlm
 from .baseline import stratified_subset
 from .config import FinetuneConfig
 from .features import Feature
@@ -36,6 +37,7 @@ class Prepared:
     dev_examples: list  # for the gold labels (NER gold comes from the file, not the truncated features)
     train_examples: list  # the (sub)set trained on, untruncated: what the TF-IDF baseline fits
     notes: list[str]  # warnings and remarks to print before training
+    auxiliary: AuxiliaryMLM | None = None  # --mlm-weight's loss (finetune/auxiliary.py)
 
 
 def build_vocab(cfg: FinetuneConfig, format_name: str, examples: list, out_dir: Path) -> Path:
@@ -163,5 +165,6 @@ def prepare(cfg: FinetuneConfig) -> Prepared:
         weights = balanced_class_weights([f.label for f in train_features], spec.num_labels)
         spec = replace(spec, class_weights=weights)
         model.class_weights = torch.tensor(weights, dtype=torch.float32)  # the head's (non-persistent) buffer
+    auxiliary, auxiliary_notes = build_auxiliary_mlm(cfg.mlm_weight, cfg.init, model, tokenizer, cfg.seed)
     return Prepared(spec, model, tokenizer, vocab_path, train_features, dev_features, dev_examples, train_examples,
-                    notes)
+                    notes + auxiliary_notes, auxiliary)

@@ -5,6 +5,7 @@
             count the loss terms n_i of each micro-batch on the CPU    梯度累积 gradient accumulation
             for each of `gradient_accumulation` micro-batches:
                 forward (autocast on CUDA), backward loss_i · n_i / Σn
+                    (loss_i + λ · MLM loss with --mlm-weight λ: finetune/auxiliary.py, 辅助 MLM 损失)
             clip the gradients, AdamW step, LR schedule step           梯度裁剪 gradient clipping
         evaluate on dev; print a stats row; keep the best checkpoint; stop early when dev stops improving
         (with --eval-every N, also every N steps inside the epoch)
@@ -45,6 +46,7 @@ from minibert.training.logs import MetricsLog, plot_curves
 from minibert.training.optim import build_adamw, format_group_table, param_groups
 from minibert.training.schedule import build_scheduler
 
+from .auxiliary import AuxiliaryMLM
 from .checkpoints import save_finetuned
 from minibert.cli import RunFailed
 
@@ -107,8 +109,8 @@ def evaluate(model, prepared: Prepared, cfg: FinetuneConfig, device, dtype, feat
     return loss_sum / max(terms, 1.0), metrics, predictions
 
 
-def accumulate_gradients(model, micro_batches: list[dict], label_kind: str, scaler, device,
-                         dtype) -> tuple[torch.Tensor, int]:
+def accumulate_gradients(model, micro_batches: list[dict], label_kind: str, scaler, device, dtype,
+                         auxiliary: AuxiliaryMLM | None = None) -> tuple[torch.Tensor, int]:
     """梯度累积 Gradient accumulation for ONE optimizer step: forward and backward every micro-batch, leaving in
     `.grad` the gradient of the mean loss over all terms of all micro-batches (see the module docstring).
 
@@ -116,8 +118,9 @@ def accumulate_gradients(model, micro_batches: list[dict], label_kind: str, scal
         micro_batches: collated CPU batches (dicts of [B,T] tensors and labels), moved to `device` here.
         label_kind: how their labels count loss terms (finetune/features.py:count_loss_terms).
         scaler: the GradScaler (a no-op unless fp16); gradients stay scaled, unscale_ them before clipping.
+        auxiliary: `--mlm-weight`'s loss (finetune/auxiliary.py), added to each micro-batch's task loss, or None.
     Returns:
-        (mean loss over all terms as a 0-d tensor ON `device`: reading it is a host sync, number of terms).
+        (mean TASK loss over all terms as a 0-d tensor ON `device`: reading it is a host sync, number of terms).
     """
     for batch in micro_batches:
         check_batch(model, batch, label_kind)
@@ -125,12 +128,16 @@ def accumulate_gradients(model, micro_batches: list[dict], label_kind: str, scal
     total = global_prediction_count(counts, device)  # Σn, before any backward
     step_loss = torch.zeros((), device=device)
     for batch, count in zip(micro_batches, counts):
+        masked = auxiliary.mask(batch["input_ids"]) if auxiliary else None  # on the CPU, as pretraining masks
         batch = move_batch(batch, device)
         with autocast(device, dtype):
             out = model(**batch)
-        weighted = out.loss * loss_weight(count, total)  # loss_i · n_i / Σn
-        scaler.scale(weighted).backward()
-        step_loss += weighted.detach().float()
+            loss = out.loss
+            if auxiliary:  # 辅助 MLM 损失: task loss + λ · MLM loss on a masked copy of the same rows
+                masked = tuple(t.to(device, non_blocking=True) for t in masked)
+                loss = loss + auxiliary.weight * auxiliary.loss(model, masked, batch)
+        scaler.scale(loss * loss_weight(count, total)).backward()  # loss_i · n_i / Σn
+        step_loss += (out.loss * loss_weight(count, total)).detach().float()
     return step_loss, total
 
 
@@ -169,6 +176,9 @@ def train(cfg: FinetuneConfig, prepared: Prepared) -> dict:
     # ---- optimizer: AdamW groups (no decay on biases/LayerNorm; head LR; optional layer-wise decay)
     groups = param_groups(model, cfg.lr, cfg.weight_decay, head_lr=cfg.head_lr, head_prefixes=spec.head_prefixes,
                           layer_decay=cfg.layer_decay)
+    if prepared.auxiliary:  # --mlm-weight: the MLM head trains too, at the encoder's LR
+        prepared.auxiliary.head.to(device)
+        groups.append(prepared.auxiliary.param_group(cfg.lr))
     tqdm.write(format_group_table(groups))
     optimizer = build_adamw(groups, fused=device.type == "cuda")  # fused: one kernel for all parameters
     batches_per_epoch = math.ceil(len(prepared.train_features) / cfg.batch_size)
@@ -248,7 +258,7 @@ def train(cfg: FinetuneConfig, prepared: Prepared) -> dict:
                                      spec.label_kind, spec.num_labels)
                              for index in batches[first:first + cfg.gradient_accumulation]]
             step_loss, step_terms = accumulate_gradients(model, micro_batches, spec.label_kind, scaler, device,
-                                                         dtype)
+                                                         dtype, prepared.auxiliary)
             scaler.unscale_(optimizer)  # fp16: undo the loss scaling before clipping
             if cfg.max_grad_norm > 0:
                 torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
