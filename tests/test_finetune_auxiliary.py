@@ -19,6 +19,7 @@ from minibert.model import MLMHead
 from minibert.tokenizers import WhitespaceTokenizer
 from minibert.training.device import make_grad_scaler
 from pretrain.masking import DynamicMasking
+from test_finetune import make_learnable_tsv  # label = whether token 7 occurs
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
@@ -75,22 +76,11 @@ def test_the_head_is_the_checkpoint_s_and_a_missing_one_is_fresh_and_said(tmp_pa
     assert build_auxiliary_mlm(0.0, str(folder), classifier, tokenizer, seed=0) == (None, [])
 
 
-def learnable_tsv(path, n, rng):
-    rows = ["label\ttext"]
-    for _ in range(n):
-        label = int(rng.random() < 0.5)
-        tokens = rng.integers(10, 40, int(rng.integers(6, 20))).tolist()
-        if label:
-            tokens[int(rng.integers(len(tokens)))] = 7
-        rows.append(f"{label}\t{' '.join(map(str, tokens))}")
-    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
-
-
 def test_cli_trains_with_it_and_compares_with_random_init_without_it(tmp_path, capsys):
     folder, _ = pretrained_folder(tmp_path)
     rng = np.random.default_rng(0)
-    learnable_tsv(tmp_path / "train.tsv", 48, rng)
-    learnable_tsv(tmp_path / "dev.tsv", 16, rng)
+    make_learnable_tsv(tmp_path / "train.tsv", 48, rng)
+    make_learnable_tsv(tmp_path / "dev.tsv", 16, rng)
     common = ["--task", "cls", "--data", str(tmp_path), "--init", str(folder), "--epochs", "2", "--lr", "1e-3",
               "--max-length", "32", "--no-progress"]
     assert main(common + ["--out", str(tmp_path / "plain")]) == 0
