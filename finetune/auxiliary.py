@@ -68,17 +68,16 @@ def build_auxiliary_mlm(weight: float, init: str, model: torch.nn.Module, tokeni
     """The auxiliary loss of `--mlm-weight weight` (None when 0) and the notes to print about its head."""
     if not weight:
         return None, []
-    config = model.bert.config
+    config, masking = model.bert.config, DynamicMasking.from_tokenizer(tokenizer, MASK_RATE)
     if init != "random":
         loaded = load_pretrained(BertForMaskedLM, init)
-        missing = [name for name, _ in loaded.report.fresh if name.startswith("mlm_head.")]
-        if not missing:
-            return (AuxiliaryMLM(loaded.model.mlm_head, DynamicMasking.from_tokenizer(tokenizer, MASK_RATE), weight,
-                                 seed), [f"--mlm-weight {weight}: the auxiliary MLM loss uses the MLM head of {init}"])
+        if not any(name.startswith("mlm_head.") for name, _ in loaded.report.fresh):  # the checkpoint has a head
+            return (AuxiliaryMLM(loaded.model.mlm_head, masking, weight, seed),
+                    [f"--mlm-weight {weight}: the auxiliary MLM loss uses the MLM head of {init}"])
     head = MLMHead(config)
     head.apply(lambda module: init_weights(module, config.initializer_range))
     source = "random init" if init == "random" else f"{init} has no MLM head"
-    return (AuxiliaryMLM(head, DynamicMasking.from_tokenizer(tokenizer, MASK_RATE), weight, seed),
+    return (AuxiliaryMLM(head, masking, weight, seed),
             [f"--mlm-weight {weight}: {source}, so the auxiliary MLM loss trains a fresh head (it has no "
              f"pretraining to keep; measured, it slows random init down: docs/results.md, \"The auxiliary MLM "
              f"loss\")"])

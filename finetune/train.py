@@ -136,8 +136,9 @@ def accumulate_gradients(model, micro_batches: list[dict], label_kind: str, scal
             if auxiliary:  # 辅助 MLM 损失: task loss + λ · MLM loss on a masked copy of the same rows
                 masked = tuple(t.to(device, non_blocking=True) for t in masked)
                 loss = loss + auxiliary.weight * auxiliary.loss(model, masked, batch)
-        scaler.scale(loss * loss_weight(count, total)).backward()  # loss_i · n_i / Σn
-        step_loss += (out.loss * loss_weight(count, total)).detach().float()
+        weight = loss_weight(count, total)  # n_i / Σn
+        scaler.scale(loss * weight).backward()
+        step_loss += (out.loss * weight).detach().float()
     return step_loss, total
 
 
