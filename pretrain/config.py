@@ -161,7 +161,8 @@ class PretrainConfig:
         "start a NEW run from these weights (a model folder such as runs/pretrain/final, or a run's checkpoint.pt) "
         "with their vocab; fresh optimizer and schedule"))
     resume: bool = field(default=False, metadata=rule(bool, help="continue from <out>/checkpoint.pt exactly"))
-    overwrite: bool = field(default=False, metadata=rule(bool, help="start over in an --out that holds an unfinished run"))
+    overwrite: bool = field(default=False, metadata=rule(bool, help=
+        "start over in an --out that holds a run, finished or not (its files are replaced)"))
     export_hf: bool = field(default=False, metadata=rule(bool, help="also write <out>/final_hf/ in the Hugging Face layout"))
     simulate_crash_at_step: int = field(default=0, metadata=rule(int, ge=0, help=
         "testing only: SIGKILL this process in the middle of this step, to prove --resume continues exactly"))

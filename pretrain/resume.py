@@ -102,8 +102,11 @@ def check_start(cfg: PretrainConfig) -> tuple[Path, Path] | None:
     if cfg.resume and cfg.time_budget and recorded_budget(checkpoint) is None:
         raise ValueError(f"--time-budget {cfg.time_budget} with --resume: {checkpoint} was written by a step-based "
                          f"run; resume it with its --max-steps instead")
-    finished = (Path(cfg.out) / "results.json").exists()
-    if not cfg.resume and checkpoint.exists() and not finished and not cfg.overwrite:
+    results = Path(cfg.out) / "results.json"
+    if not cfg.resume and results.exists() and not cfg.overwrite:  # a finished run may be an hour's encoder
+        raise ValueError(f"--out {cfg.out} holds a finished run ({finished_summary(results)}); pass --overwrite to "
+                         f"replace it (make pretrain ARGS=--overwrite), or another --out to keep it")
+    if not cfg.resume and checkpoint.exists() and not cfg.overwrite:
         raise ValueError(f"--out {cfg.out} holds an unfinished run ({checkpoint}); pass --resume to continue it, "
                          f"--overwrite to start over, or another --out")
     if cfg.init is None:
@@ -123,6 +126,15 @@ def check_start(cfg: PretrainConfig) -> tuple[Path, Path] | None:
         raise ValueError(f"--vocab {cfg.vocab} differs from the vocab of --init ({vocab}): the embedding rows "
                          f"would be read as other tokens; leave --vocab out to use the model's")
     return path, vocab
+
+
+def finished_summary(results: Path) -> str:
+    """What a finished run's results.json says, for the refusal to overwrite it: its steps and held-out accuracy."""
+    try:
+        record = json.loads(results.read_text())
+        return f"{record['max_steps']:,} steps, held-out acc {record['eval_acc']:.3f}, {results}"
+    except (ValueError, KeyError, TypeError):  # a results.json this version did not write: name the file only
+        return str(results)
 
 
 def choose_vocab(cfg: PretrainConfig, init: tuple[Path, Path] | None) -> str | None:

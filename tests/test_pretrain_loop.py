@@ -166,10 +166,17 @@ def test_config_file_with_unknown_field(tmp_path):
         parse_config(["--config", str(path)])
 
 
-def test_an_unfinished_run_is_never_silently_overwritten(tmp_path, restore_threads, capsys):
+def test_no_run_is_silently_overwritten(tmp_path, restore_threads, capsys):
     argv = args(tmp_path, "run", "--max-steps", "2")
     assert main(argv) == 0
-    assert main(argv) == 0  # a finished run (results.json written) may be replaced by a fresh one
+    final = (tmp_path / "run" / "final" / "model.safetensors").read_bytes()
+    capsys.readouterr()
+    assert main(argv) == 2  # a finished run (results.json written) may be an hour's encoder: refused, one line
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "finished run (2 steps, held-out acc" in err and "--overwrite" in err and "another --out" in err
+    assert (tmp_path / "run" / "final" / "model.safetensors").read_bytes() == final  # untouched
+    assert main(argv + ["--overwrite"]) == 0
     (tmp_path / "run" / "results.json").unlink()  # now it looks like a run killed before its end
     assert main(argv) == 2
     err = capsys.readouterr().err
