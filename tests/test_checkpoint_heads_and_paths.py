@@ -1,6 +1,7 @@
 """What a checkpoint's weights do not say, and paths that mean more than one thing: a classifier's representation
-and loss kind survive a save and are checked on load; weights_convert.py keeps a classifier head and never
-deletes a folder it did not write; "." works as a path; a folder holding two checkpoints is refused."""
+and loss kind survive a save and are checked on load; conversion (convert_checkpoint and its CLI weights_convert.py)
+keeps a classifier head and never deletes a folder it did not write; "." works as a path; a folder holding two
+checkpoints is refused."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ import pytest
 import torch
 
 from minibert import BertConfig, BertModel
-from minibert.checkpoint import CheckpointError, load_pretrained, save_pretrained
+from minibert.checkpoint import CheckpointError, convert_checkpoint, load_pretrained, open_source, save_pretrained
+from minibert.checkpoint.conversion import fixed_outputs
 from minibert.heads import BertForSequenceClassification, BertForTokenClassification
 from minibert.validation import ConfigError
 
@@ -152,7 +154,7 @@ def test_convert_keeps_a_classifier_head(tmp_path, capsys, head, architecture):
     assert status == 2 and "holds no classifier" in err
 
 
-def test_convert_reads_a_finetuned_ner_folder_as_a_token_classifier(tmp_path, capsys):
+def test_convert_reads_a_finetuned_ner_folder_as_a_token_classifier(tmp_path):
     # finetune's best/ has no `architectures`; its finetune.json says the labels are BIO tags
     trained = load_pretrained(lambda c: BertForTokenClassification(c, 5), FIXTURE).model
     folder = tmp_path / "best"
@@ -161,6 +163,27 @@ def test_convert_reads_a_finetuned_ner_folder_as_a_token_classifier(tmp_path, ca
     del config["architectures"]
     (folder / "config.json").write_text(json.dumps(config))
     (folder / "finetune.json").write_text(json.dumps({"spec": {"label_kind": "tags"}, "config": {}}))
-    status, out, err = convert(capsys, folder, tmp_path / "out", "--to", "hf")
-    assert status == 0, err
-    assert "-> minibert BertForTokenClassification" in out
+    lines = []
+    convert_checkpoint(folder, tmp_path / "out", to="hf", log=lines.append)
+    assert lines[0].endswith("-> minibert BertForTokenClassification")
+
+
+def test_convert_checkpoint_works_from_python_without_the_cli(tmp_path, capsys):
+    build = classifier("pooler", num_labels=4)
+    trained = load_pretrained(build, FIXTURE).model
+    with torch.no_grad():
+        trained.classifier.weight.normal_()  # a trained head: a dropped or fresh one would change the outputs
+    save_pretrained(trained, tmp_path / "src", vocab=FIXTURE / "vocab.txt")
+    lines = []
+    out = convert_checkpoint(str(tmp_path / "src"), tmp_path / "hf", to="hf", log=lines.append)
+    assert out == tmp_path / "hf" and capsys.readouterr().out == ""  # progress goes to `log`, not stdout
+    assert "reloads identically" in lines[-2] and lines[-1] == f"wrote hf layout to {out}"
+    assert open_source(out).format == "hf"
+    assert json.loads((out / "config.json").read_text())["architectures"] == ["BertForSequenceClassification"]
+    again = load_pretrained(build, out).model
+    assert all(torch.equal(a, b) for a, b in zip(fixed_outputs(trained), fixed_outputs(again), strict=True))
+    with pytest.raises(CheckpointError, match="is the source's own folder"):  # raised, not an exit status
+        convert_checkpoint(out, out)
+    with pytest.raises(CheckpointError, match="model='bogus': expected 'auto' or one of base, mlm"):
+        convert_checkpoint(out, tmp_path / "other", model="bogus")
+    assert not (tmp_path / "other").exists()
