@@ -14,7 +14,8 @@ only after the self-check passes, so DST is replaced as a whole: a DST that is, 
 conversion does not write, is refused. A bad input prints ONE line and exits with status 2 (`--debug` shows the
 traceback); every source tensor must be finite.
 
-This file is only the command line: the work is `minibert.checkpoint.convert_checkpoint`, callable from Python.
+This file is only the command line: the work is `minibert.checkpoint.conversion.convert_checkpoint`, callable
+from Python.
 """
 
 import sys

@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from minibert import BertConfig, BertModel
-from minibert.checkpoint import CheckpointError, convert_checkpoint, load_pretrained, open_source, save_pretrained
+from minibert.checkpoint import CheckpointError, load_pretrained, open_source, save_pretrained
+from minibert.checkpoint.conversion import convert_checkpoint
 from minibert.checkpoint.conversion import fixed_outputs
 from minibert.heads import BertForSequenceClassification, BertForTokenClassification
 from minibert.validation import ConfigError
