@@ -5,8 +5,12 @@ real text exactly as a user with an anonymised corpus would run them (issue 10's
     python -m bench.anonymise sst2 ../shared/data/sst2/train.tsv runs/anon/sst2-train.tsv
     python -m bench.anonymise sst2 ../shared/data/sst2/dev.tsv runs/anon/sst2-dev.tsv --ids runs/anon/sst2-train.ids.tsv
     python -m bench.anonymise cluener ../shared/data/cluener/train.json runs/anon/cluener-train.tsv
+    python -m bench.anonymise sst2 ../shared/data/sst2/train.tsv runs/anon/sst2wp-train.tsv \
+        --wordpiece ../shared/data/bert-mini-uncased_L-4_H-256_A-4/vocab.txt
 
-Units: SST-2 → whitespace words, CLUENER → characters (its texts are Chinese, unsegmented). IDs are given in
+Units: SST-2 → whitespace words, or with `--wordpiece VOCAB` the WordPiece pieces of that BERT vocab (a subword
+corpus: the same text, another distribution of units); CLUENER → characters (its texts are Chinese, unsegmented).
+IDs are given in
 order of first appearance in the first file (so they say nothing about frequency), starting at 100 like
 Tianchi's small IDs; the table `<out>.ids.tsv` (ID, unit) is written beside the output, and `--ids` reuses one
 so that a dev split shares the training split's IDs (an unseen unit gets a fresh ID). CLUENER has no document
@@ -28,13 +32,16 @@ import sys
 from pathlib import Path
 
 from minibert.cli import OneLineParser, run_cli
+from minibert.tokenizers.base import require_file
+from minibert.tokenizers.wordpiece import WordPieceTokenizer
 from minibert.training.io import atomic_write_text, staging_folder
 
 FIRST_ID = 100
 
 
-def read_units(kind: str, path: Path) -> list[tuple[int, list[str]]]:
-    """(label, units) per row: SST-2 `sentence\tlabel` rows → words; CLUENER JSON lines → characters."""
+def read_units(kind: str, path: Path, split=str.split) -> list[tuple[int, list[str]]]:
+    """(label, units) per row: SST-2 `sentence\tlabel` rows → split(sentence) (words by default); CLUENER JSON
+    lines → characters."""
     rows = []
     with open(path, encoding="utf-8") as f:
         for number, line in enumerate(f, start=1):
@@ -43,7 +50,7 @@ def read_units(kind: str, path: Path) -> list[tuple[int, list[str]]]:
             try:
                 if kind == "sst2":
                     sentence, label = line.rstrip("\n").rsplit("\t", 1)
-                    rows.append((int(label), sentence.split()))
+                    rows.append((int(label), split(sentence)))
                 else:
                     rows.append((0, [c for c in json.loads(line)["text"] if not c.isspace()]))
             except (ValueError, KeyError, TypeError) as error:
@@ -52,6 +59,17 @@ def read_units(kind: str, path: Path) -> list[tuple[int, list[str]]]:
                                  f"); pass the {kind} file itself (SST-2: train.tsv / dev.tsv; CLUENER: "
                                  f"train.json / dev.json)") from None
     return [(label, units) for label, units in rows if units]
+
+
+def wordpiece_pieces(vocab: Path):
+    """sentence -> its WordPiece pieces under `vocab` (BERT's own tokenizer, no [CLS]/[SEP])."""
+    backend = WordPieceTokenizer.from_file(require_file(vocab, "--wordpiece", "pass a BERT vocab.txt or "
+                                                        "tokenizer.json")).backend
+
+    def pieces(sentence: str) -> list[str]:
+        return backend.encode(sentence, add_special_tokens=False).tokens
+
+    return pieces
 
 
 def read_table(path: Path) -> dict[str, int]:
@@ -105,16 +123,20 @@ def anonymise_cli(argv: list[str]) -> int:
     parser.add_argument("out", type=Path, help="the TSV to write; for reveal, the folder to write")
     parser.add_argument("--ids", type=Path, help="an existing ID table to reuse (from the training split); "
                                                  "reveal needs the table the corpus was written with")
+    parser.add_argument("--wordpiece", type=Path, help="sst2 only: units are the WordPiece pieces of this BERT "
+                                                       "vocab.txt (or tokenizer.json), not whitespace words")
     args = parser.parse_args(argv)
     if args.kind == "reveal" and args.ids is None:
         parser.error("reveal needs --ids: the <corpus>.ids.tsv written beside the anonymised corpus")
+    if args.wordpiece and args.kind != "sst2":
+        parser.error(f"--wordpiece splits SST-2's English words; {args.kind} has no words to split: drop it")
     table = read_table(args.ids) if args.ids else {}
     if args.kind == "reveal":
         count = reveal(args.source, args.out, table)
         print(f"wrote {args.out}: the checkpoint of {args.source} with {count:,} IDs in vocab.txt replaced by "
               f"their units")
         return 0
-    rows = read_units(args.kind, args.source)
+    rows = read_units(args.kind, args.source, wordpiece_pieces(args.wordpiece) if args.wordpiece else str.split)
     lines = anonymise(rows, table)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out, "label\ttext\n" + "\n".join(lines) + "\n")

@@ -53,3 +53,17 @@ def test_a_malformed_row_or_table_is_one_line_naming_file_and_line(tmp_path, cap
     assert main(["sst2", str(tmp_path / "absent.tsv"), str(tmp_path / "out.tsv")]) == 2  # not a traceback
     assert "absent.tsv: No such file or directory" in capsys.readouterr().err
     assert not (tmp_path / "out.tsv").exists()
+
+
+def test_sst2_wordpiece_pieces_become_ids_and_a_misplaced_flag_is_refused(tmp_path, capsys):
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "film", "work", "##s"]) + "\n")
+    (tmp_path / "train.tsv").write_text("sentence\tlabel\nThe film works\t1\nworks\t0\n", encoding="utf-8")
+    assert main(["sst2", str(tmp_path / "train.tsv"), str(tmp_path / "wp.tsv"), "--wordpiece", str(vocab)]) == 0
+    # lower-cased, "works" -> "work" "##s": four units, the second row reuses two of them
+    assert (tmp_path / "wp.tsv").read_text().splitlines() == ["label\ttext", "1\t100 101 102 103", "0\t102 103"]
+    assert (tmp_path / "wp.ids.tsv").read_text().splitlines()[3] == "103\t##s"
+    assert main(["cluener", str(tmp_path / "train.tsv"), str(tmp_path / "c.tsv"), "--wordpiece", str(vocab)]) == 2
+    assert "--wordpiece splits SST-2's English words" in capsys.readouterr().err
+    assert main(["sst2", str(tmp_path / "train.tsv"), str(tmp_path / "x.tsv"), "--wordpiece", str(tmp_path / "no")]) == 2
+    assert "--wordpiece not found" in capsys.readouterr().err and not (tmp_path / "x.tsv").exists()
