@@ -10,11 +10,10 @@ real text exactly as a user with an anonymised corpus would run them (issue 10's
 
 Units: SST-2 → whitespace words, or with `--wordpiece VOCAB` the WordPiece pieces of that BERT vocab (a subword
 corpus: the same text, another distribution of units); CLUENER → characters (its texts are Chinese, unsegmented).
-IDs are given in
-order of first appearance in the first file (so they say nothing about frequency), starting at 100 like
-Tianchi's small IDs; the table `<out>.ids.tsv` (ID, unit) is written beside the output, and `--ids` reuses one
-so that a dev split shares the training split's IDs (an unseen unit gets a fresh ID). CLUENER has no document
-label: every row gets label 0 (pretraining ignores labels).
+IDs are given in order of first appearance in the first file (so they say nothing about frequency), starting at
+100 like Tianchi's small IDs; the table `<out>.ids.tsv` (ID, unit) is written beside the output, and `--ids`
+reuses one so that a dev split shares the training split's IDs (an unseen unit gets a fresh ID). CLUENER has no
+document label: every row gets label 0 (pretraining ignores labels).
 
     python -m bench.anonymise reveal runs/cluener60m/final runs/cluener60m-chars --ids runs/anon/cluener-train.ids.tsv
 

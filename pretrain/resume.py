@@ -86,8 +86,9 @@ def load_checkpoint(path: Path, run_fingerprint: dict, **state) -> dict:
 
 
 def check_start(cfg: PretrainConfig) -> tuple[Path, Path] | None:
-    """The checks made before any work (folders are folders, --resume has a checkpoint, --init exists), and for
-    --init: (weights path, the vocab.txt that labels its embedding rows); None without --init.
+    """The checks made before any work (folders are folders, --resume has a checkpoint, an --out that holds a run
+    is replaced only with --overwrite, --init exists), and for --init: (weights path, the vocab.txt that labels its
+    embedding rows); None without --init.
 
     A model folder (<out>/final, or any minibert/HF folder) carries its vocab.txt; a run's checkpoint.pt uses the
     vocab.txt its run folder holds. A --vocab that differs from it is refused: rows would get the wrong tokens.
