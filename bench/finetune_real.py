@@ -59,7 +59,7 @@ def minilm(out: Path) -> Path:
 
 def finetune(args: list[str]) -> dict:
     started = time.time()
-    run([PYTHON, "-m", "finetune", "--no-progress", "--num-threads", str(THREADS), *args])
+    run([PYTHON, "-m", "finetune", "--no-progress", "--num-threads", str(THREADS), "--overwrite", *args])
     out = Path(args[args.index("--out") + 1])
     summary = json.loads((ROOT / out / "metrics.json").read_text())
     return {"seconds": round(time.time() - started), "steps": summary["steps"], "best_epoch": summary["best_epoch"],

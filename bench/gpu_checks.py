@@ -183,7 +183,7 @@ def finetune_run(task: str, precision: str, device: str, out: Path, tiny: bool) 
     folder = out / f"{task}-{precision}"
     argv = ["--task", task, "--init", "random", "--device", device, "--precision", precision, "--epochs", "1",
             "--max-steps", "4" if tiny else "40", "--max-length", "32" if tiny else "128", "--out", str(folder),
-            "--no-progress"]
+            "--no-progress", "--overwrite"]
     if tiny:
         out.mkdir(parents=True, exist_ok=True)
         tiny_config = BertConfig.mini(20000).replace(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,

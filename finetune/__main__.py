@@ -74,9 +74,26 @@ def resolve_defaults(cfg: FinetuneConfig) -> tuple[FinetuneConfig, list[str]]:
     return cfg, notes
 
 
+def check_out(cfg: FinetuneConfig) -> None:
+    """Refuse to replace the run already in --out unless --overwrite: training deletes its log and predictions at
+    once and replaces best/ at the first dev evaluation, and that model may have taken an hour."""
+    out = Path(cfg.out_dir)
+    if cfg.overwrite or not (out / "metrics.json").is_file() and not (out / "best" / "model.safetensors").is_file():
+        return
+    try:  # the finished run's own numbers, so the user sees what they would lose
+        earlier = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+        held = (f"a finished fine-tune (dev {earlier['metric']} {earlier['best'][earlier['metric']]:.4f}, best epoch "
+                f"{earlier['best_epoch']}, {out / 'metrics.json'})")
+    except (OSError, ValueError, KeyError, TypeError):  # interrupted before metrics.json, or a file we can't read
+        held = f"the model of an earlier fine-tune ({out / 'best'})"
+    make = f" (make finetune TASK={cfg.task} ARGS=--overwrite)" if cfg.out is None else ""
+    raise ValueError(f"--out {out} holds {held}; pass --overwrite to replace it{make}, or another --out to keep it")
+
+
 def run(cfg: FinetuneConfig) -> dict:
     """Fine-tune (and optionally compare with random init at equal steps, and predict). Returns the summary."""
     cfg, notes = resolve_defaults(cfg)
+    check_out(cfg)
     prepared = prepare(cfg)
     for note in notes + prepared.notes:
         print(note)
@@ -91,7 +108,7 @@ def run(cfg: FinetuneConfig) -> dict:
         random_cfg = cfg.replace(init="random", vocab=str(prepared.vocab_path), out=cfg.out_dir + "-random",
                                  model_config=str(Path(cfg.out_dir) / "best" / "config.json"),
                                  max_steps=summary["steps"], patience=0, predict=None, compare_random=False,
-                                 mlm_weight=0.0)
+                                 mlm_weight=0.0, overwrite=True)  # <out>-random belongs to <out>, checked above
         print(f"--- the same fine-tune from random init, {summary['steps']} steps ---")
         random_summary = train(random_cfg, prepare(random_cfg))
         metric = summary["metric"]

@@ -115,6 +115,8 @@ class FinetuneConfig:
     load: str | None = option(None, "a fine-tuned folder (<out>/best): skip training; --predict / --evaluate", str)
     evaluate: str | None = option(None, "with --load: metrics on this labelled file (e.g. an out-of-domain dev)",
                                   str)
+    overwrite: bool = option(False, "replace the run already in --out (its best/ model and metrics); without it "
+                                    "such a run is refused, so a second `make finetune` cannot delete the first")
     compare_random: bool = option(False, "also fine-tune from random init for the same number of steps")
     compare_tfidf: bool = option(False, "also score TF-IDF + logistic regression (n-grams, C and class weights "
                                         "tuned by CV on train) on the same split (needs scikit-learn: pip install "

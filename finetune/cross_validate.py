@@ -89,11 +89,12 @@ def cross_validate(finetune_argv: list[str], folds: int, seeds: int) -> dict:
         for fold in range(folds):
             folder = out / f"seed{seed}" / f"fold{fold}"  # data/ holds the split, run/ the fine-tune's outputs
             run_cfg = cfg.replace(train=str(folder / "data" / "train.tsv"), dev=str(folder / "data" / "dev.tsv"),
-                                  seed=seed, out=str(folder / "run"), data=None, predict=None, progress=False)
+                                  seed=seed, out=str(folder / "run"), data=None, predict=None, progress=False,
+                                  overwrite=True)  # a run without result.json is unfinished: it runs again
             # what must match for an earlier result to count: every flag but the paths, which are this folder's
-            # wherever the command runs from (and as result.json reads back: lists, not tuples)
+            # wherever the command runs from, and --overwrite, set here (as result.json reads back: lists, not tuples)
             run_config = {key: value for key, value in json.loads(json.dumps(run_cfg.to_dict())).items()
-                          if key not in ("train", "dev", "out")}
+                          if key not in ("train", "dev", "out", "overwrite")}
             done = (seed - cfg.seed) * folds + fold  # runs before this one
             record = finished_run(folder, run_config)
             if record is not None:

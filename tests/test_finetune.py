@@ -194,11 +194,30 @@ def test_tiny_end_to_end_finetune_learns_saves_and_predicts(tmp_path, capsys):
     assert (out / "best" / "model.safetensors").is_file() and (out / "best" / "finetune.json").is_file()
     predictions = (out / "predictions.csv").read_text().splitlines()
     assert predictions[0] == "label" and len(predictions) == 3 and set(predictions[1:]) <= {"0", "1"}
-    # Training again into the same --out without --predict: the old model's predictions go, not stay beside it.
-    assert main(["--task", "cls", "--data", str(tmp_path), "--init", "random", "--model-config",
-                 str(tmp_path / "tiny.json"), "--epochs", "1", "--max-length", "32", "--no-progress",
-                 "--out", str(out)]) == 0
+    # Training again into the same --out: refused in one line that names the run, and nothing of it is touched ...
+    again = ["--task", "cls", "--data", str(tmp_path), "--init", "random", "--model-config",
+             str(tmp_path / "tiny.json"), "--epochs", "1", "--max-length", "32", "--no-progress", "--out", str(out)]
+    weights = (out / "best" / "model.safetensors").read_bytes()
+    capsys.readouterr()
+    assert main(again) == 2
+    refusal = capsys.readouterr().err.strip()
+    assert len(refusal.splitlines()) == 1 and f"holds a finished fine-tune (dev {summary['metric']} " in refusal, refusal
+    assert f"best epoch {summary['best_epoch']}" in refusal and "--overwrite" in refusal
+    assert (out / "best" / "model.safetensors").read_bytes() == weights and (out / "predictions.csv").is_file()
+    # ... and with --overwrite (no --predict this time) the old model's predictions go, not stay beside the new one.
+    assert main(again + ["--overwrite"]) == 0
     assert not (out / "predictions.csv").exists()
+
+
+def test_an_interrupted_runs_model_is_not_replaced_silently_either(tmp_path, capsys):
+    # An interrupted fine-tune leaves best/ (its best epoch so far) and no metrics.json: still a model to keep.
+    (tmp_path / "run" / "best").mkdir(parents=True)
+    write(tmp_path / "run" / "best" / "model.safetensors", "weights")
+    argv = ["--task", "cls", "--data", str(tmp_path), "--init", "random", "--out", str(tmp_path / "run")]
+    assert main(argv) == 2
+    refusal = capsys.readouterr().err.strip()
+    assert "holds the model of an earlier fine-tune" in refusal and "--overwrite" in refusal, refusal
+    assert (tmp_path / "run" / "best" / "model.safetensors").read_text() == "weights"
 
 
 def test_layer_decay_reaches_the_optimizer(tmp_path, capsys):
