@@ -5,7 +5,7 @@
             count the loss terms n_i of each micro-batch on the CPU    梯度累积 gradient accumulation
             for each of `gradient_accumulation` micro-batches:
                 forward (autocast on CUDA), backward loss_i · n_i / Σn
-                    (loss_i + λ · MLM loss with --mlm-weight λ: finetune/auxiliary.py, 辅助 MLM 损失)
+                    (+ λ · MLM loss_i · m_i / Σm with --mlm-weight λ: finetune/auxiliary.py, 辅助 MLM 损失)
             clip the gradients, AdamW step, LR schedule step           梯度裁剪 gradient clipping
         evaluate on dev; print a stats row; keep the best checkpoint; stop early when dev stops improving
         (with --eval-every N, also every N steps inside the epoch)
@@ -126,19 +126,23 @@ def accumulate_gradients(model, micro_batches: list[dict], label_kind: str, scal
         check_batch(model, batch, label_kind)
     counts = [count_loss_terms(batch["labels"], label_kind) for batch in micro_batches]  # n_i, on the CPU
     total = global_prediction_count(counts, device)  # Σn, before any backward
+    # 辅助 MLM 损失: a masked copy of the same rows (on the CPU, as pretraining masks). Its loss is a mean over the
+    # m_i masked positions of micro-batch i, so it is weighted by m_i / Σm: the step then follows the mean over ALL
+    # masked positions, whatever the split into micro-batches (weighting it by n_i / Σn would not).
+    masks = [auxiliary.mask(batch["input_ids"]) for batch in micro_batches] if auxiliary else []
+    mlm_counts = [len(positions) for _, _, positions in masks]  # m_i; 0 only for rows that are all [UNK]
     step_loss = torch.zeros((), device=device)
-    for batch, count in zip(micro_batches, counts):
-        masked = auxiliary.mask(batch["input_ids"]) if auxiliary else None  # on the CPU, as pretraining masks
+    for i, (batch, count) in enumerate(zip(micro_batches, counts)):
         batch = move_batch(batch, device)
         with autocast(device, dtype):
             out = model(**batch)
-            loss = out.loss
-            if auxiliary:  # 辅助 MLM 损失: task loss + λ · MLM loss on a masked copy of the same rows
-                masked = tuple(t.to(device, non_blocking=True) for t in masked)
-                loss = loss + auxiliary.weight * auxiliary.loss(model, masked, batch)
-        weight = loss_weight(count, total)  # n_i / Σn
-        scaler.scale(loss * weight).backward()
-        step_loss += (out.loss * weight).detach().float()
+            loss = out.loss * loss_weight(count, total)  # n_i / Σn
+            if masks and mlm_counts[i]:  # task loss + λ · MLM loss
+                masked = tuple(t.to(device, non_blocking=True) for t in masks[i])
+                mlm_loss = auxiliary.loss(model, masked, batch)
+                loss = loss + auxiliary.weight * mlm_loss * loss_weight(mlm_counts[i], sum(mlm_counts))
+        scaler.scale(loss).backward()
+        step_loss += (out.loss * loss_weight(count, total)).detach().float()
     return step_loss, total
 
 

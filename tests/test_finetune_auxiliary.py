@@ -15,7 +15,7 @@ from finetune.train import accumulate_gradients
 from minibert import BertForMaskedLM
 from minibert.checkpoint import load_pretrained, save_pretrained
 from minibert.heads import BertForSequenceClassification
-from minibert.model import MLMHead
+from minibert.model import MLMHead, prediction_positions
 from minibert.tokenizers import WhitespaceTokenizer
 from minibert.training.device import make_grad_scaler
 from pretrain.masking import DynamicMasking
@@ -36,6 +36,31 @@ def pretrained_folder(tmp_path):
 
 def batch_of(features):
     return collate(features, 0, "class", 3)
+
+
+class EveryThirdToken(AuxiliaryMLM):
+    """Masks a fixed pattern (ids divisible by 3 become [MASK]), so one batch and its micro-batches get the same."""
+
+    def mask(self, input_ids):
+        labels = torch.where((input_ids % 3 == 0) & (input_ids > 4), input_ids, -100)  # [B,T]
+        return torch.where(labels != -100, 4, input_ids), labels, prediction_positions(labels)
+
+
+def test_accumulation_with_the_auxiliary_loss_equals_the_full_batch():
+    # 梯度累积: the MLM loss is a mean over masked positions, so its micro-batches weigh m_i / Σm, not n_i / Σn.
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(tiny_config(), num_labels=3).eval()
+    lengths = [4, 30, 6, 25, 9, 3]  # masked positions per row differ a lot, and so per micro-batch
+    features = [Feature(np.random.randint(5, 97, n), None, int(np.random.randint(3))) for n in lengths]
+    auxiliary = EveryThirdToken(MLMHead(model.bert.config), None, weight=1.0, seed=0)
+    scaler = make_grad_scaler(torch.device("cpu"), None)
+    accumulate_gradients(model, [batch_of(features)], "class", scaler, "cpu", None, auxiliary)
+    full = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad(set_to_none=True)
+    chunks = [batch_of(features[:1]), batch_of(features[1:4]), batch_of(features[4:])]
+    accumulate_gradients(model, chunks, "class", scaler, "cpu", None, auxiliary)
+    for name, grad in model.named_parameters():
+        torch.testing.assert_close(grad.grad, full[name], atol=1e-6, rtol=1e-5)
 
 
 def test_auxiliary_loss_moves_the_encoder_and_head_but_not_the_reported_task_loss():
