@@ -50,11 +50,17 @@ def resolve_defaults(cfg: FinetuneConfig) -> tuple[FinetuneConfig, list[str]]:
         suffix = "json" if cfg.task == "ner" else "tsv"
         cfg = cfg.replace(train=cfg.train or str(Path(cfg.data) / f"train.{suffix}"),
                           dev=cfg.dev or str(Path(cfg.data) / f"dev.{suffix}"))
-    if (cfg.train is None) != (cfg.dev is None):  # one of them: never pair it with the embedded toy data
+    if cfg.dev_fraction is not None and (cfg.train is None or cfg.dev is not None):
+        fix = (f"{'--data' if cfg.data else '--dev'} already gives a dev file: drop one of them" if cfg.dev
+               else "pass --train FILE (the embedded data has its own dev file)")
+        raise ValueError(f"--dev-fraction {cfg.dev_fraction}: holds out part of --train as dev; {fix}")
+    if (cfg.train is None) != (cfg.dev is None) and cfg.dev_fraction is None:  # never paired with the toy data
         given, missing = ("--train", "--dev") if cfg.dev is None else ("--dev", "--train")
         raise ValueError(f"{given} {cfg.train or cfg.dev} without {missing}: pass {missing} FILE too (dev is the "
-                         f"held-out labelled file that picks the best epoch), or let `python -m finetune.cross_validate"
-                         f"` split one file into folds; the embedded data is used only when neither is given")
+                         f"held-out labelled file that picks the best epoch)"
+                         + (", or --dev-fraction 0.1 to hold out 10% of --train, or let `python -m "
+                            "finetune.cross_validate` split it into folds" if cfg.dev is None else "")
+                         + "; the embedded data is used only when neither is given")
     if cfg.train is None:
         train_path, dev_path = default_data(cfg.task)
         cfg = cfg.replace(train=cfg.train or str(train_path), dev=cfg.dev or str(dev_path))

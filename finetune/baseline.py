@@ -10,6 +10,7 @@ tune it.
 
 `stratified_subset` draws the few-labels training set (`--train-fraction 0.1`): the same share of every class,
 seeded, so the fine-tuned model, the random-init run and the baseline all train on exactly the same examples.
+`stratified_dev_split` holds out a dev set from one labelled file (`--dev-fraction 0.1`) the same way.
 """
 
 from __future__ import annotations
@@ -24,28 +25,40 @@ from .metrics import classification_metrics
 
 
 def stratified_subset(examples: list, fraction: float, seed: int) -> list:
-    """round(fraction · n_c) examples of every class c (at least one), drawn with a seeded generator, in file order.
-
-    A multi-label example is stratified by its rarest label (its exact label SET would make most sets a stratum
-    of one, each kept whole: 0.05 of 1,000 examples with 167 sets kept 176); examples without a label (NER, or an
-    empty label set) form one stratum.
-    """
+    """round(fraction · n_c) examples of every class c (at least one), drawn with a seeded generator, in file order
+    (the classes: `strata`)."""
     if not 0 < fraction <= 1:
         raise ValueError(f"--train-fraction {fraction}: must be in (0, 1], e.g. 0.1 for 10% of the labels")
+    rng = np.random.default_rng([seed, 10])
+    chosen = [i for members in strata(examples) for i in  # at least one example of every class
+              rng.choice(members, size=max(1, round(fraction * len(members))), replace=False).tolist()]
+    return [examples[i] for i in sorted(chosen)]
+
+
+def stratified_dev_split(examples: list, fraction: float) -> tuple[list, list]:
+    """(train, dev): round(fraction · n_c) examples of every class c held out as dev, in file order. A class of
+    one example stays in train (it could not be learnt from dev), and every other class keeps one for training.
+    The draw is fixed (it does not follow --seed), so runs with different seeds score on the same dev set."""
+    rng = np.random.default_rng([0, 12])
+    held = {i for members in strata(examples) if len(members) > 1
+            for i in rng.choice(members, size=min(max(1, round(fraction * len(members))), len(members) - 1),
+                                replace=False).tolist()}
+    return ([e for i, e in enumerate(examples) if i not in held], [e for i, e in enumerate(examples) if i in held])
+
+
+def strata(examples: list) -> list[list[int]]:
+    """The indices of each class's examples, classes in a fixed order (a draw then does not depend on the file
+    order). A multi-label example counts in its rarest label's stratum (its exact label SET would make most sets a
+    stratum of one, each kept whole: 0.05 of 1,000 examples with 167 sets kept 176); examples without a label (NER,
+    or an empty label set) form one stratum."""
     labels = [getattr(example, "label", None) for example in examples]
     counts = Counter(c for label in labels if isinstance(label, list) for c in label)  # examples per label
-    strata: dict = {}
+    by_label: dict = {}
     for index, label in enumerate(labels):
         if isinstance(label, list):
             label = min(label, key=lambda c: (counts[c], c)) if label else None
-        strata.setdefault(label, []).append(index)
-    rng = np.random.default_rng([seed, 10])
-    chosen = []
-    for key in sorted(strata, key=repr):  # a fixed order of strata: the draw does not depend on the file order
-        members = strata[key]
-        take = max(1, round(fraction * len(members)))
-        chosen.extend(rng.choice(members, size=take, replace=False).tolist())
-    return [examples[i] for i in sorted(chosen)]
+        by_label.setdefault(label, []).append(index)
+    return [by_label[key] for key in sorted(by_label, key=repr)]
 
 
 def _text(example: TextExample) -> str:

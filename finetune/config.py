@@ -38,6 +38,9 @@ class FinetuneConfig:
     data: str | None = option(None, "folder holding train.tsv + dev.tsv (train.json + dev.json for ner)", str)
     train: str | None = option(None, "training file; default: --data's, else the task's embedded data", str)
     dev: str | None = option(None, "dev file; default: the task's embedded data", str)
+    dev_fraction: float | None = option(None, "no dev file? hold out this share of --train as dev, e.g. 0.1 "
+                                              "(stratified by label; the same split for every --seed)", float,
+                                        gt=0, lt=1)
     format: str | None = option(None, "tianchi|sst2|cola|pair|cluener (finetune/data.py); default by task", str,
                                 choices=FORMATS)
     text_column: int | None = option(None, "override the format's text column (0-based)", int, ge=0)

@@ -69,6 +69,9 @@ def finished_run(folder: Path, run_config: dict) -> dict | None:
 def cross_validate(finetune_argv: list[str], folds: int, seeds: int) -> dict:
     """Runs `python -m finetune <finetune_argv>` on every (seed, fold); returns {"rows": {name: {mean, sd, runs}}}."""
     parsed = parse_config(finetune_argv)
+    if parsed.dev_fraction is not None:
+        raise ValueError(f"cross_validate: --dev-fraction {parsed.dev_fraction} would hold out a second dev set; the "
+                         f"folds are the dev sets here, so drop it")
     if parsed.train is not None and parsed.dev is None:  # the folds are the dev sets: --train alone is complete
         parsed = parsed.replace(dev=parsed.train)
     cfg, _ = resolve_defaults(parsed)

@@ -19,7 +19,7 @@ from pretrain.data import MAX_UNKNOWN_SHARE  # one rule for "this vocab does not
 
 from . import data
 from .auxiliary import AuxiliaryMLM, build_auxiliary_mlm
-from .baseline import stratified_subset
+from .baseline import stratified_dev_split, stratified_subset
 from .config import FinetuneConfig
 from .features import Feature
 from .tasks import (DEFAULT_FORMAT, TaskSpec, balanced_class_weights, build_model, compute_metrics, encode, gold_labels,
@@ -100,13 +100,23 @@ def prepare(cfg: FinetuneConfig) -> Prepared:
                          f"head, tail or head+tail")
     if cfg.task == "ner" and format_name != "cluener":
         raise ValueError(f"--task ner reads CLUENER JSON lines; got --format {format_name}")
+    notes: list[str] = []
     train_examples = read_examples(cfg, format_name, cfg.train)
+    if cfg.dev_fraction:  # one labelled file: dev is held out of it first, so no subset below can reach it
+        train_examples, dev_examples = stratified_dev_split(train_examples, cfg.dev_fraction)
+        if not dev_examples:
+            raise ValueError(f"--dev-fraction {cfg.dev_fraction}: {cfg.train} holds {len(train_examples)} "
+                             f"example(s), too few to hold any out; pass a --dev file or a larger --train")
+        notes.append(f"dev: {len(dev_examples):,} examples held out of {cfg.train} (--dev-fraction "
+                     f"{cfg.dev_fraction}, stratified), {len(train_examples):,} left for training")
+    else:
+        dev_examples = read_examples(cfg, format_name, cfg.dev)
     if cfg.max_train_examples:
         train_examples = train_examples[:cfg.max_train_examples]
     if cfg.train_fraction:  # few labels: the same seeded, stratified subset for every row of the comparison
         train_examples = stratified_subset(train_examples, cfg.train_fraction, cfg.seed)
-    dev_examples = read_examples(cfg, format_name, cfg.dev)
-    spec, notes = make_spec(cfg, format_name, train_examples, dev_examples)
+    spec, spec_notes = make_spec(cfg, format_name, train_examples, dev_examples)
+    notes += spec_notes
     # A --metric typo must fail now, not after the first epoch: score two dev examples against themselves.
     sample = gold_labels(spec, dev_examples[:2])
     metrics = [k for k, v in compute_metrics(spec, sample, sample).items() if isinstance(v, float)]

@@ -209,6 +209,25 @@ def test_tiny_end_to_end_finetune_learns_saves_and_predicts(tmp_path, capsys):
     assert not (out / "predictions.csv").exists()
 
 
+def test_dev_fraction_holds_out_dev_from_the_one_labelled_file_for_every_row(tmp_path, capsys):
+    make_learnable_tsv(tmp_path / "train.tsv", 200, np.random.default_rng(0))
+    tiny_config(vocab_size=64).to_json(tmp_path / "tiny.json")
+    out = tmp_path / "run"
+    code = main(["--task", "cls", "--train", str(tmp_path / "train.tsv"), "--dev-fraction", "0.25", "--init", "random",
+                 "--model-config", str(tmp_path / "tiny.json"), "--epochs", "1", "--max-length", "32",
+                 "--no-progress", "--compare-tfidf", "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    assert "dev: 50 examples held out of" in printed and "150 left for training" in printed
+    assert json.loads((out / "compare.json").read_text())["train_examples"] == 150  # TF-IDF trains on the same 150
+    assert len(json.loads((out / "metrics.json").read_text())["best"]["per_class"]) == 2  # both classes in dev
+    # --dev-fraction with a dev file, or without --train, is refused before anything runs
+    for argv, says in ((["--train", str(tmp_path / "train.tsv"), "--dev", str(tmp_path / "train.tsv")],
+                        "--dev already gives a dev file"), ([], "pass --train FILE")):
+        assert main(["--task", "cls", "--dev-fraction", "0.1", "--init", "random", *argv]) == 2
+        assert says in capsys.readouterr().err
+
+
 def test_an_interrupted_runs_model_is_not_replaced_silently_either(tmp_path, capsys):
     # An interrupted fine-tune leaves best/ (its best epoch so far) and no metrics.json: still a model to keep.
     (tmp_path / "run" / "best").mkdir(parents=True)

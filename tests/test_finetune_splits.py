@@ -1,11 +1,12 @@
-"""How the labelled data is split (finetune/baseline.py:stratified_subset, finetune/cross_validate.py): the seed
-decides the folds, the draw does not depend on which class comes first in the file, a multi-label example sits in
-its rarest label's stratum, and a tie between two rows is not a win."""
+"""How the labelled data is split (finetune/baseline.py:stratified_subset and stratified_dev_split,
+finetune/cross_validate.py): the seed decides the folds, the draw does not depend on which class comes first in the
+file, a multi-label example sits in its rarest label's stratum, --dev-fraction holds out every class's share, and a
+tie between two rows is not a win."""
 
 import numpy as np
 import torch
 
-from finetune.baseline import stratified_subset
+from finetune.baseline import stratified_dev_split, stratified_subset
 from finetune.cross_validate import paired_differences, stratified_folds
 from finetune.data import TextExample
 
@@ -107,3 +108,13 @@ def test_the_class_count_comes_from_train_and_dev_and_gaps_are_warned(tmp_path):
     assert spec.num_labels == 3 and not any("appear in neither" in w for w in warnings)
     spec, warnings = make_spec(cfg, "tianchi", examples([0, 1, 20]), examples([0, 1]))  # one stray label
     assert spec.num_labels == 21 and any("labels [2, 3, 4, 5, 6, 7, 8, 9] ... appear in neither" in w for w in warnings)
+
+
+def test_the_dev_split_holds_out_every_classs_share_and_keeps_rare_classes_trainable():
+    # 50 of class 0, 10 of class 1, 2 of class 2, 1 of class 3: at 20%, dev gets 10 + 2 + 1 + 0.
+    examples = [TextExample(str(i), None, label, i) for i, label in enumerate([0] * 50 + [1] * 10 + [2] * 2 + [3])]
+    train, dev = stratified_dev_split(examples, 0.2)
+    assert [sum(e.label == c for e in dev) for c in range(4)] == [10, 2, 1, 0]
+    assert [sum(e.label == c for e in train) for c in range(4)] == [40, 8, 1, 1]  # class 2 keeps one to learn from
+    assert {e.text for e in train} | {e.text for e in dev} == {e.text for e in examples}
+    assert dev == sorted(dev, key=lambda e: e.line) and stratified_dev_split(examples, 0.2)[1] == dev  # fixed
