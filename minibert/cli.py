@@ -81,23 +81,29 @@ def run_cli(body: Callable[[list[str]], int | None], argv: list[str] | None, res
         return EXIT_OK if code is None else code
     except SystemExit as stop:  # argparse: --help (0) and usage errors (2), already printed
         return stop.code if isinstance(stop.code, int) else EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        message, code = f"interrupted{'; ' + resume_hint if resume_hint else ''}", EXIT_INTERRUPTED
-    except RunFailed as error:
-        message, code = str(error), EXIT_FAILED
-    except OSError as error:  # before ValueError: FileNotFoundError etc. get their fix from the errno
-        message, code = describe_os_error(error) if error.strerror else (str(error), EXIT_BAD_INPUT)
-    except ValueError as error:  # bad input (ConfigError, DataError, CheckpointError...): names input and fix
-        message, code = str(error), EXIT_BAD_INPUT
-    except MemoryError:
-        message, code = "out of memory; lower --batch-size or the model size", EXIT_FAILED
-    except Exception as error:  # a bug: still one line, with a way to get the details
-        message = f"unexpected {type(error).__name__}: {error}; rerun with --debug and report the traceback"
-        code = EXIT_FAILED
-    if debug:
-        traceback.print_exc()
-    print(f"error: {message}", file=sys.stderr)
+    except BaseException as error:  # everything else: one line and its exit code
+        message, code = describe_failure(error, resume_hint)
+        details = "".join(traceback.format_exception(error)) if debug else ""  # text: it holds no frames
+    # Printed only once the except clause has dropped the exception: its frames (and a progress bar in them) are
+    # freed then, so the bar finishes its line and `error:` starts a line of its own.
+    print(f"{details}error: {message}", file=sys.stderr)
     return code
+
+
+def describe_failure(error: BaseException, resume_hint: str = "") -> tuple[str, int]:
+    """The one line and the exit code for an exception that ended a command (see the module docstring)."""
+    if isinstance(error, KeyboardInterrupt):
+        return f"interrupted{'; ' + resume_hint if resume_hint else ''}", EXIT_INTERRUPTED
+    if isinstance(error, RunFailed):
+        return str(error), EXIT_FAILED
+    if isinstance(error, OSError):  # before ValueError: FileNotFoundError etc. get their fix from the errno
+        return describe_os_error(error) if error.strerror else (str(error), EXIT_BAD_INPUT)
+    if isinstance(error, ValueError):  # bad input (ConfigError, DataError, CheckpointError...): names input and fix
+        return str(error), EXIT_BAD_INPUT
+    if isinstance(error, MemoryError):
+        return "out of memory; lower --batch-size or the model size", EXIT_FAILED
+    # a bug: still one line, with a way to get the details
+    return (f"unexpected {type(error).__name__}: {error}; rerun with --debug and report the traceback", EXIT_FAILED)
 
 
 def cli_type(field_rule):

@@ -66,6 +66,21 @@ def test_disk_full_on_conversion_leaves_no_dst(capsys, tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["src", "vocab.txt"]
 
 
+def test_debug_shows_the_traceback_and_still_the_one_line(capsys):
+    from minibert.cli import run_cli as boundary
+
+    def body(argv):
+        raise RuntimeError("a bug")
+    assert boundary(body, []) == 1
+    plain = capsys.readouterr().err
+    assert "Traceback" not in plain and plain.strip() == ("error: unexpected RuntimeError: a bug; rerun with --debug "
+                                                          "and report the traceback")
+    assert boundary(body, ["--debug"]) == 1
+    debug = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in debug and 'raise RuntimeError("a bug")' in debug
+    assert debug.strip().splitlines()[-1] == plain.strip()  # the one line still ends it
+
+
 def test_sigint_exits_130_and_the_run_resumes(tmp_path, capsys, restore_threads):
     # 400 steps: the signal goes out once the first checkpoint (step 5) exists, and the tiny model runs ~150 steps/s
     # on an idle core, so 40 steps could finish before the signal arrived (it did, once, in a fresh clone).
