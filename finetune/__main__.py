@@ -84,6 +84,10 @@ def check_out(cfg: FinetuneConfig) -> None:
     """Refuse to replace the run already in --out unless --overwrite: training deletes its log and predictions at
     once and replaces best/ at the first dev evaluation, and that model may have taken an hour."""
     out = Path(cfg.out_dir)
+    pretraining = [out / name for name in ("results.json", "checkpoint.pt") if (out / name).is_file()]
+    if pretraining:  # even with --overwrite: its vocab.txt and metrics.jsonl would be replaced, the rest left stale
+        raise ValueError(f"--out {out} holds a pretraining run ({pretraining[0]}); a fine-tune would replace its "
+                         f"vocab.txt and metrics.jsonl: pass another --out (to start from it: --init {out / 'final'})")
     if cfg.overwrite or not (out / "metrics.json").is_file() and not (out / "best" / "model.safetensors").is_file():
         return
     try:  # the finished run's own numbers, so the user sees what they would lose

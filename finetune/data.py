@@ -102,7 +102,8 @@ def read_tsv(path: str | Path, columns: dict, multi_label: bool = False, with_la
             raise DataError(f"{path}: {len(blank)} blank row(s) inside the file ({_listing(blank)}); predictions "
                             f"are written one per input row, so remove them or give them a text")
     needed = max(c for c in (text_col, text_b_col, label_col if with_labels else None) if c is not None)
-    examples, bad_labels, short_rows = [], [], []
+    width = len(lines[0].split("\t")) if columns["header"] and lines else None  # the header's columns
+    examples, bad_labels, short_rows, long_rows, empty_texts = [], [], [], [], []
     for index in range(first, len(lines)):
         raw = lines[index]
         if not raw.strip():
@@ -111,6 +112,12 @@ def read_tsv(path: str | Path, columns: dict, multi_label: bool = False, with_la
         line = index + 1
         if len(cells) <= needed:
             short_rows.append((line, raw[:40]))
+            continue
+        if width and len(cells) > width:  # a tab inside a text: the cells after it would be dropped unseen
+            long_rows.append((line, raw[:40]))
+            continue
+        if not cells[text_col].strip() or text_b_col is not None and not cells[text_b_col].strip():
+            empty_texts.append((line, raw[:40]))
             continue
         label = None
         if with_labels:
@@ -125,6 +132,12 @@ def read_tsv(path: str | Path, columns: dict, multi_label: bool = False, with_la
     if short_rows:
         raise DataError(f"{path}: {len(short_rows)} row(s) have fewer than {needed + 1} tab-separated columns "
                         f"({_listing(short_rows)}); check --format / --text-column / --label-column")
+    if long_rows:
+        raise DataError(f"{path}: {len(long_rows)} row(s) have more tab-separated columns than the header's {width} "
+                        f"({_listing(long_rows)}); a tab inside a text would cut it there: replace it with a space")
+    if empty_texts:
+        raise DataError(f"{path}: {len(empty_texts)} row(s) have an empty text ({_listing(empty_texts)}); give "
+                        f"them a text or remove them")
     if bad_labels:
         kind = "comma-separated integers" if multi_label else "integers"
         raise DataError(f"{path}: labels must be {kind}; {len(bad_labels)} bad label(s): {_listing(bad_labels)}; "

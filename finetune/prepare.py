@@ -111,6 +111,8 @@ def prepare(cfg: FinetuneConfig) -> Prepared:
                      f"{cfg.dev_fraction}, stratified), {len(train_examples):,} left for training")
     else:
         dev_examples = read_examples(cfg, format_name, cfg.dev)
+    if cfg.predict:  # read now, as predicting will: a bad file must fail before the training, not after it
+        read_examples(cfg, format_name, cfg.predict, with_labels=False)
     if cfg.max_train_examples:
         train_examples = train_examples[:cfg.max_train_examples]
     if cfg.train_fraction:  # few labels: the same seeded, stratified subset for every row of the comparison

@@ -90,6 +90,11 @@ def make_spec(cfg: FinetuneConfig, format_name: str, train: list, dev: list) -> 
                         f"a stray label, or pass --num-labels to say how many classes there are")
     data.check_class_labels(train, num_labels, cfg.train)
     data.check_class_labels(dev, num_labels, cfg.dev)
+    classes = {e.label for e in train} if not cfg.multi_label else set()
+    if len(classes) == 1:  # it would "learn" to always say that class, and a dev set of it scores a perfect 1.0
+        raise data.DataError(f"{cfg.train}: every training example has label {classes.pop()}, and a classifier needs "
+                             f"at least 2 classes to tell apart; check --label-column / --format, or add examples of "
+                             f"the other classes")
     warning = data.label_set_report(train, dev)
     warnings += [warning] if warning else []
     kind = "multi" if cfg.multi_label else "class"

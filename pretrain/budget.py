@@ -63,6 +63,7 @@ GROWN_SHARE_KEPT = 0.5
 # probe times, so a plan that fits is left alone.
 REPLAN_FASTER = 1.5
 PROBE_STEPS = 8           # timed steps (after one untimed warm-up step: first calls allocate and pick kernels)
+MAX_BUDGET_H = 720        # 30 days: a longer budget is a typo, and a huge one would plan a max_steps of 10^25
 
 
 @dataclass
@@ -102,6 +103,9 @@ def parse_duration(text: str) -> float:
     total = 3600 * hours + 60 * minutes + seconds
     if total <= 0:
         raise ValueError(f"--time-budget={text!r}: must be longer than 0 seconds, e.g. 10m")
+    if total > MAX_BUDGET_H * 3600:  # also catches a number too long to be finite
+        raise ValueError(f"--time-budget={text!r}: at most {MAX_BUDGET_H}h (30 days); for a longer run give "
+                         f"--max-steps and resume it from its checkpoints")
     return total
 
 
@@ -198,6 +202,9 @@ def budget_max_steps(cfg, model, train_model, wrap, batches, grown_config, start
         say(f"--time-budget {cfg.time_budget}: {elapsed:.0f} s of set-up, {small_seconds:.3f} s per step"
             + (f" ({grown_seconds:.3f} s grown)" if grown_config is not None else "")
             + f", {eval_seconds:.1f} s per evaluation -> max_steps {max_steps:,}")
+        if elapsed >= budget:  # the run still trains one step and exports, so a user sees how far off it was
+            say(f"warning: --time-budget {cfg.time_budget} was spent before the first step (the set-up alone took "
+                f"{elapsed:.0f} s); give it more time, e.g. --time-budget 10m")
     plan = BudgetPlan(broadcast_from_main(max_steps, next(model.parameters()).device), started=started,
                       probe=(small_seconds, grown_seconds, eval_seconds))
     if grown_config is not None:  # every rank sets it (clock.check_clock is a collective); rank 0's clock decides

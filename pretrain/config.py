@@ -130,7 +130,7 @@ class PretrainConfig:
     # pretrain` uses --time-budget instead, which sets max_steps from the measured speed.
     max_steps: int = field(default=1000, metadata=rule(int, ge=1, help="optimizer steps to train (ignored with --time-budget)"))
     time_budget: str = field(default="", metadata=rule(str, help=
-        "train for this long instead of --max-steps, e.g. 90s, 10m, 1h: the WHOLE command (set-up, evaluations, "
+        "train for this long instead of --max-steps, e.g. 90s, 10m, 1h (at most 720h): the WHOLE command (set-up, evaluations, "
         "export) fits in it; max_steps is measured after a timing probe, again at the growth step, shortened if the "
         "last stage runs slower than that, and recorded in the checkpoint"))
     lr: float = field(default=1e-3, metadata=rule(float, gt=0, lt=1, help="peak learning rate"))

@@ -35,6 +35,7 @@ import torch
 from tqdm import tqdm
 
 from minibert.tokenizers import SPECIAL_TOKENS, WhitespaceTokenizer
+from minibert.tokenizers.whitespace import EmptyVocabularyError
 from minibert.training.io import remove_stale_temps, temp_name
 from pretrain import corpus as generator
 from pretrain.readers import decode_texts, detect_format, iter_text_chunks  # noqa: F401 (detect_format re-exported)
@@ -103,7 +104,12 @@ def build_vocab(path, corpus_format, min_freq=1, max_size=None):
             parsed = parse_integer_documents(texts)
             if parsed is None:  # not an ID corpus: the tokenizer's general (slower) builder
                 texts = (t for chunk, _ in iter_text_chunks(path, corpus_format) for t in decode_texts(chunk, path))
-                return WhitespaceTokenizer.build(texts, min_freq=min_freq, max_size=max_size)
+                try:
+                    return WhitespaceTokenizer.build(texts, min_freq=min_freq, max_size=max_size)
+                except EmptyVocabularyError:  # name the file, not build()
+                    raise ValueError(f"corpus: {path} holds no token (seen >= {min_freq} time(s)) but the special "
+                                     f"ones ({' '.join(SPECIAL_TOKENS)}), which are never predicted; pass a file "
+                                     f"with real text") from None
             chunk_counts = np.bincount(parsed[0])
             if len(chunk_counts) > len(counts):
                 chunk_counts[: len(counts)] += counts

@@ -103,6 +103,10 @@ def check_start(cfg: PretrainConfig) -> tuple[Path, Path] | None:
     if cfg.resume and cfg.time_budget and recorded_budget(checkpoint) is None:
         raise ValueError(f"--time-budget {cfg.time_budget} with --resume: {checkpoint} was written by a step-based "
                          f"run; resume it with its --max-steps instead")
+    finetuned = [Path(cfg.out) / name for name in ("finetune_config.json", "best") if (Path(cfg.out) / name).exists()]
+    if finetuned:  # even with --overwrite: its vocab.txt and metrics.jsonl would be replaced, its model left stale
+        raise ValueError(f"--out {cfg.out} holds a fine-tuning run ({finetuned[0]}); pretraining would replace its "
+                         f"vocab.txt and metrics.jsonl: pass another --out")
     results = Path(cfg.out) / "results.json"
     if not cfg.resume and results.exists() and not cfg.overwrite:  # a finished run may be an hour's encoder
         raise ValueError(f"--out {cfg.out} holds a finished run ({finished_summary(results)}); pass --overwrite to "

@@ -237,6 +237,12 @@ def test_an_interrupted_runs_model_is_not_replaced_silently_either(tmp_path, cap
     refusal = capsys.readouterr().err.strip()
     assert "holds the model of an earlier fine-tune" in refusal and "--overwrite" in refusal, refusal
     assert (tmp_path / "run" / "best" / "model.safetensors").read_text() == "weights"
+    # A pretraining run's folder is never a fine-tune's --out, --overwrite or not: its vocab.txt would be replaced
+    (tmp_path / "pretrained").mkdir()
+    write(tmp_path / "pretrained" / "results.json", "{}")
+    for extra in ([], ["--overwrite"]):
+        assert main(argv[:-1] + [str(tmp_path / "pretrained"), *extra]) == 2
+        assert "holds a pretraining run" in capsys.readouterr().err
 
 
 def test_layer_decay_reaches_the_optimizer(tmp_path, capsys):

@@ -41,6 +41,7 @@ BAD_CORPORA = [
     ("short TSV row", b"label\ttext\n1\t5 6 7\n2\n", ["line 3", "field"]),
     ("quoted, broken", b'"label\ttext"\r\n"1\t5 6 7"\r\nstray\t8\r\n', ["line 3", "quoted"]),
     ("quoted, open record", b'"label\ttext"\r\n"1\t5 6 7\r\n', ["line 2"]),
+    ("only special tokens", b"[UNK] [UNK]\n[MASK] [CLS] [PAD]\n", ["no token", "but the special ones", "real text"]),
 ]
 
 
@@ -59,10 +60,14 @@ def test_bad_corpus_is_refused_naming_file(case_id, data, words, capsys, tmp_pat
     ("--cache-dir is a file", ["--cache-dir", "afile"], ["afile"]),
     ("--resume with nothing", ["--resume"], ["no checkpoint"]),
     ("--init missing", ["--init", "nope"], ["--init", "nope"]),
+    ("--out holds a fine-tune", ["--out", "finetuned"], ["holds a fine-tuning run", "another --out"]),
+    ("--out holds a fine-tune, --overwrite", ["--out", "finetuned", "--overwrite"], ["holds a fine-tuning run"]),
 ])
 def test_bad_paths_are_one_line(case_id, argv, words, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "afile").write_text("x")
+    (tmp_path / "finetuned").mkdir()
+    (tmp_path / "finetuned" / "finetune_config.json").write_text("{}")
     code, _, err = run_cli("pretrain", pretrain_argv(tmp_path, "run", None, *argv), capsys)
     assert_outcome(code, err, 2, words)
 

@@ -47,6 +47,13 @@ DATA_CASES = [
                                                                           "line 3", "remove those lines"]),
     ("a folder as --train", "cls", None, [], ["is a folder", "pass the data file itself"]),
     ("NER with --compare-tfidf", "ner", [PLAIN], ["--compare-tfidf"], ["--compare-tfidf", "drop it for --task ner"]),
+    ("one class", "cls", "label\ttext\n0\t1 2\n0\t3 4\n", [], ["every training example has label 0",
+                                                                 "at least 2 classes"]),
+    ("a tab inside a text", "cls", "label\ttext\n1\t1 2\t3 4\n0\t4 5\n", [],
+     ["line 2", "more tab-separated columns than the header's 2", "replace it with a space"]),
+    ("an empty text", "cls", "label\ttext\n1\t   \n0\t4 5\n", [], ["line 2", "empty text"]),
+    ("a missing --predict file", "cls", "label\ttext\n1\t1 2\n0\t4 5\n", ["--predict", "nope.tsv"],
+     ["nope.tsv", "no such file"]),
     ("multi-label with --compare-tfidf", "cls", "label\ttext\n0,1\t4 5\n", ["--multi-label", "--compare-tfidf"],
      ["--compare-tfidf", "drop it for --multi-label"]),
 ]

@@ -48,7 +48,8 @@ def assert_within_budget(wall: float, budget: float) -> None:
 def test_durations():
     assert parse_duration("90s") == parse_duration("1.5m") == parse_duration("90") == 90
     assert parse_duration("1h30m") == 5400 and parse_duration("10m") == 600
-    for bad in ("", "ten", "10 minutes", "0s", "-5m"):
+    assert parse_duration("720h") == 720 * 3600
+    for bad in ("", "ten", "10 minutes", "0s", "-5m", "721h", "1" + "0" * 400 + "s"):  # the last: inf seconds
         with pytest.raises(ValueError, match="--time-budget"):
             parse_duration(bad)
 

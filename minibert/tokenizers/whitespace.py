@@ -34,6 +34,11 @@ from minibert.tokenizers.base import (SPECIAL_TOKENS, TokenizerBase, bert_templa
 from minibert.training.io import atomic_write_text  # temp file + os.replace: no half-written vocab
 
 
+class EmptyVocabularyError(ValueError):
+    """WhitespaceTokenizer.build kept no token: the texts were empty, held only special tokens, or no token reached
+    min_freq. A caller that knows where the texts came from (pretrain/data.py) names the file instead."""
+
+
 class WhitespaceTokenizer(TokenizerBase):
     """One vocabulary entry per whitespace-separated token. Make one with `from_file` or `build`.
 
@@ -100,7 +105,7 @@ class WhitespaceTokenizer(TokenizerBase):
         kept = [(token, count) for token, count in counts.items() if count >= min_freq]
         kept.sort(key=lambda item: (-item[1], item[0]))  # most frequent first, ties by token string
         if not kept:
-            raise ValueError(f"build(): no token occurs >= min_freq={min_freq} times ({len(counts)} distinct "
+            raise EmptyVocabularyError(f"build(): no token occurs >= min_freq={min_freq} times ({len(counts)} distinct "
                              "tokens seen); lower min_freq or check that texts is not empty")
         if max_size is not None:
             kept = kept[: max_size - len(SPECIAL_TOKENS)]
