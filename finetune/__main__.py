@@ -88,14 +88,17 @@ def check_out(cfg: FinetuneConfig) -> None:
     if pretraining:  # even with --overwrite: its vocab.txt and metrics.jsonl would be replaced, the rest left stale
         raise ValueError(f"--out {out} holds a pretraining run ({pretraining[0]}); a fine-tune would replace its "
                          f"vocab.txt and metrics.jsonl: pass another --out (to start from it: --init {out / 'final'})")
-    if cfg.overwrite or not (out / "metrics.json").is_file() and not (out / "best" / "model.safetensors").is_file():
+    kept = [out / name for name in ("metrics.json", "best/model.safetensors", "predictions.csv", "predictions.json")
+            if (out / name).is_file()]  # what training would delete or replace
+    if cfg.overwrite or not kept:
         return
     try:  # the finished run's own numbers, so the user sees what they would lose
         earlier = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
         held = (f"a finished fine-tune (dev {earlier['metric']} {earlier['best'][earlier['metric']]:.4f}, best epoch "
                 f"{earlier['best_epoch']}, {out / 'metrics.json'})")
-    except (OSError, ValueError, KeyError, TypeError):  # interrupted before metrics.json, or a file we can't read
-        held = f"the model of an earlier fine-tune ({out / 'best'})"
+    except (OSError, ValueError, KeyError, TypeError):  # interrupted before metrics.json, or only predictions
+        held = (f"the model of an earlier fine-tune ({out / 'best'})" if (out / "best").is_dir()
+                else f"the predictions of an earlier --load --predict ({kept[0]})")
     make = f" (make finetune TASK={cfg.task} ARGS=--overwrite)" if cfg.out is None else ""
     raise ValueError(f"--out {out} holds {held}; pass --overwrite to replace it{make}, or another --out to keep it")
 

@@ -237,6 +237,11 @@ def test_an_interrupted_runs_model_is_not_replaced_silently_either(tmp_path, cap
     refusal = capsys.readouterr().err.strip()
     assert "holds the model of an earlier fine-tune" in refusal and "--overwrite" in refusal, refusal
     assert (tmp_path / "run" / "best" / "model.safetensors").read_text() == "weights"
+    # Nor are the predictions an earlier `--load ... --predict --out` wrote there
+    (tmp_path / "preds").mkdir()
+    write(tmp_path / "preds" / "predictions.csv", "label\n1\n")
+    assert main(argv[:-1] + [str(tmp_path / "preds")]) == 2
+    assert "holds the predictions of an earlier --load --predict" in capsys.readouterr().err
     # A pretraining run's folder is never a fine-tune's --out, --overwrite or not: its vocab.txt would be replaced
     (tmp_path / "pretrained").mkdir()
     write(tmp_path / "pretrained" / "results.json", "{}")
