@@ -5,8 +5,8 @@ objective: loss = task loss + λ · LM loss. Here the LM loss is pretraining's o
 masked afresh (15%, 80/10/10, pretrain/masking.py) and the pretrained MLM head predicts the masked tokens from the
 same encoder. Why it helps with few labels: a few hundred classification steps reshape the whole encoder toward
 the labels they happen to see, and what pretraining learnt from the unlabelled text (which words go together) is
-overwritten; the auxiliary loss keeps asking for it. Measured, it helps a little where labels are few: +0.015
-macro-F1 on the embedded corpus at 10% labels (ahead in 7 of 10 runs), nothing at full labels or on Tianchi at 10%
+overwritten; the auxiliary loss keeps asking for it. Measured, it helps a little where labels are few: +0.016
+macro-F1 on the embedded corpus at 10% labels (ahead in 11 of 15 runs), nothing at full labels or on Tianchi at 10%
 (docs/results.md, "The auxiliary MLM loss"). It costs a second forward and backward per batch.
 
 The head is the checkpoint's MLM head (its decoder is tied to the word embeddings, which the classifier trains
