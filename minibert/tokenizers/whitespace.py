@@ -105,8 +105,8 @@ class WhitespaceTokenizer(TokenizerBase):
         kept = [(token, count) for token, count in counts.items() if count >= min_freq]
         kept.sort(key=lambda item: (-item[1], item[0]))  # most frequent first, ties by token string
         if not kept:
-            raise EmptyVocabularyError(f"build(): no token occurs >= min_freq={min_freq} times ({len(counts)} distinct "
-                             "tokens seen); lower min_freq or check that texts is not empty")
+            raise EmptyVocabularyError(f"build(): no token occurs >= min_freq={min_freq} times ({len(counts)} "
+                                       "distinct tokens seen); lower min_freq or check that texts is not empty")
         if max_size is not None:
             kept = kept[: max_size - len(SPECIAL_TOKENS)]
         source = f"<vocabulary built from {len(counts)} distinct tokens>"
