@@ -131,18 +131,20 @@ def accumulate_gradients(model, micro_batches: list[dict], label_kind: str, scal
     # masked positions, whatever the split into micro-batches (weighting it by n_i / Σn would not).
     masks = [auxiliary.mask(batch["input_ids"]) for batch in micro_batches] if auxiliary else []
     mlm_counts = [len(positions) for _, _, positions in masks]  # m_i; 0 only for rows that are all [UNK]
+    mlm_total = sum(mlm_counts)  # Σm
     step_loss = torch.zeros((), device=device)
     for i, (batch, count) in enumerate(zip(micro_batches, counts)):
         batch = move_batch(batch, device)
+        weight = loss_weight(count, total)  # n_i / Σn
         with autocast(device, dtype):
             out = model(**batch)
-            loss = out.loss * loss_weight(count, total)  # n_i / Σn
+            loss = out.loss * weight
             if masks and mlm_counts[i]:  # task loss + λ · MLM loss
                 masked = tuple(t.to(device, non_blocking=True) for t in masks[i])
                 mlm_loss = auxiliary.loss(model, masked, batch)
-                loss = loss + auxiliary.weight * mlm_loss * loss_weight(mlm_counts[i], sum(mlm_counts))
+                loss = loss + auxiliary.weight * mlm_loss * loss_weight(mlm_counts[i], mlm_total)  # m_i / Σm
         scaler.scale(loss).backward()
-        step_loss += (out.loss * loss_weight(count, total)).detach().float()
+        step_loss += (out.loss * weight).detach().float()
     return step_loss, total
 
 
