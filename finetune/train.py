@@ -44,7 +44,7 @@ from minibert.training.device import autocast, autocast_dtype, make_grad_scaler,
 from minibert.training.io import atomic_write_text
 from minibert.training.logs import MetricsLog, plot_curves
 from minibert.training.optim import build_adamw, format_group_table, param_groups
-from minibert.training.schedule import build_scheduler
+from minibert.training.schedule import build_scheduler, lr_multiplier
 
 from .auxiliary import AuxiliaryMLM
 from .checkpoints import save_finetuned
@@ -269,13 +269,16 @@ def train(cfg: FinetuneConfig, prepared: Prepared) -> dict:
             scaler.unscale_(optimizer)  # fp16: undo the loss scaling before clipping
             if cfg.max_grad_norm > 0:
                 torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+            # the LR this step uses, --lr's (the head's is head_lr/lr times it, the lower layers' less under
+            # --layer-decay); read BEFORE scheduler.step(), which moves it on to the next step's
+            lr = cfg.lr * lr_multiplier(step, warmup_steps, total_steps, cfg.schedule)
             scaler.step(optimizer)  # skipped by the scaler if fp16 gradients overflowed
             scaler.update()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
             period_loss, period_terms = period_loss + step_loss * step_terms, period_terms + step_terms
-            pending.append(({"step": step, "epoch": epoch, "lr": scheduler.get_last_lr()[0]}, step_loss))
+            pending.append(({"step": step, "epoch": epoch, "lr": lr}, step_loss))
             if step % LOG_EVERY == 0:
                 read_losses()
             bar.update(1)

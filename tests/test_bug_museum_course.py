@@ -117,14 +117,22 @@ def test_total_steps_from_len_loader_with_gradient_accumulation(tmp_path):
             optimizer.step()
             scheduler.step()
     assert scheduler.get_last_lr()[0] == pytest.approx(peak / 2)  # the bug: it ends at half the peak
-    # minibert: steps = ceil(batches / k) per epoch; a real fine-tuning run with k=2 ends its schedule at 0.
+    # minibert: steps = ceil(batches / k) per epoch; a real fine-tuning run with k=2 runs its whole schedule, down
+    # to 1/(T − w) of the peak at its last step (0 would come at step T), and its log shows the LR each step used.
     from finetune.__main__ import main
+    from finetune.config import parse_config
+    from minibert.training.schedule import lr_multiplier
 
     _write_cls_data(tmp_path, np.random.default_rng(0))
-    assert main(_tiny_args(tmp_path, "--epochs", "2", "--batch-size", "8", "--gradient-accumulation", "2")) == 0
+    args = _tiny_args(tmp_path, "--epochs", "2", "--batch-size", "8", "--gradient-accumulation", "2",
+                      "--warmup-ratio", "0.25")
+    assert main(args) == 0
     logged = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     lrs = [row["lr"] for row in logged if "lr" in row]
-    assert len(lrs) == 2 * math.ceil(math.ceil(60 / 8) / 2) and lrs[-1] == 0.0 and lrs[0] > 0
+    T, lr = 2 * math.ceil(math.ceil(60 / 8) / 2), parse_config(args).lr
+    w = int(0.25 * T)
+    assert lrs == pytest.approx([lr * lr_multiplier(s, w, T) for s in range(T)])
+    assert lrs[0] == pytest.approx(lr / w) and lrs[w] == pytest.approx(lr) and lrs[-1] == pytest.approx(lr / (T - w))
 
 
 def test_clipping_every_micro_batch(tmp_path):

@@ -109,7 +109,8 @@ def chinese_ner_wordpiece(ctx: DemoContext) -> dict:
         tokens = tokenizer.convert_ids_to_tokens(tokenizer.encode(text)["input_ids"])[1:-1]
         show(f"'{text}'", " ".join(tokens))
         result[text] = tokens
-    # Label alignment: one tag per WORD, on its first piece; -100 on ## pieces (finetune/features.py:encode_ner).
+    # Label alignment when words are tokenized whole: one tag per WORD, on its first piece; -100 on ## pieces.
+    # (minibert's CLUENER pipeline, finetune/features.py:encode_ner, goes further: one "word" per character.)
     words, tags = ["北", "京", "iphone12"], ["B-LOC", "I-LOC", "B-PRODUCT"]
     aligned = []
     for word, tag in zip(words, tags):
@@ -119,8 +120,8 @@ def chinese_ner_wordpiece(ctx: DemoContext) -> dict:
     result["aligned"] = aligned
     conclude("BERT's tokenizer puts every CJK character on its own, so Chinese NER is one label per character with "
              "no ## split; English and digits inside Chinese text can still split (iphone ##12): label the first "
-             "piece and give -100 to the rest. Use a Chinese vocab (bert-base-chinese): this English one maps most "
-             "characters to [UNK]")
+             "piece and give -100 to the rest (minibert's CLUENER pipeline cuts them per character too: m a t e 4 "
+             "0). Use a Chinese vocab (bert-base-chinese): this English one maps most characters to [UNK]")
     return result
 
 
