@@ -7,6 +7,10 @@
 #   make gpu-check                prove and measure the CUDA path on one GPU in 4 minutes (docs/gpu.md);
 #                                 SETUP=none PYTHON=python3 uses the machine's preinstalled torch, DEVICE=cpu smoke
 #   make lecture                  the from-zero lecture path (docs/lecture/), every code block, full sizes
+#   make bench-finetune ARGS=sst2 real-data fine-tuning runs (sst2 | cola | cluener | tianchi | all); needs ../shared
+#   make docs                     redraw docs/architecture.png
+#   make setup / setup-test       only create .venv and install the runtime (+ test) dependencies
+#   make clean                    delete the corpus caches (.cache); runs/ (your trained models) is kept
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -91,5 +95,7 @@ docs: $(VENV)/.runtime
 lecture: $(VENV)/.runtime
 	$(BIN)/python docs/lecture/run.py
 
+# runs/ holds trained encoders (an hour's work, maybe): never deleted here; `rm -rf runs` does it on purpose.
 clean:
-	rm -rf runs .cache
+	rm -rf .cache
+	@echo "removed .cache (corpus encodings, rebuilt on the next run); runs/ kept: rm -rf runs deletes your models"

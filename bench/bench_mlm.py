@@ -54,8 +54,9 @@ from pretrain.config import PretrainConfig
 from .report import check_targets, machine_info, render_markdown
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-# The embedded default corpus has 7,003 content IDs; with the 5 specials its vocabulary has 7,008 entries.
-DEFAULT_VOCAB_SIZE = 7008
+# `make pretrain`'s vocabulary: the embedded default corpus (data version 4) has 2,561 content IDs, 2,566 entries
+# with the 5 specials (its runs/pretrain/final/vocab.txt). --vocab-size 30522 times BERT's English WordPiece vocab.
+DEFAULT_VOCAB_SIZE = 2566
 CLS_ID, SEP_ID, MASK_ID, FIRST_REAL_ID = 2, 3, 4, 5  # minibert's whitespace-vocab specials ([PAD]=0, [UNK]=1)
 IGNORE_INDEX = -100
 BF16_PEAK = "torch_matmul_bf16"  # the key of the bf16 peak among the measured peaks

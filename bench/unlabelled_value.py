@@ -187,16 +187,19 @@ def unlabelled_value_cli(argv: list[str]) -> int:
     parser.add_argument("--unlabelled", help="pretraining corpus, Tianchi TSV (default: the embedded corpus)")
     parser.add_argument("--train", help="labelled training TSV (label, text); default: the embedded cls data")
     parser.add_argument("--dev", help="labelled dev TSV; default: the embedded cls data")
-    parser.add_argument("--train-fraction", type=float, default=0.1, help="share of labels, stratified; 1 = all")
-    parser.add_argument("--seeds", type=int, default=3, help="subsets to draw (seed --seed, --seed + 1, ...)")
+    parser.add_argument("--train-fraction", type=float, default=0.1,
+                        help="share of labels, stratified; 1 = all (default 0.1)")
+    parser.add_argument("--seeds", type=int, default=3,
+                        help="subsets to draw (seed --seed, --seed + 1, ...; default 3)")
     parser.add_argument("--seed", type=int, default=0, help="the first subset's seed: match python -m finetune's "
-                                                            "--seed (finetune.cross_validate's folds use 42, 43, ...)")
-    parser.add_argument("--components", type=int, default=100, help="LSA dimensions K")
+                        "--seed (finetune.cross_validate's folds use 42, 43, ...; default 0)")
+    parser.add_argument("--components", type=int, default=100, help="LSA dimensions K (default 100)")
     parser.add_argument("--class-weight", choices=("none", "balanced"), default="none",
-                        help="both rows' logistic regression: as python -m finetune's --class-weight")
+                        help="both rows' logistic regression: as python -m finetune's --class-weight (default none)")
     parser.add_argument("--encoder", help="a pretrained folder (e.g. runs/pretrain/final): add its frozen "
                                           "predicted-word rows, and random init's as the control")
-    parser.add_argument("--out", default="runs/unlabelled_value.json")
+    parser.add_argument("--out", default="runs/unlabelled_value.json",
+                        help="JSON of every row, per seed (default runs/unlabelled_value.json)")
     args = parser.parse_args(argv)
     for flag, value, ok, rule in (("--train-fraction", args.train_fraction, 0 < args.train_fraction <= 1,
                                    "in (0, 1], e.g. 0.1 (1 = all labels)"),

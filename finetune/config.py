@@ -108,7 +108,7 @@ class FinetuneConfig:
                              ge=0)
     metric: str | None = option(None, "dev metric for early stopping; default by task/format", str)
     seed: int = option(42, "seed for init, dropout and batch order", ge=0)
-    device: str = option("auto", "auto | cpu | cuda", **DEVICE)
+    device: str = option("auto", "auto (CUDA if available) | cpu | cuda | cuda:N | mps", **DEVICE)
     precision: str = option("auto", "auto (bf16/fp16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16",
                             choices=("auto", "fp32", "bf16", "fp16"))
     num_threads: int = option(0, "torch CPU threads; 0 = torch's default (1 can be faster on a busy machine)", ge=0)
@@ -141,9 +141,14 @@ class FinetuneConfig:
 
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(prog="python -m finetune", description="Fine-tune a minibert encoder "
-                                     "(docs/finetune.md). Flags override --config JSON, which overrides defaults.")
+FINETUNE_DESCRIPTION = "Fine-tune a minibert encoder (docs/finetune.md)."
+
+
+def build_parser(prog: str = "python -m finetune", description: str = FINETUNE_DESCRIPTION) -> argparse.ArgumentParser:
+    """The flags of FinetuneConfig; `prog` and `description` let another command that takes them (finetune.probe)
+    introduce itself."""
+    parser = OneLineParser(prog=prog, description=f"{description} Flags override --config JSON, which overrides "
+                                                  f"defaults.")
     parser.add_argument("--config", help="JSON file of FinetuneConfig fields")
     parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                         help="on an error, show the Python traceback too")
@@ -159,9 +164,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse_config(argv: list[str] | None = None) -> FinetuneConfig:
-    """defaults < --config JSON < flags. Unknown JSON keys are an error (a typo must not be ignored)."""
-    args = vars(build_parser().parse_args(argv))
+def parse_config(argv: list[str] | None = None, **parser_text) -> FinetuneConfig:
+    """defaults < --config JSON < flags. Unknown JSON keys are an error (a typo must not be ignored).
+    parser_text: build_parser's prog and description, for --help."""
+    args = vars(build_parser(**parser_text).parse_args(argv))
     args.pop("debug", None)
     values = {}
     config_path = args.pop("config", None)

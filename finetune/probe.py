@@ -78,14 +78,18 @@ def probe_layers(model, prepared, seed: int, class_weight: str = "none") -> list
 
 
 def _main(argv: list[str]) -> int:
-    cfg, notes = resolve_defaults(parse_config(argv))
+    cfg, notes = resolve_defaults(parse_config(
+        argv, prog="python -m finetune.probe",
+        description="Linear probe on each frozen layer of --init, next to the same probe on a random-init encoder of "
+                    "its shape (single-label --task cls; writes <out>/probe.json; docs/finetune.md). Takes the flags "
+                    "of python -m finetune that choose data, model and input."))
     if cfg.task != "cls" or cfg.multi_label or cfg.init == "random":
         raise ValueError("finetune.probe compares a pretrained --init with random init on single-label --task cls; "
                          f"got --task {cfg.task} --init {cfg.init}{' --multi-label' if cfg.multi_label else ''}")
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     prepared = prepare(cfg)
-    for note in notes:
+    for note in notes + prepared.notes:  # e.g. a --max-length past the positions the encoder was trained on
         print(note)
     torch.manual_seed(cfg.seed)  # the control: same shape, vocabulary and inputs; random weights, seeded
     control = build_model(cfg, prepared.spec, prepared.model.bert.config)

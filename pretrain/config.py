@@ -148,7 +148,7 @@ class PretrainConfig:
     checkpoint_every: int = field(default=200, metadata=rule(int, ge=1, help="steps between checkpoints (断点续训)"))
     # ---- runtime -------------------------------------------------------------------------------------------------
     seed: int = field(default=0, metadata=rule(int, ge=0, help="seeds model init, data order, masking and dropout"))
-    device: str = field(default="auto", metadata=rule(str, **DEVICE, help="auto (CUDA if available), cpu, cuda, cuda:1"))
+    device: str = field(default="auto", metadata=rule(str, **DEVICE, help="auto (CUDA if available), cpu, cuda, cuda:N, mps"))
     precision: str = field(default="auto", metadata=rule(
         str, "auto = bf16 (or fp16) autocast on CUDA, fp32 on CPU", choices=("auto", "fp32", "bf16", "fp16")))
     compile: bool = field(default=False, metadata=rule(bool, help="torch.compile the model"))
@@ -228,7 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="on an error, show the Python traceback too")
     for f in fields(PretrainConfig):
         field_rule = f.metadata["rule"]
-        default = "" if f.name == "model" else f" (default {f.default})"  # the field's, as --help promises
+        shown = "'' (off)" if f.default == "" else f.default  # an empty default, e.g. --time-budget's, shown as such
+        default = "" if f.name == "model" else f" (default {shown})"  # the field's, as --help promises
         # argparse %-formats help text: a literal % (as in "6% as Izsak et al.") must be doubled
         flag, meta = flag_name(f.name), {"help": (f.metadata["help"] + default).replace("%", "%%")}
         if field_rule.choices:

@@ -54,6 +54,7 @@ def test_help_shows_every_flag_with_its_default_and_no_argparse_internals(cls):
     assert "option_strings" not in text and "%%" not in text
     for f in fields(cls):
         if f.name != "model":
-            assert f"(default {getattr(cls(), f.name)})" in text, f.name
+            value = getattr(cls(), f.name)
+            assert f"(default {value})" in text if value != "" else "(default '' (off))" in text, f.name
     if cls is PretrainConfig:
         assert "6% as Izsak et al. 2021" in text

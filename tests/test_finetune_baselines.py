@@ -320,6 +320,7 @@ def test_linear_probe_reports_every_layer_for_both_encoders(tmp_path, capsys):
     torch.manual_seed(0)
     model = BertForMaskedLM(tiny_config(vocab_size=tokenizer.vocab_size))
     save_pretrained(model, tmp_path / "encoder", format="minibert", vocab=tmp_path / "vocab" / "vocab.txt")
+    (tmp_path / "results.json").write_text('{"eval_max_len": 8}')  # as if pretrained on rows of 8 tokens
     code = probe_main(["--task", "cls", "--data", str(tmp_path), "--init", str(tmp_path / "encoder"),
                        "--max-length", "16", "--truncate", "windows", "--out", str(tmp_path / "probe"),
                        "--num-threads", "1"])
@@ -330,6 +331,9 @@ def test_linear_probe_reports_every_layer_for_both_encoders(tmp_path, capsys):
     # The mean of the token embeddings contains the deciding token's embedding: linearly separable at layer 0.
     assert result["pretrained"][0]["accuracy"] >= 0.8 and result["random"][0]["accuracy"] >= 0.8, result  # chance 0.5
     assert "embeddings |" in printed and "layer 2 |" in printed
+    assert "positions 8-15 start untrained" in printed  # prepare()'s warnings are printed, as python -m finetune does
+    assert probe_main(["--help"]) == 0
+    assert capsys.readouterr().out.startswith("usage: python -m finetune.probe")
 
 
 def test_linear_probe_refuses_other_tasks(tmp_path, capsys):
