@@ -20,11 +20,13 @@ is in <out>/seed<s>/fold<k>/data/, its outputs in <out>/seed<s>/fold<k>/run/ and
 A grid of 15 fine-tunes takes an hour or more on a CPU. Stopped part-way (Ctrl-C, a closed laptop)? Run the same
 command again: each (seed, fold) that has its result.json is read back, not trained again, and the grid goes on
 from the first one without. A result.json written by a DIFFERENT command (other flags) is an error that names
-the differing flags, never silently mixed into the mean.
+the differing flags, and one written on another split of the data (another --folds, an edited --train file; each
+result.json records a digest of its split) is an error too: neither is silently mixed into the mean.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 import time
@@ -43,21 +45,37 @@ from .tasks import DEFAULT_FORMAT, read_examples
 
 
 def stratified_folds(labels: list, folds: int, seed: int) -> np.ndarray:
-    """fold[i] in [0, folds) for each example: every class is dealt round-robin over the folds in a seeded order."""
-    fold = np.zeros(len(labels), np.int64)
+    """fold[i] in [0, folds) for each example: the classes, one after the other in a seeded order, each class's
+    examples shuffled, are dealt round-robin over the folds as ONE deck. So every class is spread evenly (at most
+    ceil(n_c / folds) of it in a fold) AND the folds differ in size by at most 1; dealing each class from fold 0
+    would pile every class's remainder (and every one-example class) onto the first folds, and leave the last ones
+    empty on a small file."""
     rng = np.random.default_rng([seed, 11])
-    for label in sorted(set(map(repr, labels))):
-        members = np.flatnonzero([repr(x) == label for x in labels])
-        fold[rng.permutation(members)] = np.arange(len(members)) % folds
+    classes = sorted(set(map(repr, labels)))  # sorted first: the file's order of classes must not matter
+    deck = np.concatenate([rng.permutation(np.flatnonzero([repr(x) == label for x in labels]))
+                           for label in rng.permutation(classes)])  # [N] example indices, class by class
+    fold = np.zeros(len(labels), np.int64)
+    fold[deck] = np.arange(len(deck)) % folds
     return fold
 
 
-def finished_run(folder: Path, run_config: dict) -> dict | None:
-    """An earlier, complete run of the same command in `folder`: its result.json ({config, metric, rows}), or None."""
+def split_digest(train_lines: list[str], dev_lines: list[str]) -> str:
+    """What a (seed, fold) trained and was scored on, in a few bytes: a result read back must come from the same
+    split, not just the same flags (another --folds, an edited --train file or another fold rule gives another)."""
+    return hashlib.sha256("\n".join(train_lines + ["\0"] + dev_lines).encode("utf-8")).hexdigest()[:16]
+
+
+def finished_run(folder: Path, run_config: dict, split: str) -> dict | None:
+    """An earlier, complete run of the same command on the same split in `folder`: its result.json ({config, split,
+    metric, rows}), or None."""
     record = folder / "result.json"
     if not record.is_file():
         return None
     earlier = json.loads(record.read_text())
+    if earlier.get("split") != split:  # absent: written before splits were recorded, on folds dealt another way
+        raise ValueError(f"{record}: a finished run on another split of the data (another --folds, an edited --train "
+                         f"file, or a grid from before 2026-12-06, when folds were dealt differently); pass another "
+                         f"--out, or delete {folder.parent.parent} to start the grid again")
     if earlier["config"] != run_config:
         changed = ", ".join(f"--{key.replace('_', '-')} {earlier['config'].get(key)!r} there, {value!r} now"
                             for key, value in sorted(run_config.items()) if earlier["config"].get(key) != value)
@@ -99,13 +117,15 @@ def cross_validate(finetune_argv: list[str], folds: int, seeds: int) -> dict:
             run_config = {key: value for key, value in json.loads(json.dumps(run_cfg.to_dict())).items()
                           if key not in ("train", "dev", "out", "overwrite")}
             done = (seed - cfg.seed) * folds + fold  # runs before this one
-            record = finished_run(folder, run_config)
+            split = {name: header + [raw[e.line - 1] for e, kept in zip(examples, keep) if kept]
+                     for name, keep in (("train.tsv", fold_of != fold), ("dev.tsv", fold_of == fold))}
+            digest = split_digest(split["train.tsv"], split["dev.tsv"])
+            record = finished_run(folder, run_config, digest)
             if record is not None:
                 print(f"=== seed {seed}, fold {fold + 1} of {folds}: finished earlier, read from "
                       f"{folder / 'result.json'} ===", flush=True)
             else:
-                for name, keep in (("train.tsv", fold_of != fold), ("dev.tsv", fold_of == fold)):
-                    lines = header + [raw[e.line - 1] for e, kept in zip(examples, keep) if kept]
+                for name, lines in split.items():
                     atomic_write_text(folder / "data" / name, "\n".join(lines) + "\n")
                 minutes = (time.monotonic() - started) / 60
                 left = f", about {minutes / trained * (seeds * folds - done):.0f} min left" if trained else ""
@@ -115,7 +135,7 @@ def cross_validate(finetune_argv: list[str], folds: int, seeds: int) -> dict:
                 rows = json.loads((folder / "run" / "compare.json").read_text())["rows"] \
                     if cfg.compare_random or cfg.compare_tfidf \
                     else {f"pretrained encoder ({cfg.init})": summary["best"][summary["metric"]]}
-                record = {"config": run_config, "metric": summary["metric"], "rows": rows}
+                record = {"config": run_config, "split": digest, "metric": summary["metric"], "rows": rows}
                 atomic_write_text(folder / "result.json", json.dumps(record, indent=2) + "\n")
                 trained += 1
             for name, value in record["rows"].items():

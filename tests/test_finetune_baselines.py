@@ -246,6 +246,11 @@ def test_cross_validation_stopped_part_way_goes_on_and_refuses_to_mix_in_other_f
     error = capsys.readouterr().err.strip()
     assert trained == [] and len(error.splitlines()) == 1
     assert "seed42/fold0/result.json" in error and "--lr 0.003 there, 0.001 now" in error and "--out" in error
+    # The same flags on another split: 3 folds instead of 2 (or an edited --train file) is refused too, in one line.
+    assert cross_validate_main(["--folds", "3", "--seeds", "2", "--", *args]) == 2
+    error = capsys.readouterr().err.strip()
+    assert trained == [] and len(error.splitlines()) == 1
+    assert "seed42/fold0/result.json" in error and "another split of the data" in error
 
 
 # ---- --truncate windows: read the whole document, average the windows' log-probabilities ---------------------

@@ -17,6 +17,22 @@ def test_the_seed_decides_the_folds():
     assert np.array_equal(stratified_folds(labels, 5, seed=0), stratified_folds(labels, 5, seed=0))
 
 
+def test_folds_differ_in_size_by_at_most_one_and_small_files_leave_no_fold_empty():
+    # Dealing every class from fold 0 gave 40 examples of 14 classes the folds [14, 11, 6, 5, 4], left 12 examples
+    # of 4 classes with two empty folds, and put every one-example class in fold 0's dev set for every seed.
+    for labels in ([i % 14 for i in range(40)], [i % 4 for i in range(12)], [0] * 10 + [1] * 3 + [2] * 2 + [3],
+                   [i % 14 for i in range(2700)]):
+        for seed in range(4):
+            fold = stratified_folds(labels, 5, seed)
+            sizes = np.bincount(fold, minlength=5)
+            assert sizes.max() - sizes.min() <= 1, (len(labels), seed, sizes)
+            for c in set(labels):  # still stratified: a class is spread as evenly as its size allows
+                per_fold = np.bincount(fold[np.array(labels) == c], minlength=5)
+                assert per_fold.max() - per_fold.min() <= 1, (c, per_fold)
+    singleton = [stratified_folds([0] * 10 + [1] * 3 + [2] * 2 + [3], 5, seed)[-1] for seed in range(20)]
+    assert len(set(singleton)) > 1  # the one-example class is not always in the same fold's dev set
+
+
 def test_the_subset_does_not_depend_on_which_class_the_file_lists_first():
     a = [TextExample(f"a{i}", None, 0, i) for i in range(20)]
     b = [TextExample(f"b{i}", None, 1, i) for i in range(20)]
