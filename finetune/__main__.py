@@ -120,7 +120,8 @@ def run(cfg: FinetuneConfig) -> dict:
         # pretraining to keep, and measured it only costs random init (docs/results.md, "The auxiliary MLM loss").
         random_cfg = cfg.replace(init="random", vocab=str(prepared.vocab_path), out=cfg.out_dir + "-random",
                                  model_config=str(Path(cfg.out_dir) / "best" / "config.json"),
-                                 max_steps=summary["steps"], patience=0, predict=None, compare_random=False,
+                                 max_steps=summary["steps"], schedule_steps=summary["schedule_steps"],
+                                 patience=0, predict=None, compare_random=False,
                                  mlm_weight=0.0, overwrite=True)  # <out>-random belongs to <out>, checked above
         print(f"--- the same fine-tune from random init, {summary['steps']} steps ---")
         random_summary = train(random_cfg, prepare(random_cfg))

@@ -91,6 +91,9 @@ class FinetuneConfig:
     epochs: int = option(3, "passes over the training data", ge=1)
     max_steps: int | None = option(None, "stop after this many optimizer steps (equal-budget comparisons)", int,
                                    ge=1)
+    schedule_steps: int | None = option(None, "length of the LR schedule in optimizer steps (default: the run's "
+                                        "own); --compare-random gives random init the pretrained run's, so a run "
+                                        "that stopped early is compared on the same LR curve", int, ge=1)
     batch_size: int = option(32, "examples per micro-batch", ge=1)
     gradient_accumulation: int = option(1, "micro-batches per optimizer step (梯度累积)", ge=1)
     eval_batch_size: int = option(64, "examples per evaluation batch", ge=1)

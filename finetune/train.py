@@ -192,8 +192,11 @@ def train(cfg: FinetuneConfig, prepared: Prepared) -> dict:
     steps_per_epoch = math.ceil(batches_per_epoch / cfg.gradient_accumulation)
     total_steps = cfg.epochs * steps_per_epoch if cfg.max_steps is None else min(cfg.max_steps,
                                                                                   cfg.epochs * steps_per_epoch)
-    warmup_steps = int(cfg.warmup_ratio * total_steps)
-    scheduler = build_scheduler(optimizer, warmup_steps, total_steps, cfg.schedule)
+    # the LR curve spans the run, or --schedule-steps: a comparison row that stops where an early-stopped run did
+    # keeps that run's curve (warmup, and a decay cut off at the same point) instead of a compressed one
+    schedule_steps = cfg.schedule_steps or total_steps
+    warmup_steps = int(cfg.warmup_ratio * schedule_steps)
+    scheduler = build_scheduler(optimizer, warmup_steps, schedule_steps, cfg.schedule)
     scaler = make_grad_scaler(device, dtype)  # active only for fp16 on CUDA
     params = [p for group in optimizer.param_groups for p in group["params"]]  # for clipping
     lengths = np.array([len(f.input_ids) for f in prepared.train_features])
@@ -205,7 +208,8 @@ def train(cfg: FinetuneConfig, prepared: Prepared) -> dict:
     log = MetricsLog(log_path)
     unit = "windows" if cfg.truncate == "windows" and spec.task == "cls" else "examples"  # --truncate windows
     tqdm.write(f"device {device}, precision {dtype or torch.float32}, {len(prepared.train_features)} train / "
-               f"{len(prepared.dev_features)} dev {unit}, {total_steps} steps ({warmup_steps} warmup), "
+               f"{len(prepared.dev_features)} dev {unit}, {total_steps} steps ({warmup_steps} warmup"
+               f"{f', an LR schedule of {schedule_steps}' if schedule_steps != total_steps else ''}), "
                f"batch {cfg.batch_size} x {cfg.gradient_accumulation} accumulation")
     history, step = [], 0
     best = {"score": -math.inf, "epoch": 0, "metrics": None, "evaluations_without_gain": 0}
@@ -271,7 +275,7 @@ def train(cfg: FinetuneConfig, prepared: Prepared) -> dict:
                 torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
             # the LR this step uses, --lr's (the head's is head_lr/lr times it, the lower layers' less under
             # --layer-decay); read BEFORE scheduler.step(), which moves it on to the next step's
-            lr = cfg.lr * lr_multiplier(step, warmup_steps, total_steps, cfg.schedule)
+            lr = cfg.lr * lr_multiplier(step, warmup_steps, schedule_steps, cfg.schedule)
             scaler.step(optimizer)  # skipped by the scaler if fp16 gradients overflowed
             scaler.update()
             scheduler.step()
@@ -302,6 +306,7 @@ def train(cfg: FinetuneConfig, prepared: Prepared) -> dict:
                                                           "dev loss": ("step", "dev_loss")},
                 title=f"{spec.task}: train vs dev loss (dev rising while train falls = overfitting)")
     summary = {"metric": spec.metric, "best_epoch": best["epoch"], "best": best["metrics"], "steps": step,
+               "schedule_steps": schedule_steps,
                "history": history, "spec": spec.to_dict(), "config": cfg.to_dict()}
     atomic_write_text(out_dir / "metrics.json", json.dumps(summary, indent=2, sort_keys=True) + "\n")
     atomic_write_text(out_dir / "finetune_config.json", json.dumps(cfg.to_dict(), indent=2, sort_keys=True) + "\n")

@@ -170,7 +170,7 @@ def heldout_positions(batches, max_sequences: int, is_special: np.ndarray, reach
 
     Args:
         batches: the same iterable of masked batch dicts `evaluate` gets (held-out, [MASK]-only masks).
-        max_sequences: the same row limit `evaluate` uses.
+        max_sequences: the same row limit `evaluate` uses (whole batches: rounded up to a batch multiple).
         is_special: bool [V]; [MASK] and the other specials are hidden neighbours.
         reach: neighbours to collect on each side.
     Returns:

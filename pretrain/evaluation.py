@@ -35,7 +35,8 @@ EVAL_MASK_RATE = 0.15  # evaluate at BERT's rate whatever --mask-rate trains wit
 @torch.no_grad()
 def evaluate(model: nn.Module, batches, device: torch.device, amp_dtype: torch.dtype | None,
              max_sequences: int) -> dict:
-    """Score `model` on the first `max_sequences` rows of `batches` (an iterable of masked batch dicts).
+    """Score `model` on the first batches of `batches` (an iterable of masked batch dicts) until they hold
+    `max_sequences` rows: whole batches, so the count is rounded up to a multiple of EVAL_BATCH_SIZE.
 
     Returns:
         {"eval_loss", "eval_acc", "eval_ppl", "eval_predictions"}: means over all masked positions, not per batch

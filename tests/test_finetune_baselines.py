@@ -121,6 +121,32 @@ def test_three_rows_on_the_same_few_labels(tmp_path, capsys):
     assert tfidf > 0.7  # one token decides the class: 20 examples already beat chance (0.5) clearly
 
 
+def test_random_init_after_an_early_stop_follows_the_pretrained_runs_lr_curve(tmp_path, capsys, monkeypatch):
+    """The pretrained row stopped early (here: made to report 3 of its 13 steps) with its LR still high; the random-init
+    row must train those 3 steps on the SAME curve, not on a schedule squeezed into 3 steps that decays to ~0."""
+    import finetune.__main__ as cli
+    from minibert.training.schedule import lr_multiplier
+
+    real_train, calls = cli.train, []
+
+    def train_then_pretend_an_early_stop(cfg, prepared):
+        summary = real_train(cfg, prepared)
+        calls.append(cfg)
+        return {**summary, "steps": 3} if len(calls) == 1 else summary
+
+    monkeypatch.setattr(cli, "train", train_then_pretend_an_early_stop)
+    rng = np.random.default_rng(5)
+    make_tsv(tmp_path / "train.tsv", 100, rng)
+    make_tsv(tmp_path / "dev.tsv", 20, rng)
+    assert main(finetune_args(tmp_path, "--data", str(tmp_path), "--out", str(tmp_path / "run"), "--epochs", "1",
+                              "--warmup-ratio", "0.25", "--compare-random")) == 0
+    schedule = json.loads((tmp_path / "run" / "metrics.json").read_text())["schedule_steps"]
+    assert schedule == 13 and calls[1].max_steps == 3 and calls[1].schedule_steps == 13  # ceil(100 / 8) steps
+    logged = [json.loads(line) for line in (tmp_path / "run-random" / "metrics.jsonl").read_text().splitlines()]
+    lrs = [row["lr"] for row in logged if "lr" in row]
+    assert lrs == pytest.approx([3e-3 * lr_multiplier(s, 3, 13) for s in range(3)])  # warmup 3 of 13: 1/3, 2/3, 1
+
+
 def test_balanced_class_weights_reach_every_row_and_the_saved_model(tmp_path, capsys):
     compare, printed = compare_rows(tmp_path, capsys, 3, 60, 20, "--class-weight", "balanced")
     assert "the encoders with balanced class weights" in printed and compare["class_weight"] == "balanced"
