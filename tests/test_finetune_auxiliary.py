@@ -51,7 +51,8 @@ def test_accumulation_with_the_auxiliary_loss_equals_the_full_batch():
     torch.manual_seed(0)
     model = BertForSequenceClassification(tiny_config(), num_labels=3).eval()
     lengths = [4, 30, 6, 25, 9, 3]  # masked positions per row differ a lot, and so per micro-batch
-    features = [Feature(np.random.randint(5, 97, n), None, int(np.random.randint(3))) for n in lengths]
+    rng = np.random.default_rng(0)
+    features = [Feature(rng.integers(5, 97, n), None, int(rng.integers(3))) for n in lengths]
     auxiliary = EveryThirdToken(MLMHead(model.bert.config), None, weight=1.0, seed=0)
     scaler = make_grad_scaler(torch.device("cpu"), None)
     accumulate_gradients(model, [batch_of(features)], "class", scaler, "cpu", None, auxiliary)
@@ -65,7 +66,8 @@ def test_accumulation_with_the_auxiliary_loss_equals_the_full_batch():
 
 def test_auxiliary_loss_moves_the_encoder_and_head_but_not_the_reported_task_loss():
     model = BertForSequenceClassification(tiny_config(), num_labels=3).eval()  # eval: no dropout, same task loss
-    features = [Feature(np.random.randint(5, 97, n), None, int(np.random.randint(3))) for n in (6, 9, 12, 7)]
+    rng = np.random.default_rng(0)
+    features = [Feature(rng.integers(5, 97, n), None, int(rng.integers(3))) for n in (6, 9, 12, 7)]
     scaler = make_grad_scaler(torch.device("cpu"), None)
     plain_loss, _ = accumulate_gradients(model, [batch_of(features)], "class", scaler, "cpu", None)
     plain = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}

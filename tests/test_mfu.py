@@ -1,6 +1,6 @@
 """MFU's numerator: the FLOPs formula of minibert/training/mfu.py against what PyTorch's FLOP counter sees."""
 
-import time
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -48,15 +48,20 @@ def test_training_flops_are_three_forwards(model_and_batch):
     assert counted_flops(model, batch, backward=True) == pytest.approx(formula, rel=1e-9)
 
 
-def test_throughput_window_reports_the_pace_since_its_last_restart():
+def test_throughput_window_reports_the_pace_since_its_last_restart(monkeypatch):
+    import minibert.training.mfu as mfu_module
+
+    clock = [100.0]  # a fake clock: the test states the seconds instead of measuring them
+    monkeypatch.setattr(mfu_module, "time", SimpleNamespace(perf_counter=lambda: clock[0]))  # this module's only
     window = ThroughputWindow()
-    window.add(1000, 6e6)
-    window.restart()  # what came before the restart (an evaluation, say) no longer counts
-    window.add(500, 3e6)
-    time.sleep(0.01)
+    window.add(1000, 8e6)  # 8,000 FLOPs per token before the restart ...
+    clock[0] += 5.0  # ... over 5 s (an evaluation, say) that must not count
+    window.restart()
+    window.add(500, 3e6)  # 6,000 per token after it, over 2 s
+    clock[0] += 2.0
     tokens_per_s, mfu = window.rates(peak_flops=1e9)
-    assert 0 < tokens_per_s < 500 / 0.01
-    assert mfu * 1e9 / tokens_per_s == pytest.approx(3e6 / 500)  # FLOPs per token of the window's own steps
+    assert tokens_per_s == pytest.approx(500 / 2)  # not 1500 / 7 (nothing restarted) nor 500 / 7 (clock kept)
+    assert mfu == pytest.approx(3e6 / 2 / 1e9)  # the window's own FLOPs over its own time
 
 
 def test_measuring_the_peak_leaves_the_global_rng_alone():

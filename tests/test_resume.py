@@ -7,6 +7,7 @@ Threads are pinned (--num-threads 1) so both runs use the same CPU kernels and s
 """
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -52,6 +53,17 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path, restore_threads, growth)
     assert torch.load(run / "checkpoint.pt", weights_only=True)["step"] == 3
     assert max(r["step"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())) == 4
 
+    # A negative control, run first: the same resume from a copy whose checkpoint holds one nudged weight must END
+    # differently. A resume that ignored the checkpoint (and retrained from step 0, deterministically) would pass
+    # the bit-identity below; it fails here.
+    shutil.copytree(run, tmp_path / "nudged")
+    state = torch.load(tmp_path / "nudged" / "checkpoint.pt", weights_only=False)
+    name = next(iter(state["model"]))
+    state["model"][name] = state["model"][name] + 1e-2
+    torch.save(state, tmp_path / "nudged" / "checkpoint.pt")
+    train(parse_config(args("nudged", "--resume")))
+    nudged = load_file(tmp_path / "nudged" / "final" / "model.safetensors")
+
     result = train(parse_config(args("crashed", "--resume")))
 
     reference = tmp_path / "uninterrupted" / "final" / "model.safetensors"
@@ -61,6 +73,7 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path, restore_threads, growth)
     for name in a:
         assert torch.equal(a[name], b[name]), f"{name} differs after resume"
     assert reference.read_bytes() == resumed.read_bytes()
+    assert any(not torch.equal(a[name], nudged[name]) for name in a)  # the checkpoint's weights were used
     # The log was cut back to the checkpoint and continued: the same training losses, step for step.
     def losses(folder):
         records = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
