@@ -82,6 +82,12 @@ def read_tsv(path: str | Path, columns: dict, multi_label: bool = False, with_la
     lines = read_lines(Path(path), "an existing TSV (see docs/finetune.md for the formats)")
     text_col, text_b_col, label_col = columns["text_column"], columns["text_b_column"], columns["label_column"]
     first = 1 if columns["header"] else 0
+    if text_b_col is None and columns["header"] and lines:  # a pair file read by a one-text model: B lost unseen
+        second = [name for name in lines[0].split("\t") if name.strip().lower() in ("text_b", "sentence2")]
+        if second:
+            raise DataError(f"{path}: the header names a second text ({second[0].strip()!r}), which a one-text "
+                            f"model would drop unseen; fine-tune --task pair for sentence pairs, or remove that "
+                            f"column")
     if not with_labels and columns["header"] and lines:
         names = [name.strip().lower() for name in lines[0].split("\t")]
         named = [i for i, name in enumerate(names) if name in ("text", "sentence", "text_a", "sentence1")]
@@ -238,10 +244,11 @@ def read_lines(path: Path, expected: str = "the data file") -> list[str]:
 def read_cluener(path: str | Path, with_labels: bool = True) -> list[NerExample]:
     """Read CLUENER JSON lines and check every span: inside the text, and covering the entity string."""
     path = Path(path)
-    examples, bad, empty = [], [], []
+    examples, bad, empty, blank = [], [], [], []
     for index, raw in enumerate(read_lines(path, "a CLUENER-style JSON-lines file")):
         line = index + 1
         if not raw.strip():
+            blank.append(line)
             continue
         try:
             record = json.loads(raw)
@@ -286,6 +293,15 @@ def read_cluener(path: str | Path, with_labels: bool = True) -> list[NerExample]
                         f"0 <= start <= end < len(text)): {shown}; fix the offsets")
     if not examples:
         raise DataError(f"{path}: no examples found; is the file empty?")
+    inside = [(line, "") for line in blank if line < examples[-1].line]  # trailing blank lines end the file
+    if inside and not with_labels:  # predictions line up with the input lines: a skipped one shifts all after it
+        raise DataError(f"{path}: {len(inside)} blank line(s) inside the file ({_listing(inside)}); predictions "
+                        f"are written one per input line, so remove them or give them a text")
+    if with_labels and not any(e.entities for e in examples):  # a "labels" typo: every text all-O, trained as such
+        first = json.loads(next(raw for raw in read_lines(path) if raw.strip()))
+        raise DataError(f"{path}: none of its {len(examples)} records has an entity (line {examples[0].line} has "
+                        f"the keys {sorted(first)}); a tagger would learn to tag nothing: each line needs \"label\": "
+                        f"{{type: {{entity: [[start, end]]}}}}")
     return examples
 
 

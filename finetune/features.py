@@ -157,6 +157,18 @@ def encode_ner(tokenizer, examples, max_length: int, types: list[str], scheme: s
     return features
 
 
+def ner_cut(features: list[Feature], examples: list) -> tuple[int, int, int]:
+    """What --max-length cut from NER texts: (texts cut, entities that end past the cut, the first cut text's line;
+    0 if none). encode_ner keeps the characters that fit; the rest are never tagged."""
+    cut, lost, first = 0, 0, 0
+    for feature, example in zip(features, examples):
+        kept = int(feature.token_to_char.max()) + 1  # characters read: the last first-piece's index + 1
+        if kept < len(example.text):
+            cut, first = cut + 1, first or example.line
+            lost += sum(end >= kept for _, _, end in example.entities)
+    return cut, lost, first
+
+
 def bucketed_batches(lengths: np.ndarray, batch_size: int, shuffle: bool, seed: int = 0,
                      bucket_batches: int = 50) -> list[np.ndarray]:
     """Index batches of similar-length examples.

@@ -14,9 +14,9 @@ from minibert.training.device import autocast_dtype, pick_device
 
 from .checkpoints import read_finetuned
 from .config import FinetuneConfig
-from .data import FORMATS, check_class_labels
-from .prepare import Prepared, unknown_token_check
-from .tasks import TaskSpec, build_model, encode, load_tokenizer, read_examples, write_predictions
+from .data import FORMATS, DataError, check_class_labels
+from .prepare import Prepared, ner_cut_warning, unknown_token_check
+from .tasks import TaskSpec, build_model, encode, entity_types, load_tokenizer, read_examples, write_predictions
 from .train import evaluate
 
 
@@ -49,8 +49,11 @@ def predict_file(folder: str | Path, input_path: str | Path, output_folder: str 
     output_path = Path(output_folder or Path(folder).parent) / f"predictions{suffix}"
     examples = read_examples(cfg, spec.format, input_path, with_labels=False)
     features = encode(cfg, spec, prepared.tokenizer, examples)
-    for warning in unknown_token_check(features, prepared.tokenizer, prepared.vocab_path, input_path, "input",
-                                       "is it the kind of text (the ID space) the model was trained on?"):
+    warnings = unknown_token_check(features, prepared.tokenizer, prepared.vocab_path, input_path, "input",
+                                   "is it the kind of text (the ID space) the model was trained on?")
+    if spec.task == "ner":  # the characters past --max-length get no tag at all
+        warnings += ner_cut_warning(features, examples, cfg.max_length, input_path, None)
+    for warning in warnings:
         print(warning)
     torch_device = pick_device(device)
     model = prepared.model.to(torch_device)
@@ -70,6 +73,13 @@ def evaluate_file(folder: str | Path, input_path: str | Path, device: str = "aut
     if spec.task != "ner":
         check_class_labels(examples, spec.num_labels, input_path,
                            fix=f"evaluate with a model trained on them (this one has {spec.num_labels} classes)")
+    else:  # an entity type the model never learnt has no row to score it with
+        known = entity_types(spec)
+        unknown = sorted({t for e in examples for t, _, _ in e.entities} - set(known))
+        if unknown:
+            line = next(e.line for e in examples if any(t in unknown for t, _, _ in e.entities))
+            raise DataError(f"{input_path}: entity type(s) {unknown} (first on line {line}) are not among the "
+                            f"model's {known}; evaluate with a model trained on them, or drop those entities")
     features = encode(cfg, spec, prepared.tokenizer, examples)
     torch_device = pick_device(device)
     model = prepared.model.to(torch_device)

@@ -21,7 +21,7 @@ from . import data
 from .auxiliary import AuxiliaryMLM, build_auxiliary_mlm
 from .baseline import stratified_dev_split, stratified_subset
 from .config import FinetuneConfig
-from .features import Feature
+from .features import Feature, ner_cut
 from .tasks import (DEFAULT_FORMAT, TaskSpec, balanced_class_weights, build_model, compute_metrics, encode, gold_labels,
                     load_tokenizer, make_spec, model_class, read_examples)
 
@@ -89,6 +89,18 @@ def untrained_positions_warning(max_length: int, init: Path) -> list[str]:
     return [f"warning: --max-length {max_length}, but {init} was pretrained on rows of {trained} tokens ({record}): "
             f"positions {trained}-{max_length - 1} start untrained; --max-length {trained} (with --truncate windows "
             f"for classification, to read whole documents) uses only positions it has learnt"]
+
+
+def ner_cut_warning(features, examples, max_length: int, path, lost_entities: str | None) -> list[str]:
+    """A warning when --max-length cut NER texts (features.ner_cut); lost_entities: what happens to the entities
+    past the cut (None for unlabelled --predict input)."""
+    cut, lost, line = ner_cut(features, examples)
+    if not cut:
+        return []
+    entities = f", and {lost} entities there are {lost_entities}" if lost and lost_entities else ""
+    return [f"warning: {path}: {cut} of {len(examples)} texts are longer than --max-length {max_length} allows (the "
+            f"first on line {line}): their characters past it are not tagged{entities}; raise --max-length (past the "
+            f"model's positions with --hierarchical-positions) to read them whole"]
 
 
 def prepare(cfg: FinetuneConfig) -> Prepared:
@@ -170,6 +182,9 @@ def prepare(cfg: FinetuneConfig) -> Prepared:
 
     train_features = encode(cfg, spec, tokenizer, train_examples)
     dev_features = encode(cfg, spec, tokenizer, dev_examples)
+    if cfg.task == "ner":  # characters past --max-length are never tagged: say how many, not nothing
+        notes += ner_cut_warning(train_features, train_examples, cfg.max_length, cfg.train, "dropped from training")
+        notes += ner_cut_warning(dev_features, dev_examples, cfg.max_length, cfg.dev or cfg.train, "counted as missed")
     notes += unknown_token_check(train_features, tokenizer, vocab_path, cfg.train)
     if spec.class_weights is not None and cfg.truncate == "windows":
         # The loss sums over WINDOWS: weights counted over documents would give a class of long documents more

@@ -11,14 +11,29 @@ BOM = b"\xef\xbb\xbf"  # a UTF-8 byte-order mark, which Windows editors put at t
 
 def detect_format(path):
     """Returns ("tsv", index of the `text` column) if the header names a `text` column, ("quoted-tsv", index) if
-    a spreadsheet wrapped every line of such a TSV in double quotes, else ("lines", None)."""
+    a spreadsheet wrapped every line of such a TSV in double quotes, else ("lines", None). A first line of several
+    tab-separated cells none of which is `text` is refused: read as plain text, its labels and header would be
+    trained on as tokens."""
+    names, quoted = header_names(path)
+    if "text" not in names:
+        if len(names) > 1:
+            shown = ", ".join(repr(name[:20]) for name in names[:4]) + (", ..." if len(names) > 4 else "")
+            raise ValueError(f"corpus {path}: its first line has {len(names)} tab-separated cells ({shown}) and "
+                             f"none is named `text`; as plain text, every label and the header would become "
+                             f"tokens: name the text column `text` in a header line (a Tianchi file without one: "
+                             f"add `label<TAB>text` on top), or remove the tabs if each line is one document")
+        return ("lines", None)
+    return ("quoted-tsv" if quoted else "tsv", names.index("text"))
+
+
+def header_names(path) -> tuple[list[str], bool]:
+    """The tab-separated cells of the first line (a BOM dropped), and whether a spreadsheet quoted the whole line
+    (its quotes dropped too)."""
     with open(path, "rb") as f:
         header = f.readline().removeprefix(BOM).rstrip(b"\r\n")
     quoted = len(header) >= 2 and header.startswith(b'"') and header.endswith(b'"')
-    names = [name.strip().decode("utf-8", "replace") for name in (header[1:-1] if quoted else header).split(b"\t")]
-    if "text" not in names:
-        return ("lines", None)
-    return ("quoted-tsv" if quoted else "tsv", names.index("text"))
+    cells = (header[1:-1] if quoted else header).split(b"\t")
+    return [name.strip().decode("utf-8", "replace") for name in cells], quoted
 
 
 def _unquote_records(lines, first_line_number, pending, path):
@@ -56,6 +71,7 @@ def iter_text_chunks(path, corpus_format):
         (texts, bytes_read): a list of bytes objects, one per document, and the file bytes they came from.
     """
     kind, column = corpus_format
+    width = len(header_names(path)[0]) if kind != "lines" else 0  # a TSV's cells per line
     with open(path, "rb") as f:
         line_number = 0
         pending_bytes = 0
@@ -83,10 +99,14 @@ def iter_text_chunks(path, corpus_format):
                     texts.append(line)
                     continue
                 fields = line.split(b"\t")
+                where = f"line {line_number + index + 1}" if kind == "tsv" else "a record"
                 if len(fields) <= column:
-                    where = f"line {line_number + index + 1}" if kind == "tsv" else "a record"
                     raise ValueError(f"{path}: {where} has {len(fields)} tab-separated field(s), the `text` column "
                                      f"is number {column + 1}; fix or delete that line")
+                if len(fields) > width:  # the cells after a tab inside the text would be dropped unseen
+                    raise ValueError(f"{path}: {where} has {len(fields)} tab-separated fields, more than the "
+                                     f"header's {width}; a tab inside a text would cut it there: replace it with a "
+                                     f"space")
                 texts.append(fields[column])
             line_number += len(lines)
             yield texts, bytes_read

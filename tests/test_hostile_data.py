@@ -3,6 +3,7 @@ each CLI's main(argv). Every case ends in exit 0 with valid outputs, or ONE `err
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import pytest
@@ -42,6 +43,12 @@ BAD_CORPORA = [
     ("quoted, broken", b'"label\ttext"\r\n"1\t5 6 7"\r\nstray\t8\r\n', ["line 3", "quoted"]),
     ("quoted, open record", b'"label\ttext"\r\n"1\t5 6 7\r\n', ["line 2"]),
     ("only special tokens", b"[UNK] [UNK]\n[MASK] [CLS] [PAD]\n", ["no token", "but the special ones", "real text"]),
+    # read as plain text, its labels and header became the most frequent tokens
+    ("a TSV without a text column", b"sentence\tlabel\nthe cat sat\t1\na dog ran\t0\n",
+     ["2 tab-separated cells", "'sentence', 'label'", "none is named `text`", "label<TAB>text"]),
+    ("Tianchi rows without their header", b"1\t5 6 7\n2\t8 9 5\n", ["none is named `text`", "add `label<TAB>text`"]),
+    ("a tab inside a text", b"label\ttext\n1\t5 6 7\t8 9\n2\t5 6\n",  # "8 9" was dropped unseen
+     ["line 2", "3 tab-separated fields, more than the header's 2", "replace it with a space"]),
 ]
 
 
@@ -139,8 +146,17 @@ def test_resume_allows_cadence_and_init_starts_a_new_run(finished_run, capsys, t
     assert (tmp_path / "new" / "final" / "vocab.txt").read_bytes() == (run / "final" / "vocab.txt").read_bytes()
 
 
+def nan_in_checkpoint(path):
+    state = torch.load(path, weights_only=False)
+    name = next(iter(state["model"]))
+    state["model"][name] = state["model"][name].clone()
+    state["model"][name].view(-1)[0] = float("nan")
+    torch.save(state, path)
+
+
 @pytest.mark.parametrize("case_id, damage, words", [
     ("truncated checkpoint", lambda p: p.write_bytes(p.read_bytes()[:1000]), ["checkpoint.pt"]),
+    ("a NaN weight in the checkpoint", nan_in_checkpoint, ["checkpoint.pt", "NaN/inf", "start a fresh run"]),
     ("text as checkpoint", lambda p: p.write_text('{"step": 3}'), ["checkpoint.pt"]),
     ("empty checkpoint", lambda p: p.write_bytes(b""), ["checkpoint.pt"]),
 ])
@@ -192,6 +208,18 @@ def test_convert_bad_inputs(case_id, argv, words, finished_run, capsys, tmp_path
     code, out, err = run_cli("convert", argv, capsys)
     assert_outcome(code, err, 2, words)
     assert "the pickle ran code" not in out
+
+
+def test_two_configs_that_disagree_are_refused(finished_run, capsys, tmp_path):
+    # A folder with config.json AND Google's bert_config.json: config.json used to win without a word.
+    src = shutil.copytree(finished_run / "final", tmp_path / "src")
+    config = json.loads((src / "config.json").read_text())
+    (src / "bert_config.json").write_text(json.dumps({**config, "hidden_act": "relu"}))
+    line = assert_outcome(*run_cli("convert", [src, tmp_path / "dst"], capsys)[::2], 2,
+                          ["config.json and bert_config.json disagree", "hidden_act 'gelu' vs 'relu'"])
+    assert "delete the one" in line and not (tmp_path / "dst").exists()
+    (src / "bert_config.json").write_text(json.dumps(config))  # the same model twice: fine
+    assert run_cli("convert", [src, tmp_path / "dst"], capsys)[0] == 0
 
 
 def test_convert_ok_honours_umask_and_replaces_only_after_self_check(finished_run, capsys, tmp_path):

@@ -56,6 +56,11 @@ DATA_CASES = [
      ["nope.tsv", "no such file"]),
     ("multi-label with --compare-tfidf", "cls", "label\ttext\n0,1\t4 5\n", ["--multi-label", "--compare-tfidf"],
      ["--compare-tfidf", "drop it for --multi-label"]),
+    # a "labels" typo: every text all-O, and a model that tags nothing scored as trained
+    ("NER without any entity", "ner", [{"text": "我在北京", "labels": {"address": {"北京": [[2, 3]]}}}], [],
+     ["none of its 1 records has an entity", "['labels', 'text']", '"label"']),
+    ("a pair file for a one-text model", "cls", "label\ttext\ttext_b\n1\t1 2\t3 4\n0\t4 5\t6 7\n", [],
+     ["second text ('text_b')", "drop unseen", "--task pair"]),
 ]
 
 
@@ -241,3 +246,21 @@ def test_a_vocab_that_does_not_fit_the_data_is_refused_or_warned(capsys, tmp_pat
     argv[3] = some
     code, out, _ = run_cli("finetune", argv, capsys)
     assert code == 0 and "warning: 8% of the training tokens are [UNK]" in out
+
+
+def test_ner_predict_and_evaluate_files_a_model_cannot_read_as_meant(tmp_path, capsys):
+    """A trained NER model, then input it would mishandle in silence: a blank line (the predictions would shift), a
+    text past --max-length (its tail is never tagged: warned), an entity type it never learnt (a KeyError before)."""
+    train = ner_file(tmp_path / "train.json", [PLAIN] * 4)
+    argv = ["--task", "ner", "--train", train, "--dev", train, "--out", tmp_path / "out", *QUICK]
+    assert run_cli("finetune", argv, capsys)[0] == 0
+    load = ["--load", tmp_path / "out" / "best", "--out", tmp_path / "pred", "--no-progress"]
+    blank = ner_file(tmp_path / "blank.json", [{"text": "我在北京"}, "", {"text": "北京"}])
+    assert_outcome(*run_cli("finetune", [*load, "--predict", blank], capsys)[::2], 2,
+                   ["blank.json", "1 blank line(s) inside the file", "line 2", "remove them"])
+    long = ner_file(tmp_path / "long.json", [{"text": "我在北京工作" * 5}, {"text": "北京"}])
+    code, out, _ = run_cli("finetune", [*load, "--predict", long], capsys)
+    assert code == 0 and "long.json: 1 of 2 texts are longer than --max-length 16 allows (the first on line 1)" in out
+    unknown = ner_file(tmp_path / "unknown.json", [{"text": "我看电影", "label": {"movie": {"电影": [[2, 3]]}}}])
+    assert_outcome(*run_cli("finetune", [*load[:2], "--evaluate", unknown], capsys)[::2], 2,
+                   ["unknown.json", "['movie']", "line 1", "['address']"])

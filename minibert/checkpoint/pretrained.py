@@ -44,6 +44,19 @@ def _first_file(folder: Path, names) -> Optional[Path]:
     return next((folder / n for n in names if (folder / n).is_file()), None)
 
 
+def _config_file(folder: Path) -> Optional[Path]:
+    """config.json (HF, minibert) or Google's bert_config.json. Both, describing different models, is refused:
+    which one the weights were trained with cannot be guessed, and the wrong one loads and runs, just wrongly."""
+    found = [folder / name for name in CONFIG_FILES if (folder / name).is_file()]
+    if len(found) == 2:
+        first, second = (BertConfig.from_json(path).to_dict() for path in found)
+        differ = [f"{key} {first[key]!r} vs {second[key]!r}" for key in first if first[key] != second[key]]
+        if differ:
+            raise CheckpointError(f"{folder}: config.json and bert_config.json disagree ({', '.join(differ[:3])}); "
+                                  f"delete the one that does not describe these weights")
+    return found[0] if found else None
+
+
 def _tf_prefix(path: Path) -> Optional[Path]:
     """The TF checkpoint prefix that `path` designates (prefix, .index file, or folder), or None."""
     if path.name.endswith(".index") and path.is_file():
@@ -81,7 +94,7 @@ def open_source(path) -> Source:
         bundle = TFCheckpoint(prefix)
         folder = prefix.parent
         return Source(prefix, "tf", {n: t.shape for n, t in bundle.tensors.items()}, bundle.read,
-                      _first_file(folder, CONFIG_FILES), _first_file(folder, VOCAB_FILES))
+                      _config_file(folder), _first_file(folder, VOCAB_FILES))
     folder = path if path.is_dir() else path.parent
     weight_file = path if path.is_file() else hf_io.find_weight_file(folder)
     if weight_file is None:
@@ -89,7 +102,7 @@ def open_source(path) -> Source:
     weights = hf_io.HFWeights(weight_file)
     is_minibert = any(k.endswith("embeddings.layer_norm.weight") for k in weights.shapes)
     return Source(weight_file, "minibert" if is_minibert else "hf", weights.shapes, weights.read,
-                  _first_file(folder, CONFIG_FILES), _first_file(folder, VOCAB_FILES))
+                  _config_file(folder), _first_file(folder, VOCAB_FILES))
 
 
 def vocab_file_size(path: Path) -> int:

@@ -128,6 +128,11 @@ def load_training_state(path: str | os.PathLike, *, model: nn.Module, optimizer:
         raise ValueError(f"resume: {path} is not a minibert training checkpoint; delete it to start fresh")
     if check is not None:
         check(state.get("extra", {}))
+    for name, tensor in state["model"].items():  # resumed, a NaN weight diverges again at once, every time
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise ValueError(f"resume: {path}: tensor {name} holds NaN/inf values (the file was damaged: training "
+                             f"never checkpoints non-finite weights), so the run cannot go on from it; start a "
+                             f"fresh run")
     try:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
