@@ -53,7 +53,7 @@ test: $(VENV)/.test
 	$(BIN)/python -m pytest -q
 
 pretrain: $(VENV)/.runtime
-	$(BIN)/python -m pretrain $(if $(CORPUS),--corpus $(CORPUS)) $(if $(TIME),--time-budget $(TIME)) $(ARGS)
+	$(BIN)/python -m pretrain $(if $(CORPUS),--corpus "$(CORPUS)") $(if $(TIME),--time-budget $(TIME)) $(ARGS)
 
 # Each task's recipe for a BERT-mini on its embedded data (measured in docs/results.md; the runs that chose it are
 # in docs/finetune_lab.md). ARGS comes after it on the command line, so ARGS wins: e.g. ARGS="--epochs 2 --lr 1e-4".
@@ -66,8 +66,8 @@ RECIPE_ner := --lr 1e-3 --max-length 64 --epochs 6
 # three dev macro-F1 rows.
 COMPARE := $(if $(and $(filter cls,$(TASK)),$(if $(DATA),,yes)),--compare-random --compare-tfidf)
 finetune: $(VENV)/.baseline
-	$(BIN)/python -m finetune --task $(TASK) $(RECIPE_$(TASK)) $(if $(INIT),--init $(INIT)) \
-		$(if $(DATA),--data $(DATA)) $(COMPARE) $(ARGS)
+	$(BIN)/python -m finetune --task $(TASK) $(RECIPE_$(TASK)) $(if $(INIT),--init "$(INIT)") \
+		$(if $(DATA),--data "$(DATA)") $(COMPARE) $(ARGS)
 
 # The bench compares against transformers, so it needs the test extras.
 bench: $(VENV)/.test

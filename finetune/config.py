@@ -110,7 +110,7 @@ class FinetuneConfig:
     eval_every: int = option(0, "also evaluate on dev (and keep the best) every N steps within an epoch; 0 = off",
                              ge=0)
     metric: str | None = option(None, "dev metric for early stopping; default by task/format", str)
-    seed: int = option(42, "seed for init, dropout and batch order", ge=0)
+    seed: int = option(42, "seed for init, dropout and batch order", ge=0, le=2**32 - 1)  # numpy's seed range
     device: str = option("auto", "auto (CUDA if available) | cpu | cuda | cuda:N | mps", **DEVICE)
     precision: str = option("auto", "auto (bf16/fp16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16",
                             choices=("auto", "fp32", "bf16", "fp16"))

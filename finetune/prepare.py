@@ -152,6 +152,9 @@ def prepare(cfg: FinetuneConfig) -> Prepared:
                         else BertConfig.mini(tokenizer.vocab_size)).replace(**dropout)
         model = build_model(cfg, spec, model_config)
     else:
+        if cfg.model_config:  # the checkpoint's own config.json decides the shape
+            raise ValueError(f"--model-config {cfg.model_config}: the shape of a model trained from scratch, for "
+                             f"--init random; --init {cfg.init} brings its own config.json, so drop it")
         # minibert, Hugging Face or Google TF checkpoints; the coverage report says what was loaded and what
         # (the task head, maybe the pooler) starts from scratch.
         cls, kwargs = model_class(cfg, spec)
@@ -169,6 +172,10 @@ def prepare(cfg: FinetuneConfig) -> Prepared:
         if cfg.vocab and tokenizer.vocab_size != model_config.vocab_size:
             raise ValueError(f"--vocab {cfg.vocab} has {tokenizer.vocab_size} entries but the model at --init has "
                              f"{model_config.vocab_size} embedding rows; use the vocab.txt it was pretrained with")
+    if tokenizer.vocab_size > model_config.vocab_size and cfg.init == "random":
+        raise ValueError(f"--model-config {cfg.model_config}: vocab_size {model_config.vocab_size}, but the vocab "
+                         f"{vocab_path} has {tokenizer.vocab_size} entries; raise vocab_size to at least that, or "
+                         f"leave --model-config out (the default shape is sized to the vocab)")
     if tokenizer.vocab_size > model_config.vocab_size:
         raise ValueError(f"vocab {vocab_path} has {tokenizer.vocab_size} entries but the model's vocab_size is "
                          f"{model_config.vocab_size}; use the vocab.txt the model was pretrained with")

@@ -71,15 +71,24 @@ def read_examples(cfg: FinetuneConfig, format_name: str, path: str, with_labels:
 def make_spec(cfg: FinetuneConfig, format_name: str, train: list, dev: list) -> tuple[TaskSpec, list[str]]:
     """Validate the labels (train and dev) and decide the label set. Returns (spec, warnings)."""
     warnings = []
+    defaults = type(cfg)()
     if cfg.task == "ner":
         if cfg.class_weight != "none":
             raise ValueError(f"--class-weight {cfg.class_weight}: for --task cls and pair; drop it for --task ner")
+        unused = [f"--{name.replace('_', '-')}" for name in ("num_labels", "multi_label", "representation", "threshold")
+                  if getattr(cfg, name) != getattr(defaults, name)]  # the entity types decide the head's outputs
+        if unused:
+            raise ValueError(f"{', '.join(unused)}: sentence-classifier settings, unused by --task ner (its labels "
+                             f"are the entity types in the data); drop them")
         types, warning = data.entity_types_report(train, dev)
         warnings += [warning] if warning else []
         kind = "spans" if cfg.head == "globalpointer" else "tags"
         names = types if kind == "spans" else features.bio_tag_names(types)
         return TaskSpec("ner", format_name, kind, len(names), names, cfg.metric or "f1",
                         ("global_pointer",) if kind == "spans" else ("classifier",)), warnings
+    if cfg.threshold != defaults.threshold and not cfg.multi_label:
+        raise ValueError(f"--threshold {cfg.threshold}: the decision threshold of --multi-label; a single-label "
+                         f"classifier takes the argmax, so drop it (or add --multi-label)")
     # From train AND dev: a --train-fraction / --max-train-examples subset may miss a class the dev set holds
     num_labels = cfg.num_labels or max(data.infer_num_labels(train, cfg.train), data.infer_num_labels(dev, cfg.dev))
     seen = {v for e in train + dev for v in (e.label if isinstance(e.label, list) else [e.label])}

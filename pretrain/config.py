@@ -147,7 +147,8 @@ class PretrainConfig:
     log_every: int = field(default=10, metadata=rule(int, ge=1, help="steps between metrics.jsonl lines"))
     checkpoint_every: int = field(default=200, metadata=rule(int, ge=1, help="steps between checkpoints (断点续训)"))
     # ---- runtime -------------------------------------------------------------------------------------------------
-    seed: int = field(default=0, metadata=rule(int, ge=0, help="seeds model init, data order, masking and dropout"))
+    seed: int = field(default=0, metadata=rule(int, ge=0, le=2**32 - 1,  # numpy's seed range
+                                               help="seeds model init, data order, masking and dropout"))
     device: str = field(default="auto", metadata=rule(str, **DEVICE, help="auto (CUDA if available), cpu, cuda, cuda:N, mps"))
     precision: str = field(default="auto", metadata=rule(
         str, "auto = bf16 (or fp16) autocast on CUDA, fp32 on CPU", choices=("auto", "fp32", "bf16", "fp16")))
