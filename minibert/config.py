@@ -22,6 +22,11 @@ from .validation import ConfigError, check_fields, parse_text, read_json_object,
 ACTIVATIONS = ("gelu", "gelu_new", "relu")
 
 
+# What a config.json must state: a model's shape, never taken from a default.
+SHAPE_FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                "max_position_embeddings")
+
+
 @dataclass
 class BertConfig:
     # Each field declares its type and range once (minibert/validation.py); __post_init__ enforces them.
@@ -93,6 +98,13 @@ class BertConfig:
         if not {"vocab_size", "hidden_size", "num_hidden_layers"} & set(values):  # else: bert-base's defaults
             raise ConfigError(f"config {path} has none of vocab_size, hidden_size, num_hidden_layers (keys: "
                               f"{sorted(values)[:6]}): it is not a BERT config; pass the model's config.json")
+        missing = [name for name in SHAPE_FIELDS if name not in values]  # a default there is bert-base's, silently
+        if missing:
+            raise ConfigError(f"config {path} lacks {', '.join(missing)}: a model's shape is never guessed (the "
+                              f"default would be bert-base's); add the value(s) the weights were trained with")
+        if values.get("position_embedding_type", "absolute") != "absolute":  # HF's relative_key(_query) variants
+            raise ConfigError(f"config {path}: position_embedding_type={values['position_embedding_type']!r}; "
+                              f"minibert's BERT has learned absolute positions only, so these weights cannot load")
         return cls.from_dict(values, source=str(path))
 
     def to_dict(self) -> dict:

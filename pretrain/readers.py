@@ -14,6 +14,11 @@ def detect_format(path):
     a spreadsheet wrapped every line of such a TSV in double quotes, else ("lines", None). A first line of several
     tab-separated cells none of which is `text` is refused: read as plain text, its labels and header would be
     trained on as tokens."""
+    with open(path, "rb") as f:
+        head = f.read(1 << 20)
+    if b"\r" in head and b"\n" not in head:  # read as one line: a 1-document corpus, said as "too few documents"
+        raise ValueError(f"corpus {path}: its lines end in a bare carriage return (CR, old Mac line endings), which "
+                         f"no reader splits on; convert them to LF, e.g. tr '\\r' '\\n' < old > new")
     names, quoted = header_names(path)
     if "text" not in names:
         if len(names) > 1:

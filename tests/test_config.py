@@ -71,6 +71,20 @@ def test_from_json_missing_file_and_bad_json(tmp_path):
         BertConfig.from_json(bad)
 
 
+def test_a_config_missing_a_shape_field_or_with_relative_positions_is_refused(tmp_path):
+    full = BertConfig.mini(100).to_dict()
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({k: v for k, v in full.items() if k != "num_attention_heads"}))
+    # before: num_attention_heads silently bert-base's 12, reported as "hidden_size=256 is not divisible by ... 12"
+    with pytest.raises(ValueError, match="lacks num_attention_heads: a model's shape is never guessed"):
+        BertConfig.from_json(path)
+    path.write_text(json.dumps({**full, "position_embedding_type": "relative_key_query"}))
+    with pytest.raises(ValueError, match="'relative_key_query'; minibert's BERT has learned absolute positions only"):
+        BertConfig.from_json(path)
+    path.write_text(json.dumps({**full, "position_embedding_type": "absolute"}))
+    assert BertConfig.from_json(path) == BertConfig.mini(100)
+
+
 def test_a_config_folder_given_as_the_config_file_is_named_as_a_folder(tmp_path):
     from finetune.config import parse_config as finetune_config
     from pretrain.config import parse_config as pretrain_config

@@ -47,6 +47,7 @@ BAD_CORPORA = [
     ("a TSV without a text column", b"sentence\tlabel\nthe cat sat\t1\na dog ran\t0\n",
      ["2 tab-separated cells", "'sentence', 'label'", "none is named `text`", "label<TAB>text"]),
     ("Tianchi rows without their header", b"1\t5 6 7\n2\t8 9 5\n", ["none is named `text`", "add `label<TAB>text`"]),
+    ("CR-only line ends", b"the cat sat\rthe dog ran\ra bird flew\r", ["bare carriage return", "convert them to LF"]),
     ("a tab inside a text", b"label\ttext\n1\t5 6 7\t8 9\n2\t5 6\n",  # "8 9" was dropped unseen
      ["line 2", "3 tab-separated fields, more than the header's 2", "replace it with a space"]),
 ]
@@ -260,3 +261,13 @@ def test_a_vocab_rewritten_in_place_is_encoded_afresh(tmp_path):
     second = prepare_corpus(corpus_path, vocab, cache_dir=tmp_path / "cache", log=lambda message: None)
     assert second.directory != first.directory
     assert list(first.tokens[:3]) == [5, 6, 7] and list(second.tokens[:3]) == [8, 7, 6]
+
+
+def test_an_integer_weight_is_refused_not_cast(finished_run, capsys, tmp_path):
+    src = shutil.copytree(finished_run / "final", tmp_path / "src")
+    state = load_file(src / "model.safetensors")
+    name = sorted(state)[3]
+    state[name] = state[name].round().to(torch.int64)  # a damaged file: copy_ used to cast it to 0/±1 "weights"
+    save_file(state, src / "model.safetensors")
+    line = assert_outcome(*run_cli("convert", [src, tmp_path / "dst"], capsys)[::2], 2, [name, "torch.int64"])
+    assert "not a floating-point weight" in line and not (tmp_path / "dst").exists()

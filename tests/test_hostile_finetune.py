@@ -59,6 +59,12 @@ DATA_CASES = [
     # a "labels" typo: every text all-O, and a model that tags nothing scored as trained
     ("NER without any entity", "ner", [{"text": "我在北京", "labels": {"address": {"北京": [[2, 3]]}}}], [],
      ["none of its 1 records has an entity", "['labels', 'text']", '"label"']),
+    ("--num-labels with --task ner", "ner", [PLAIN], ["--num-labels", "3", "--multi-label"],
+     ["--num-labels, --multi-label", "unused by --task ner"]),
+    ("--threshold without --multi-label", "cls", "label\ttext\n1\t1 2\n0\t4 5\n", ["--threshold", "0.3"],
+     ["--threshold 0.3", "argmax", "--multi-label"]),
+    ("--model-config with a pretrained --init", "cls", "label\ttext\n1\t1 2\n0\t4 5\n",
+     ["--init", "runs/pretrain/final", "--model-config", "c.json"], ["--model-config c.json", "--init random"]),
     ("a pair file for a one-text model", "cls", "label\ttext\ttext_b\n1\t1 2\t3 4\n0\t4 5\t6 7\n", [],
      ["second text ('text_b')", "drop unseen", "--task pair"]),
 ]
@@ -264,3 +270,12 @@ def test_ner_predict_and_evaluate_files_a_model_cannot_read_as_meant(tmp_path, c
     unknown = ner_file(tmp_path / "unknown.json", [{"text": "我看电影", "label": {"movie": {"电影": [[2, 3]]}}}])
     assert_outcome(*run_cli("finetune", [*load[:2], "--evaluate", unknown], capsys)[::2], 2,
                    ["unknown.json", "['movie']", "line 1", "['address']"])
+
+
+def test_a_model_config_too_small_for_the_vocab_names_the_flag(tmp_path, capsys):
+    train = tsv(tmp_path / "train.tsv", "label\ttext\n1\t1 2 3 4\n0\t5 6 7 8\n")
+    tiny_config(vocab_size=8).to_json(tmp_path / "tiny.json")  # the vocab built from train.tsv: 5 specials + 8 ids
+    argv = ["--task", "cls", "--train", train, "--dev", train, "--out", tmp_path / "out", *QUICK,
+            "--model-config", tmp_path / "tiny.json"]
+    assert_outcome(*run_cli("finetune", argv, capsys)[::2], 2,
+                   ["--model-config", "vocab_size 8", "13 entries", "leave --model-config out"])

@@ -239,6 +239,9 @@ def load_pretrained(model_cls, path, config: Optional[BertConfig] = None, requir
     targets = model.state_dict()
     with torch.no_grad():
         for name, tensor in apply_plan(plan, source.read).items():
+            if not tensor.is_floating_point():  # copy_ would cast it silently: integer or 0/1 "weights"
+                raise CheckpointError(f"{source.path}: tensor {name} is {tensor.dtype}, not a floating-point weight; "
+                                      f"the file is damaged or not a model checkpoint: convert the original again")
             require_finite(tensor, name, source.path)
             targets[name].copy_(tensor)  # state_dict tensors share storage with the parameters
     return LoadResult(model.eval(), plan.report, source, config)
