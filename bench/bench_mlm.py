@@ -11,7 +11,7 @@ The rows (see `variants`):
              and logits for EVERY position (its MLM loss projects all B·T positions onto the vocabulary).
   (a)        minibert with the same hyperparameters; it projects only the masked positions (sparse MLM).
   (b)        minibert's pretraining recipe, read from `make pretrain`'s defaults (pretrain/config.py) so the two
-             cannot drift apart: dropout 0 (Cramming, Geiping & Goldstein 2023; MosaicBERT, Portes et al. 2023,
+             cannot drift apart: dropout 0 (Cramming, Geiping & Goldstein 2022; MosaicBERT, Portes et al. 2023,
              drops attention dropout), packed rows with no padding and attention_mask=None, and the recipe's mask rate
              (30% when written, after Wettig et al. 2023, "Should You Mask 15% in MLM?"). When that rate is not
              BERT's 15%, a second (b) row shows the recipe at 15%.

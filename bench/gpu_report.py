@@ -30,7 +30,7 @@ CUDA_BRANCHES = (
     ("minibert/training/device.py: move_batch non_blocking copies from pinned memory", "pretrain, syncs"),
     ("minibert/training/mfu.py: measure_matmul_peak with torch.cuda.synchronize", "pretrain, throughput"),
     ("minibert/training/checkpoint.py: CUDA RNG states saved and restored", "correctness (resume_round_trip_fp32)"),
-    ("minibert/model.py: check_inputs on a CUDA tensor (one clear line, no device-side assert)",
+    ("minibert/input_checks.py: check_inputs on a CUDA tensor (one clear line, no device-side assert)",
      "correctness (out_of_range_token_id)"),
     ("minibert/model.py: sparse MLM head with positions found on the CPU (no boolean gather on the GPU)",
      "pretrain, syncs, correctness (resume)"),

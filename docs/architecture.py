@@ -23,7 +23,7 @@ import torch  # noqa: E402
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch  # noqa: E402
 
 from minibert import BertConfig, BertForMaskedLM  # noqa: E402
-from minibert.model import IGNORE_INDEX  # noqa: E402
+from minibert import IGNORE_INDEX  # noqa: E402
 
 B, T = 2, 16
 
@@ -85,7 +85,7 @@ def draw(config: BertConfig, s: dict[str, tuple], path: Path) -> None:
     # ---- left column: the whole model, bottom to top ----
     x, w = 0.4, 5.2
     box(ax, x, 0.3, w, 0.7, f"input_ids, token_type_ids, attention_mask  {fmt('[B,T]', s['input_ids'])}\n"
-                            "from tokenizers/; checked by model.py:check_inputs", "#eeeeee")
+                            "from tokenizers/; checked by input_checks.py:check_inputs", "#eeeeee")
     arrow(ax, x + w / 2, 1.0, x + w / 2, 1.4)
     box(ax, x, 1.4, w, 1.2, "BertEmbeddings (model.py)\nword [V,H] + position [P,H] + segment [2,H]\n"
                             f"→ LayerNorm → dropout   {fmt('[B,T,H]', s['embeddings'])}", "#d9ead3")

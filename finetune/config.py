@@ -14,6 +14,8 @@ from dataclasses import dataclass, field, fields
 from minibert.cli import OneLineParser, cli_type
 from minibert.validation import DEVICE, ConfigError, check_fields, read_json_object, rule, unknown_keys
 
+from .features import TRUNCATE_MODES
+
 TASKS = ("cls", "pair", "ner")
 
 
@@ -84,7 +86,7 @@ class FinetuneConfig:
     max_length: int = option(256, "tokens per input including [CLS]/[SEP]", ge=3)
     truncate: str = option("head+tail", "long texts: head | tail | head+tail keep one window; windows reads all of "
                            "it, in max-length windows whose log-probabilities are averaged (classification)",
-                           choices=("head", "tail", "head+tail", "windows"))
+                           choices=TRUNCATE_MODES)
     hierarchical_positions: bool = option(False, "extend the position table past its limit (α=0.4) when "
                                                  "max_length exceeds it")
     # ---- optimisation

@@ -1,4 +1,4 @@
-"""From examples to model inputs: 分词 tokenization, truncation of long texts, label alignment, and batches.
+"""From examples to model inputs: 分词 tokenization, 长文本截断 truncation of long texts, label alignment, and batches.
 
   * Truncation (`--truncate`). Tianchi news documents average ~900 tokens, far beyond a 256/512 window.
     `head` keeps the beginning, `tail` the end, and `head+tail` (default) keeps 128/510 (about a quarter) of the
@@ -16,7 +16,8 @@
   * Batches are length-bucketed: examples of similar length share a batch and each batch is padded only to
     its own longest row (dynamic padding), so short texts don't pay for long ones.
 
-Dimension legend: B batch, T padded sequence length, C classes / entity types, E entities of one example.
+Dimension legend: B batch, T padded sequence length, C classes / entity types, E entities of one example,
+n tokens of one example, W windows (of all documents), X examples (documents).
 """
 
 from __future__ import annotations
@@ -65,11 +66,11 @@ def windows(ids: np.ndarray, size: int) -> list[np.ndarray]:
 
 def average_windows(values: torch.Tensor, sources: list[int], num_examples: int) -> torch.Tensor:
     """Mean of the rows of `values` [W,...] that belong to each example: sources[w] is window w's example.
-    Returns [D,...]; an example without windows gets zeros (encode_texts gives every example at least one)."""
+    Returns [X,...]; an example without windows gets zeros (encode_texts gives every example at least one)."""
     owner = torch.as_tensor(sources)                                                        # [W]
     totals = torch.zeros(num_examples, *values.shape[1:], dtype=values.dtype).index_add_(0, owner, values)
-    counts = torch.bincount(owner, minlength=num_examples).clamp(min=1)                     # [D]
-    return totals / counts.reshape(-1, *[1] * (values.dim() - 1)).to(values.dtype)          # [D,...]
+    counts = torch.bincount(owner, minlength=num_examples).clamp(min=1)                     # [X]
+    return totals / counts.reshape(-1, *[1] * (values.dim() - 1)).to(values.dtype)          # [X,...]
 
 
 def longest_first(length_a: int, length_b: int, budget: int) -> tuple[int, int]:

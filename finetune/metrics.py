@@ -5,7 +5,7 @@
   * macro-F1 (the Tianchi leaderboard metric): F1 per class, then the unweighted mean, so a rare class counts
     as much as a frequent one. Classes that appear in neither the gold nor the predicted labels are left out,
     as scikit-learn does.
-  * MCC (Matthews correlation coefficient, the CoLA metric): the correlation between gold and predicted labels,
+  * 马修斯相关系数 MCC (Matthews correlation coefficient, the CoLA metric): the correlation between gold and predicted labels,
     in [−1, 1], 0 for any constant or random guess whatever the class balance. Multi-class form of Gorodkin 2004.
   * entity-level precision/recall/F1 for NER: an entity counts only if type, start AND end all match.
   * multi-label micro-F1 (pool every (example, class) decision) and macro-F1 (per class, then the mean).

@@ -199,7 +199,7 @@ def pool_windows(log_probs: torch.Tensor, sources: list[int], num_examples: int)
     """--truncate windows: one class per example from its windows' log-probabilities [W,C], averaged per example
     (a geometric mean of the windows' distributions: every window votes with its confidence, and a long document
     does not win by having more windows, since the mean divides by the count)."""
-    return features.average_windows(log_probs, sources, num_examples).argmax(dim=-1).tolist()  # [D]
+    return features.average_windows(log_probs, sources, num_examples).argmax(dim=-1).tolist()  # [X] examples
 
 
 def gold_labels(spec: TaskSpec, examples: list) -> list:

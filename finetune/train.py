@@ -22,7 +22,7 @@ The GPU never waits for the host inside a step: ids and labels are checked on th
 per-step losses are read (one sync) every LOG_EVERY steps and before every dev evaluation, which is also when a
 non-finite loss is caught. The checkpoint is written only after that check, so it never holds non-finite weights.
 
-Dimension legend: B batch, T sequence length, C labels.
+Dimension legend: B batch, T sequence length, C labels, W windows (--truncate windows).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from tqdm import tqdm
 
 from minibert.globalpointer import check_span_labels
 from minibert.heads import check_labels, check_multi_hot
-from minibert.model import check_inputs
+from minibert.input_checks import check_inputs
 from minibert.training.accumulation import global_prediction_count, loss_weight
 from minibert.training.device import autocast, autocast_dtype, make_grad_scaler, move_batch, pick_device
 from minibert.training.io import atomic_write_text

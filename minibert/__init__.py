@@ -4,7 +4,8 @@ Reading order: config.py -> layers.py -> model.py -> tokenizers -> checkpoint/ -
 """
 
 from .config import BertConfig
-from .model import (IGNORE_INDEX, BertForMaskedLM, BertForPreTraining, BertModel, BertOutput, MaskedLMOutput,
+from .input_checks import IGNORE_INDEX
+from .model import (BertForMaskedLM, BertForPreTraining, BertModel, BertOutput, MaskedLMOutput,
                     PreTrainingOutput)
 
 __all__ = ["BertConfig", "BertModel", "BertForMaskedLM", "BertForPreTraining", "BertOutput", "MaskedLMOutput",

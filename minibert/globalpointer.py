@@ -1,4 +1,4 @@
-"""GlobalPointer: 命名实体识别 NER as scoring every span (start, end) directly, with RoPE inside.
+"""全局指针 GlobalPointer: 命名实体识别 NER as scoring every span (start, end) directly, with RoPE inside.
 
 A BIO tagger (heads.BertForTokenClassification) labels tokens and must stitch spans back together; nested or
 adjacent entities of one type break it. GlobalPointer (Su Jianlin 苏剑林, 2021, kexue.fm/archives/8373) instead
@@ -10,7 +10,7 @@ kexue.fm/archives/8877), which shares one query/key projection across types:
     s_c(i, j)  = (R_i q_i)·(R_j k_j) / √D                 "is (i, j) an entity at all?"  (shared)
                + a_c·[q_i; k_i] + b_c·[q_j; k_j]          "does it start / end like a type-c entity?" (per type)
 
-R_i is a rotary position embedding (RoPE, Su et al. 2021, "RoFormer"): it rotates pairs of coordinates by angles
+R_i is a 旋转位置编码 rotary position embedding (RoPE, Su et al. 2021, "RoFormer"): it rotates pairs of coordinates by angles
 proportional to the position, so (R_i q)·(R_j k) = q·R_{j−i} k depends on the OFFSET j − i only. Without it the
 span score would know the distance between start and end only through whatever position information survived in
 h; with it, "an entity is usually 2-4 tokens long" is easy to learn. Spans with j < i (the lower triangle) and

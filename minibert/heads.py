@@ -1,6 +1,6 @@
 """Task heads for fine-tuning: a small layer on top of the pretrained encoder, trained together with it.
 
-  * BertForSequenceClassification: one label per text (or text pair). The sentence vector is the [CLS] state
+  * BertForSequenceClassification: one label per text (or text pair). The 句向量 sentence vector is the [CLS] state
     (default), the pooler's tanh(W h_[CLS] + b), or the mean over real tokens. Softmax cross-entropy, or sigmoid
     binary cross-entropy per class for multi-label tasks (多标签分类).
   * BertForTokenClassification: one BIO tag per token (序列标注 sequence labelling) for NER.
@@ -28,7 +28,8 @@ from torch import nn
 
 from .config import BertConfig
 from .globalpointer import GlobalPointer, check_span_labels
-from .model import IGNORE_INDEX, BertModel, init_weights
+from .input_checks import IGNORE_INDEX
+from .model import BertModel, init_weights
 
 REPRESENTATIONS = ("cls", "pooler", "mean")
 

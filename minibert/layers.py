@@ -5,6 +5,7 @@ Dimension legend (used in every shape comment):
     B  batch size                 T  sequence length (tokens)
     H  hidden size                N  number of attention heads
     D  head size = H / N          I  intermediate (FFN) size
+    L  number of layers (blocks)
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import BertConfig
+from .config import ACTIVATIONS, BertConfig
 
 
 class LayerNorm(nn.Module):
@@ -48,12 +49,14 @@ def activation(name: str, x: torch.Tensor) -> torch.Tensor:
     """The config's `hidden_act`. "gelu" is the exact (erf) GELU; "gelu_new" is the tanh approximation of Hendrycks
     & Gimpel 2016 (GPT-2). Google's 2018 BERT checkpoints were trained with the erf form, but google-research/bert's
     `gelu` became the tanh form in February 2019, so models pretrained with that code since then (Datawhale's Task 6
-    among them) used tanh even though their config says "gelu". The two differ by at most ~1e-3 per value."""
+    among them) used tanh even though their config says "gelu". The two differ by at most ≈5e-4 per value."""
     if name == "gelu":
         return F.gelu(x)  # 0.5 x (1 + erf(x / sqrt 2))
     if name == "gelu_new":
         return F.gelu(x, approximate="tanh")  # 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
-    return F.relu(x)
+    if name == "relu":
+        return F.relu(x)
+    raise ValueError(f"hidden_act={name!r}: must be one of {', '.join(ACTIVATIONS)}")  # never a silent ReLU
 
 
 class MultiHeadSelfAttention(nn.Module):
@@ -87,8 +90,9 @@ class MultiHeadSelfAttention(nn.Module):
             ([B,T,H] attention output, [B,N,T,T] probabilities or None)
         """
         B, T, H = x.shape
-        qkv = self.qkv(x)  # [B,T,3H]
-        q, k, v = qkv.view(B, T, 3, self.num_heads, self.head_size).permute(2, 0, 3, 1, 4)  # each [B,N,T,D]
+        qkv = self.qkv(x)  # [B,T,3H]: the 3H axis is (Q | K | V), each cut into N heads of D
+        # [B,T,3H] -> [B,T,3,N,D] -> [3,B,N,T,D]; unpacked along the first axis: q, k, v each [B,N,T,D]
+        q, k, v = qkv.view(B, T, 3, self.num_heads, self.head_size).permute(2, 0, 3, 1, 4)
         dropout_p = self.dropout_p if self.training else 0.0
         if return_probs:
             context, probs = self.reference_attention(q, k, v, key_mask, dropout_p)  # [B,N,T,D], [B,N,T,T]
@@ -99,7 +103,15 @@ class MultiHeadSelfAttention(nn.Module):
         return self.out(context), probs  # [B,T,H]
 
     def reference_attention(self, q, k, v, key_mask, dropout_p):
-        """softmax(Q Kᵀ/√D + mask) V, step by step. q, k, v: [B,N,T,D]; key_mask: [B,1,1,T] bool or None."""
+        """softmax(Q Kᵀ/√D + mask) V, step by step (the readable path; SDPA computes the same, fused).
+
+        Args:
+            q, k, v: [B,N,T,D].
+            key_mask: [B,1,1,T] bool (True = a real token) or None.
+            dropout_p: 0 in eval: F.dropout's `training` flag defaults to True, so the caller passes 0 then.
+        Returns:
+            (context [B,N,T,D], probs [B,N,T,T] before dropout, as HF returns them).
+        """
         # √D keeps the dot products at unit variance; without it softmax saturates (Vaswani et al. 2017, §3.2.1).
         scores = q @ k.transpose(-1, -2) / math.sqrt(self.head_size)  # [B,N,T,T]
         if key_mask is not None:
@@ -108,7 +120,7 @@ class MultiHeadSelfAttention(nn.Module):
             scores = scores.masked_fill(~key_mask, torch.finfo(scores.dtype).min)  # padded keys -> weight 0
         probs = scores.softmax(dim=-1)  # [B,N,T,T], each row sums to 1
         context = F.dropout(probs, p=dropout_p) @ v  # [B,N,T,D]
-        return context, probs
+        return context, probs  # [B,N,T,D], [B,N,T,T]
 
 
 class FeedForward(nn.Module):
@@ -125,7 +137,7 @@ class FeedForward(nn.Module):
 
 
 class TransformerBlock(nn.Module):
-    """One encoder layer, POST-LN as in the original BERT: x = LN(x + Dropout(Sublayer(x))).
+    """One encoder layer, 后置层归一化 POST-LN as in the original BERT: x = LN(x + Dropout(Sublayer(x))).
 
     Post-LN normalises after the residual add; pre-LN (x + Sublayer(LN(x)), GPT-2 and most modern models) trains
     more stably without warmup (Xiong et al. 2020), but BERT checkpoints are post-LN, so this must be too.

@@ -17,8 +17,7 @@ from .checkpoint.pretrained import PretrainedMixin
 from .config import BertConfig
 from .layers import LayerNorm, TransformerBlock, activation
 
-IGNORE_INDEX = -100  # labels equal to this are not predicted (torch's cross_entropy default ignore_index)
-ID_DTYPES = (torch.long, torch.int)  # the index dtypes nn.Embedding accepts
+from .input_checks import IGNORE_INDEX, check_id_range, check_inputs, check_mlm_labels
 
 
 @dataclass
@@ -38,56 +37,9 @@ class MaskedLMOutput:
 
 @dataclass
 class PreTrainingOutput:
-    loss: torch.Tensor | None  # MLM loss + NSP loss
+    loss: torch.Tensor | None  # scalar: MLM + NSP, whichever labels were given; None without labels
     mlm_logits: torch.Tensor  # as MaskedLMOutput.logits
     nsp_logits: torch.Tensor  # [B,2]: is segment B the real next sentence?
-
-
-def check_id_range(name: str, ids: torch.Tensor, limit_name: str, limit: int, fix: str) -> None:
-    """Every ID must index a row of its embedding table: [0, limit). One min/max reduction, not a loop."""
-    lo, hi = torch.aminmax(ids)
-    if lo < 0 or hi >= limit:
-        bad = lo.item() if lo < 0 else hi.item()
-        raise ValueError(f"{name} contains {bad}, outside [0, {limit_name}={limit}); {fix}")
-
-
-def check_inputs(config: BertConfig, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None,
-                 attention_mask: torch.Tensor | None, max_positions: int) -> None:
-    """Fail with one clear line on bad input, BEFORE it turns into an IndexError on CPU or an unreadable
-    'device-side assert triggered' on CUDA. The range checks cost one min/max reduction per tensor."""
-    if input_ids.dtype not in ID_DTYPES:  # float, bool, uint8, int16... nn.Embedding indexes with these only
-        raise ValueError(f"input_ids has dtype {input_ids.dtype}; token IDs must be an integer tensor "
-                         f"(torch.long), e.g. convert with input_ids.long()")
-    if input_ids.dim() != 2:
-        raise ValueError(f"input_ids has shape {tuple(input_ids.shape)}; expected [batch, seq_len], "
-                         f"e.g. add a batch axis with input_ids.unsqueeze(0)")
-    B, T = input_ids.shape
-    if B == 0 or T == 0:  # an empty tensor has no min/max: fail here, not inside aminmax
-        raise ValueError(f"input_ids has shape {(B, T)}; expected at least one sequence of at least one token")
-    if T > max_positions == config.max_position_embeddings:
-        raise ValueError(f"input_ids has sequence length {T} > max_position_embeddings={max_positions}; "
-                         f"truncate the input (or use hierarchical positions for longer texts)")
-    if T > max_positions:  # the table was extended (positions.py): its limit is not the config's
-        raise ValueError(f"input_ids has sequence length {T} > {max_positions}, the limit of the hierarchical "
-                         f"position table; truncate the input, or extend it further (at most "
-                         f"{config.max_position_embeddings ** 2} positions)")
-    check_id_range("input_ids", input_ids, "vocab_size", config.vocab_size,
-                   "the tokenizer's vocab and the model config disagree: use the vocab.txt the model was trained with")
-    if token_type_ids is not None:
-        if token_type_ids.dtype not in ID_DTYPES or token_type_ids.shape != input_ids.shape:
-            raise ValueError(f"token_type_ids has shape {tuple(token_type_ids.shape)} and dtype {token_type_ids.dtype}; "
-                             f"expected an integer tensor of the input_ids shape {(B, T)}")
-        check_id_range("token_type_ids", token_type_ids, "type_vocab_size", config.type_vocab_size,
-                       "use 0 for segment A and 1 for segment B")
-    if attention_mask is not None and attention_mask.shape != input_ids.shape:
-        raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)}; expected the input_ids shape "
-                         f"{(B, T)} with 1 for real tokens and 0 for padding")
-    if attention_mask is not None and attention_mask.dtype != torch.bool:
-        # An ADDITIVE mask (0 keep, -10000 pad), as some code passes, would become its exact inverse under .bool()
-        lo, hi = torch.aminmax(attention_mask)
-        if lo < 0 or hi > 1:
-            raise ValueError(f"attention_mask contains {lo.item() if lo < 0 else hi.item()}; expected 1 for real "
-                             f"tokens and 0 for padding (not an additive mask of 0 and -10000)")
 
 
 class BertEmbeddings(nn.Module):
@@ -101,7 +53,7 @@ class BertEmbeddings(nn.Module):
         super().__init__()
         self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size)  # [V,H]
         self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)  # [P,H]
-        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)  # [2,H]
+        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)  # [type_vocab_size,H]: 2
         self.layer_norm = LayerNorm(config.hidden_size, config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
@@ -110,6 +62,7 @@ class BertEmbeddings(nn.Module):
         return self.position_embeddings.num_embeddings
 
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor) -> torch.Tensor:
+        """input_ids, token_type_ids: [B,T]. Returns LayerNorm(word + position + segment) [B,T,H], with dropout."""
         T = input_ids.shape[1]
         positions = torch.arange(T, device=input_ids.device)  # [T]
         x = (self.word_embeddings(input_ids)  # [B,T,H]
@@ -152,7 +105,9 @@ class BertModel(PretrainedMixin, nn.Module):
     def __init__(self, config: BertConfig, add_pooling_layer: bool = True):
         super().__init__()
         self.config = config
-        self.check_inputs = True  # set False only if the inputs are already validated (e.g. inside torch.compile)
+        # the training loops set False after checking the CPU batch (each check is a host sync on a GPU); skipped
+        # under torch.compile anyway
+        self.check_inputs = True
         self.embeddings = BertEmbeddings(config)
         self.encoder = BertEncoder(config)
         self.pooler = BertPooler(config) if add_pooling_layer else None
@@ -169,7 +124,9 @@ class BertModel(PretrainedMixin, nn.Module):
             output_hidden_states: also return the embeddings and every layer's output.
             output_attentions: also return every layer's [B,N,T,T] attention probabilities (slower reference path).
         Returns:
-            BertOutput with last_hidden_state [B,T,H] and pooler_output [B,H].
+            BertOutput with last_hidden_state [B,T,H]; pooler_output [B,H] (None when built with
+            add_pooling_layer=False); hidden_states, L+1 tensors [B,T,H] (the embeddings, then each layer), and
+            attentions, L tensors [B,N,T,T], when asked for.
         """
         if self.check_inputs and not torch.compiler.is_compiling():
             check_inputs(self.config, input_ids, token_type_ids, attention_mask, self.embeddings.max_positions)
@@ -177,7 +134,8 @@ class BertModel(PretrainedMixin, nn.Module):
             token_type_ids = torch.zeros_like(input_ids)  # [B,T] one sentence: everything is segment A
         key_mask = None
         if attention_mask is not None:
-            # [B,T] -> [B,1,1,T]: broadcasts over heads and query positions, so every query ignores padded KEYS.
+            # 注意力掩码 attention mask [B,T] -> [B,1,1,T]: broadcasts over heads and query positions, so every
+            # query ignores padded KEYS.
             key_mask = attention_mask.bool()[:, None, None, :]
 
         x = self.embeddings(input_ids, token_type_ids)  # [B,T,H]
@@ -189,7 +147,7 @@ class BertModel(PretrainedMixin, nn.Module):
 
 
 class MLMHead(nn.Module):
-    """The masked-LM head: transform (dense, act, LayerNorm), then a decoder TIED to the word embeddings.
+    """The masked-LM head: transform (dense, act, LayerNorm), then a 绑定解码器 decoder TIED to the word embeddings.
 
     Tying (Press & Wolf 2017) reuses the [V,H] input embedding as the output projection: no second V×H matrix,
     and rare tokens' output vectors get gradient through their input use too. The head's own parameters are the
@@ -210,16 +168,6 @@ class MLMHead(nn.Module):
         return F.linear(h, word_embeddings, self.bias)  # [..., V] = h Eᵀ + b
 
 
-def check_mlm_labels(labels: torch.Tensor, vocab_size: int) -> None:
-    """One clear line for an MLM label outside [0, V) (an IndexError on CPU, a device-side assert on CUDA).
-    labels: [B,T] or [M]. On a GPU tensor this is a host sync: training loops call it on the CPU batch."""
-    targets = labels[labels != IGNORE_INDEX]  # [M]
-    if targets.numel() == 0:
-        return
-    check_id_range("labels", targets, "vocab_size", vocab_size,
-                   f"use the original token ID at predicted positions and {IGNORE_INDEX} everywhere else")
-
-
 def prediction_positions(labels: torch.Tensor) -> torch.Tensor:
     """The flat indices [M] of the labelled positions of labels [B,T], in row-major order. How many there are is
     data-dependent, so on a GPU the host must wait for the answer: compute it on the CPU batch and copy it along."""
@@ -229,7 +177,7 @@ def prediction_positions(labels: torch.Tensor) -> torch.Tensor:
 def sparse_mlm_logits(bert: BertModel, head: MLMHead, sequence: torch.Tensor, labels: torch.Tensor | None,
                       positions: torch.Tensor | None = None
                       ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-    """Run the MLM head only where it is needed.
+    """稀疏 MLM 头 The sparse MLM head: run the MLM head only where it is needed.
 
     With labels, gather the M labelled positions first and project only those onto the vocabulary ("sparse
     MLM", as google-research/bert's gather_indexes and Cramming, Geiping & Goldstein 2022). At 15% masking this
@@ -297,6 +245,16 @@ class BertForPreTraining(PretrainedMixin, nn.Module):
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None,
                 attention_mask: torch.Tensor | None = None, labels: torch.Tensor | None = None,
                 next_sentence_label: torch.Tensor | None = None) -> PreTrainingOutput:
+        """Google's pretraining objective: MLM + NSP (next-sentence prediction).
+
+        Args:
+            input_ids, token_type_ids, attention_mask: as BertModel.forward.
+            labels: [B,T] MLM labels: the original token at predicted positions, −100 elsewhere.
+            next_sentence_label: [B], 0 = segment B follows A, 1 = B is a random sentence.
+        Returns:
+            PreTrainingOutput: loss (MLM + NSP, whichever labels were given), mlm_logits ([M,V] with labels, else
+            [B,T,V]), nsp_logits [B,2].
+        """
         out = self.bert(input_ids, token_type_ids, attention_mask)
         mlm_logits, loss, _ = sparse_mlm_logits(self.bert, self.mlm_head, out.last_hidden_state, labels)
         nsp_logits = self.nsp_head(out.pooler_output)  # [B,2]

@@ -10,7 +10,7 @@ each piece is wrapped as [CLS] piece [SEP]. Two layouts:
 - packed (`pack=True`): [CLS] piece [SEP] units (every remainder kept) are laid back to back and the stream is cut
   into rows of exactly max_len, so no compute goes to padding. A unit may continue on the next row, and attention
   crosses unit boundaries: RoBERTa's FULL-SENTENCES format (Liu et al., 2019, §4.2) and Cramming's packing
-  (Geiping & Goldstein, 2023) found this costs nothing in quality. `attention_mask` is None (the model's
+  (Geiping & Goldstein, 2022) found this costs nothing in quality. `attention_mask` is None (the model's
   "no padding" fast path). The stream's last partial row is dropped.
 
 Determinism, sharding and resume: the batch at position (epoch, step) is a pure function of (seed, epoch, step):
@@ -29,7 +29,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
-from minibert.model import check_inputs, check_mlm_labels, prediction_positions
+from minibert.input_checks import check_inputs, check_mlm_labels
+from minibert.model import prediction_positions
 from pretrain.masking import DynamicMasking
 
 

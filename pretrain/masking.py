@@ -8,18 +8,19 @@ preprocessing; we do the same: masking runs on every batch, driven by a `torch.G
 resumed run can reproduce exactly the masks an uninterrupted run would have drawn.
 
 The 15% rate is configurable. Wettig et al. (2022), "Should You Mask 15% in Masked Language Modeling?"
-(arXiv:2202.08005) find 40% better for large models, and Cramming (Geiping & Goldstein, 2023) uses 25-40% under a
-small compute budget; `mask_rate=0.3` is our documented option for short pretraining runs: more predictions per
-forward pass, so more learning signal per second.
+(arXiv:2202.08005) find 40% better for large models, and Cramming (Geiping & Goldstein, 2022) uses 25% under a
+small compute budget; `mask_rate=0.3` is our default for short pretraining runs: more predictions per forward pass,
+so more learning signal per second.
 
 Traps avoided:
 - special tokens ([PAD] [UNK] [CLS] [SEP] [MASK], or any id the caller lists) are never selected: predicting
   [SEP] or padding teaches nothing and padding positions would leak into the loss;
 - the 10% random replacements come only from real (non-special) token ids: a random [PAD] or [CLS] in the middle of
   a sentence is an input the model never sees at fine-tuning time;
-- every sequence gets at least one prediction: a short sequence can otherwise draw zero masks, and a batch of such
-  rows gives a loss of 0/0 = NaN with the sparse (masked-positions-only) MLM head. A row with no real token at all
-  (a document the vocab does not cover, all [UNK]) gets none: nothing in it can be predicted.
+- every sequence gets at least one prediction, as google-research/bert does (max(1, round(n·rate))): a short row
+  could otherwise draw none and teach nothing (the sparse head returns a loss of 0 for M = 0, and a step with no
+  prediction at all is refused by minibert/training/accumulation.py:global_prediction_count). A row with no real
+  token (a document the vocab does not cover, all [UNK]) gets none: nothing in it can be predicted.
 
 Dimension legend: B batch size, T sequence length, V vocab size.
 """
@@ -45,7 +46,8 @@ class DynamicMasking:
     def __init__(self, vocab_size, special_token_ids, mask_token_id, mask_rate=0.15,
                  mask_token_fraction=0.8, random_token_fraction=0.1):
         if not 0.0 < mask_rate < 1.0:
-            raise ValueError(f"mask_rate: got {mask_rate}, must be in (0, 1); use 0.15 (BERT) or 0.3 (Cramming)")
+            raise ValueError(f"mask_rate: got {mask_rate}, must be in (0, 1); use 0.15 (BERT), 0.25 (Cramming) or "
+                             f"0.3 (our default)")
         if mask_token_fraction < 0 or random_token_fraction < 0 or mask_token_fraction + random_token_fraction > 1:
             raise ValueError(f"mask_token_fraction + random_token_fraction: got {mask_token_fraction} + "
                              f"{random_token_fraction}, each must be ≥ 0 and their sum ≤ 1; use 0.8 and 0.1")
@@ -91,24 +93,24 @@ class DynamicMasking:
         if input_ids.numel() and (input_ids.min() < 0 or input_ids.max() >= self.vocab_size):
             raise ValueError(f"input_ids: ids span [{int(input_ids.min())}, {int(input_ids.max())}], outside the "
                              f"vocab [0, {self.vocab_size}); encode the corpus with the model's vocab.txt")
-        maskable = ~torch.take(self.is_special, input_ids)                     # [B,T] bool (take: bool indexing is slow)
+        maskable = ~torch.take(self.is_special, input_ids)                     # [B,T] bool, a gather per id
         scores = torch.rand(input_ids.shape, generator=generator)              # [B,T] in [0,1)
         selected = maskable & (scores < self.mask_rate)                        # [B,T] Bernoulli(mask_rate)
         # At least one prediction per row: rows that drew none take their maskable position with the highest
         # fresh score, i.e. a uniformly random maskable position.
         empty_rows = ~selected.any(dim=1) & maskable.any(dim=1)                # [B]; all-[UNK] rows stay empty
         tie_break = torch.rand(input_ids.shape, generator=generator).masked_fill(~maskable, -1.0)  # [B,T]
-        forced = torch.zeros_like(selected)
+        forced = torch.zeros_like(selected)                                    # [B,T] bool
         forced[torch.arange(len(input_ids)), tie_break.argmax(dim=1)] = True
         selected |= forced & empty_rows[:, None]
         labels = torch.where(selected, input_ids, torch.full_like(input_ids, IGNORE_INDEX))  # [B,T]
         # 80/10/10: one uniform draw per position decides [MASK] / random / unchanged.
         action = torch.rand(input_ids.shape, generator=generator)              # [B,T]
-        to_mask = selected & (action < self.mask_token_fraction)
+        to_mask = selected & (action < self.mask_token_fraction)               # [B,T] bool
         to_random = selected & (action >= self.mask_token_fraction) & \
-            (action < self.mask_token_fraction + self.random_token_fraction)
+            (action < self.mask_token_fraction + self.random_token_fraction)  # [B,T] bool
         random_ids = torch.take(self.real_token_ids, torch.randint(
             len(self.real_token_ids), input_ids.shape, generator=generator))  # [B,T]
-        masked_ids = torch.where(to_mask, torch.full_like(input_ids, self.mask_token_id), input_ids)
+        masked_ids = torch.where(to_mask, torch.full_like(input_ids, self.mask_token_id), input_ids)  # [B,T]
         masked_ids = torch.where(to_random, random_ids, masked_ids)            # [B,T]
         return masked_ids, labels

@@ -288,7 +288,7 @@ def train(cfg: PretrainConfig, started_at: float | None = None) -> dict:
         if not scaler.is_enabled():
             finite &= torch.isfinite(grad_norm)
         first_nonfinite = torch.where((first_nonfinite == 0) & ~finite, step, first_nonfinite)
-        lr = max(scheduler.get_last_lr())  # the LR this step uses (the largest group's: --lr, not the spared ones)
+        lr = max(scheduler.get_last_lr())  # this step's LR, --lr's (grown_stage_groups gives trained weights less)
         scaler.step(optimizer)  # skips the update if fp16 gradients overflowed
         scaler.update()
         scheduler.step()

@@ -118,7 +118,7 @@ def test_total_steps_from_len_loader_with_gradient_accumulation(tmp_path):
             scheduler.step()
     assert scheduler.get_last_lr()[0] == pytest.approx(peak / 2)  # the bug: it ends at half the peak
     # minibert: steps = ceil(batches / k) per epoch; a real fine-tuning run with k=2 runs its whole schedule, down
-    # to 1/(T − w) of the peak at its last step (0 would come at step T), and its log shows the LR each step used.
+    # to 1/(S − w) of the peak at its last step (0 would come at step S), and its log shows the LR each step used.
     from finetune.__main__ import main
     from finetune.config import parse_config
     from minibert.training.schedule import lr_multiplier

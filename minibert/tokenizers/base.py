@@ -128,7 +128,9 @@ class TokenizerBase:
             max_length: cap on the total length INCLUDING [CLS]/[SEP]; None means no cap. A pair is
                 cut longest-first: tokens come off the end of the longer segment, as in BERT's
                 `_truncate_seq_pair`. One detail is HF's: when both segments must shrink to share an
-                odd budget, the spare token stays with the originally longer one (BERT: always A).
+                odd budget, the spare token stays with the originally longer one, and with B on a tie
+                (BERT: always A). Fine-tuning cuts pairs with finetune/features.py:longest_first, which
+                follows BERT's rule exactly.
 
         Returns:
             {"input_ids": [...], "token_type_ids": [...], "attention_mask": [...]}, all of length T.

@@ -14,8 +14,9 @@ How BERT tokenises (分词 tokenization) a text, in three stages that `tokenizer
        longest known "##" prefix of "ffable"  = "##ffa"  rest "ble"
        longest known "##" prefix of "ble"     = "##ble"  done  => ["una", "##ffa", "##ble"]
    If at some point NO prefix of the rest is in the vocabulary, the WHOLE word becomes [UNK] (not just
-   the tail), and so does any word longer than 100 characters. Greedy is not optimal segmentation;
-   it is what BERT was trained with, so we must match it exactly (Wu et al. 2016; Devlin et al. 2019).
+   the tail), and so does any word longer than 100 characters (HF's limit; Google's tokenization.py allows 200).
+   Greedy is not optimal segmentation; it is what BERT was trained with, so we must match it exactly (Wu et
+   al. 2016; Devlin et al. 2019).
 
 Finally the post-processor adds [CLS]/[SEP] and token_type_ids (see base.py).
 """
@@ -29,7 +30,7 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
 from minibert.tokenizers.base import TokenizerBase, bert_template, check_special_tokens, require_file
 from minibert.training.io import atomic_write_text  # temp file + os.replace: no half-written vocab
 
-# Google's BERT gives up on words longer than this (they become [UNK]).
+# HF's BertTokenizer / tokenizers WordPiece limit (google-research/bert uses 200); longer words become [UNK].
 MAX_INPUT_CHARS_PER_WORD = 100
 
 

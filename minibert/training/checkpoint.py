@@ -82,7 +82,7 @@ def save_training_state(path: str | os.PathLike, *, step: int, model: nn.Module,
         model: the bare model (not the DDP / torch.compile wrapper: their state_dict keys carry prefixes).
         scheduler: an LR scheduler with state_dict(); scaler: a GradScaler or None.
         data_state: the batch iterator's state_dict(), so the data stream continues where it stopped.
-        extra: any other picklable-free values (plain Python / tensors) to get back on resume.
+        extra: any other values torch.load(weights_only=True) can read (plain Python, tensors), back on resume.
     """
     state = {
         "format_version": FORMAT_VERSION,

@@ -1,9 +1,9 @@
 """Device and precision: CUDA when there is a GPU, the CPU otherwise, and the mixed precision each supports.
 
   * CUDA with bf16 support (Ampere+): autocast to bf16. Same exponent range as fp32, so no loss scaling.
-  * Older CUDA: autocast to fp16 with a GradScaler. fp16 tops out at 65504, so small gradients underflow to 0
-    and large activations overflow to inf; the scaler multiplies the loss up and skips steps that overflowed
-    (Micikevicius et al. 2018).
+  * Older CUDA: autocast to fp16 with a GradScaler. fp16's range is narrow (largest 65504, smallest subnormal
+    ≈6e-8): small gradients underflow to 0 and large activations overflow to inf; the scaler multiplies the loss
+    up and skips steps that overflowed (Micikevicius et al. 2018).
   * CPU: fp32 by default, so CPU runs are exact and reproducible (the bit-identical resume test relies on it).
     `precision="bf16"` autocasts to bf16 on the CPU too. Whether that pays depends on the CPU: with native bf16
     dot products (AVX512_BF16, AMX) a BERT-mini training step measured 2.0x FASTER than fp32 (course machine,
@@ -18,6 +18,8 @@ import torch
 
 
 def pick_device(requested: str = "auto") -> torch.device:
+    """The torch device: for "auto", CUDA when a GPU is visible, else the CPU; otherwise the device asked for,
+    refused in one line when it is not there."""
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(requested)

@@ -76,6 +76,7 @@ def broadcast_from_main(value: int, device: torch.device) -> int:
 
 
 def shutdown_distributed() -> None:
+    """Leave the process group at the end of a torchrun run (a no-op without one)."""
     if dist.is_available() and dist.is_initialized():
         # Leave together: rank 0 still writes the outputs when the others get here, and a rank that tore down its
         # gloo connections meanwhile was seen to abort ("terminate called without an active exception", 1 run in ~15).

@@ -68,6 +68,8 @@ def temp_name(path: Path) -> str:
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write `data` to a temp file beside `path`, fsync it, then rename it over `path`: a reader (or a crash) sees
+    the old file or the new one, never half of it. Stale temps of dead processes in that folder are removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(path.parent)
@@ -119,10 +121,12 @@ def staging_folder(final: str | os.PathLike):
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """atomic_write_bytes of `text` as UTF-8."""
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def atomic_torch_save(obj, path: str | os.PathLike) -> None:
+    """torch.save into memory, then atomic_write_bytes: a checkpoint is whole or absent."""
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     atomic_write_bytes(path, buffer.getvalue())
@@ -130,6 +134,7 @@ def atomic_torch_save(obj, path: str | os.PathLike) -> None:
 
 def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike,
                             metadata: dict[str, str] | None = None) -> None:
+    """A safetensors file of `tensors` (name -> tensor), written atomically."""
     from safetensors.torch import save
 
     # safetensors refuses tensors that share storage (the tied decoder) and non-contiguous ones: store copies.

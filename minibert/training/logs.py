@@ -13,6 +13,8 @@ from pathlib import Path
 
 
 class MetricsLog:
+    """metrics.jsonl: one JSON record per line, appended and flushed as the run goes (a crash loses nothing)."""
+
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)

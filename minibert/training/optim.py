@@ -2,7 +2,8 @@
 
 Why groups at all?
   * Decoupled weight decay (AdamW, Loshchilov & Hutter 2019) shrinks weights toward 0 each step. Applied to a
-    LayerNorm gamma it pulls the scale toward 0; applied to a bias it is a deterministic shrink toward 0 with no benefit. BERT (Devlin et al. 2019)
+    LayerNorm gamma it pulls the scale toward 0; applied to a bias it is a deterministic shrink toward 0 with no
+    benefit. google-research/bert (optimization.py, exclude_from_weight_decay=["LayerNorm", "layer_norm", "bias"])
     therefore decays every weight matrix and embedding, but not biases or LayerNorm parameters.
   * The rule is decided by MODULE TYPE and parameter name within the module, not by searching the full name for
     strings such as "LayerNorm.weight": a renamed module (ours is `attention_norm`) would silently match nothing.
@@ -75,7 +76,7 @@ def param_groups(model: nn.Module, lr: float, weight_decay: float, head_lr: floa
 
 def build_adamw(groups: list[dict], betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-6,
                 fused: bool | None = None) -> torch.optim.AdamW:
-    """AdamW with bias correction (torch always applies it). Google's BERT optimizer skipped it: early on
+    """AdamW with Adam 偏差修正 bias correction (torch always applies it). Google's BERT optimizer skipped it: early on
     m ≈ (1-β1)·g and √v ≈ √(1-β2)·|g|, so the first update is ≈ 0.1/0.032 ≈ 3.2× lr, too LARGE, which is one
     more reason BERT needed warmup. eps=1e-6 as in BERT."""
     return torch.optim.AdamW(groups, lr=groups[0]["lr"], betas=betas, eps=eps, fused=fused)

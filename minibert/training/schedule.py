@@ -4,8 +4,8 @@ Warmup matters for BERT's post-LN blocks: Adam's second-moment estimate is noisy
 learning rate then can blow the model up (Liu et al. 2020, "On the Variance of the Adaptive Learning Rate";
 Xiong et al. 2020 on post-LN). So the LR climbs linearly from peak/warmup_steps (never 0: the first update is not
 wasted) to its peak over `warmup_steps`, then decays linearly (BERT, Devlin et al. 2019) or along a half cosine
-(Loshchilov & Hutter 2017) toward 0. With w warmup steps of T (steps 0 .. T−1) the peak is used at steps w−1 and w,
-and the last step gets 1/(T−w) of it: the schedule would reach 0 at step T, which is never taken.
+(Loshchilov & Hutter 2017) toward 0. With w warmup steps of S (steps 0 .. S−1) the peak is used at steps w−1 and w,
+and the last step gets 1/(S−w) of it: the schedule would reach 0 at step S, which is never taken.
 """
 
 from __future__ import annotations
