@@ -67,7 +67,8 @@ def check_fingerprint(saved: dict | None, current: dict, checkpoint: Path) -> No
         else:
             changed.append(f"{flag_name(key)} {before} -> {after}")
     if changed:
-        allowed = ", ".join(flag_name(name) for name in MAY_CHANGE[:8])
+        allowed = ", ".join(flag_name(name) for name in MAY_CHANGE  # the ones a user would change
+                            if name not in ("resume", "overwrite", "simulate_crash_at_step", "init"))
         raise ValueError(f"resume: this run differs from the one in {checkpoint}: {'; '.join(changed)}. Only "
                          f"{allowed} may change on --resume; {hint}")
 
