@@ -22,6 +22,12 @@ def test_above_the_limit_it_matches_sus_formula_with_u():
     torch.testing.assert_close(extended(torch.arange(200)), expected, rtol=0, atol=1e-12)
     # and the reference formula itself reproduces the trained rows (up to rounding)
     torch.testing.assert_close(expected[:16], table, rtol=0, atol=1e-12)
+    # Su's formula written out here, independently of positions.py, for a few positions past P = 16:
+    # u_k = (p_k - α p_0) / (1 - α), and position q·P + r gets α u_q + (1 - α) u_r.
+    for position in (16, 37, 199):
+        q, r = divmod(position, 16)
+        u_q, u_r = ((table[k] - 0.4 * table[0]) / 0.6 for k in (q, r))
+        torch.testing.assert_close(extended(torch.tensor([position]))[0], 0.4 * u_q + 0.6 * u_r, rtol=0, atol=1e-12)
     # position P + j is position j shifted by the same block offset for every j
     offsets = extended(torch.arange(16, 32)) - table  # [P,H]
     torch.testing.assert_close(offsets, offsets[:1].expand_as(offsets))
