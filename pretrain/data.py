@@ -43,6 +43,7 @@ from pretrain.readers import decode_texts, detect_format, iter_text_chunks  # no
 CACHE_FORMAT_VERSION = 2  # 2: BOM stripped from one-document-per-line corpora
 PROGRESS_MIN_BYTES = 16 << 20     # progress bars only for files big enough to make you wait
 MAX_UNKNOWN_SHARE = 0.5           # of the corpus's tokens: above it the vocab does not fit the corpus
+MIN_TOKENS_PER_DOCUMENT = 1.5     # on average: below it the texts were not split into tokens (no spaces)
 MAX_FAST_RAW_ID = 1 << 24         # integer fast path only for raw ids below this (its lookup table stays small)
 DIGITS_AND_WHITESPACE = b"0123456789 \t\r\n\x0b\x0c"
 
@@ -293,6 +294,12 @@ def _encode_to(directory, corpus_path, corpus_format, tokenizer):
     if num_tokens == 0:
         raise ValueError(f"corpus: {corpus_path} holds no tokens; pass a file with at least one non-empty document")
     offsets = np.concatenate([[0], np.cumsum(np.concatenate(lengths))]).astype(np.int64)  # [D+1]
+    if num_tokens < MIN_TOKENS_PER_DOCUMENT * (len(offsets) - 1):  # nothing to predict a masked token from
+        raise ValueError(f"corpus {corpus_path}: its {len(offsets) - 1:,} documents average "
+                         f"{num_tokens / (len(offsets) - 1):.1f} token(s) (at least {MIN_TOKENS_PER_DOCUMENT:g}); "
+                         f"tokens are separated by spaces, so a text without them (Chinese, say) is ONE token: put "
+                         f"a space between its characters, e.g. python -c \"import sys; [print(' '.join(line.strip()"
+                         f")) for line in sys.stdin]\" < in.txt > out.txt")
     np.save(directory / "offsets.npy", offsets)
     return dict(num_docs=len(offsets) - 1, num_tokens=num_tokens, unk_tokens=unk_tokens,
                 dtype=np.dtype(dtype).name, vocab_size=tokenizer.vocab_size)

@@ -46,4 +46,6 @@ def write_outputs(model, cfg, out: Path, corpus, corpus_path: Path, heldout_docs
     words = ", words.tsv" if (out / "final" / "words.tsv").is_file() else ""
     say(f"model written to {out / 'final'} (model.safetensors, config.json, vocab.txt; bigram_counts.npz, "
         f"heldout_examples.txt{words} for `python -m minibert.explain fill_mask`)")
+    if cfg.export_hf:
+        say(f"Hugging Face copy written to {out / 'final_hf'} (loads in transformers' AutoModelForMaskedLM)")
     return result

@@ -13,7 +13,7 @@ def detect_format(path):
     """Returns ("tsv", index of the `text` column) if the header names a `text` column, ("quoted-tsv", index) if
     a spreadsheet wrapped every line of such a TSV in double quotes, else ("lines", None). A first line of several
     tab-separated cells none of which is `text` is refused: read as plain text, its labels and header would be
-    trained on as tokens."""
+    trained on as tokens. So is the `label,text` header of a comma-separated file, for the same reason."""
     with open(path, "rb") as f:
         head = f.read(1 << 20)
     if b"\r" in head and b"\n" not in head:  # read as one line: a 1-document corpus, said as "too few documents"
@@ -27,6 +27,13 @@ def detect_format(path):
                              f"none is named `text`; as plain text, every label and the header would become "
                              f"tokens: name the text column `text` in a header line (a Tianchi file without one: "
                              f"add `label<TAB>text` on top), or remove the tabs if each line is one document")
+        commas = [cell.strip().strip('"') for cell in names[0].split(",")]
+        header = len(commas) > 1 and "text" in commas and all(cell and " " not in cell for cell in commas)
+        if header:  # `label,text`: read as lines, each label would be glued to a token
+            raise ValueError(f"corpus {path}: its first line {names[0][:40]!r} is the header of a COMMA-separated "
+                             f"file; pretraining reads tab-separated columns (or one document per line): convert "
+                             f"it, e.g. python -c \"import csv, sys; csv.writer(sys.stdout, delimiter='\\t', lineterminator='\\n')"
+                             f".writerows(csv.reader(sys.stdin))\" < in.csv > out.tsv")
         return ("lines", None)
     return ("quoted-tsv" if quoted else "tsv", names.index("text"))
 

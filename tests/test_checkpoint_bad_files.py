@@ -63,6 +63,25 @@ def test_truncated_weight_file_is_reported(hf_folder, file_name):
         load_pretrained(BertForMaskedLM, hf_folder)
 
 
+def test_a_run_folder_or_its_training_checkpoint_points_at_the_model_folder(tmp_path, hf_folder):
+    """A pretraining run's folder holds checkpoint.pt (model AND optimizer state) and final/ (the model): passing
+    the folder or checkpoint.pt where a model is expected names final/, not a state_dict key that is not there."""
+    run = tmp_path / "run"
+    shutil.copytree(hf_folder, run / "final")
+    model = load_pretrained(BertForMaskedLM, run / "final").model
+    torch.save({"model": model.state_dict(), "optimizer": {"state": {}}, "step": 3}, run / "checkpoint.pt")
+    with pytest.raises(CheckpointError, match=rf"holds no checkpoint: .*; it is a run folder: pass {run / 'final'}$"):
+        load_pretrained(BertForMaskedLM, run)
+    with pytest.raises(CheckpointError, match=rf"is a training checkpoint .*pass the model folder its run exported "
+                                              rf"\({run / 'final'} for a pretraining run\)"):
+        load_pretrained(BertForMaskedLM, run / "checkpoint.pt")
+    load_pretrained(BertForMaskedLM, run / "final")  # control: the folder the messages name loads
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(CheckpointError, match=r"holds no checkpoint: expected a TF .index file or one of \([^;]*\)$"):
+        load_pretrained(BertForMaskedLM, empty)  # no final/ inside: no run-folder hint
+
+
 def test_shape_mismatch_names_the_key_and_both_shapes(hf_folder):
     config = json.loads((hf_folder / "config.json").read_text())
     config["intermediate_size"] = 128  # the checkpoint has 64

@@ -11,6 +11,7 @@ from conftest import tiny_config
 from finetune.__main__ import main
 from finetune.data import FORMATS, DataError, read_cluener, read_tsv, label_set_report, check_class_labels
 from finetune.features import Feature, collate
+from finetune.predict import load_finetuned
 from finetune.tasks import balanced_class_weights
 from finetune.train import accumulate_gradients
 from minibert.heads import BertForSequenceClassification, BertForTokenClassification
@@ -197,6 +198,12 @@ def test_tiny_end_to_end_finetune_learns_saves_and_predicts(tmp_path, capsys):
     assert (out / "best" / "model.safetensors").is_file() and (out / "best" / "finetune.json").is_file()
     predictions = (out / "predictions.csv").read_text().splitlines()
     assert predictions[0] == "label" and len(predictions) == 3 and set(predictions[1:]) <= {"0", "1"}
+    # From Python, as docs/finetune.md shows: load_finetuned rebuilds the same model, and predicts the same labels.
+    cfg, loaded = load_finetuned(out / "best")
+    batch = loaded.tokenizer.encode_batch(["7 12 13", "12 13 14 15"], max_length=cfg.max_length)  # [B,T] each
+    with torch.no_grad():
+        logits = loaded.model(**batch).logits  # [B,C]
+    assert [loaded.spec.label_names[i] for i in logits.argmax(-1).tolist()] == predictions[1:]
     # Training again into the same --out: refused in one line that names the run, and nothing of it is touched ...
     again = ["--task", "cls", "--data", str(tmp_path), "--init", "random", "--model-config",
              str(tmp_path / "tiny.json"), "--epochs", "1", "--max-length", "32", "--no-progress", "--out", str(out)]

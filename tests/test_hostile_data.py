@@ -47,6 +47,10 @@ BAD_CORPORA = [
     ("a TSV without a text column", b"sentence\tlabel\nthe cat sat\t1\na dog ran\t0\n",
      ["2 tab-separated cells", "'sentence', 'label'", "none is named `text`", "label<TAB>text"]),
     ("Tianchi rows without their header", b"1\t5 6 7\n2\t8 9 5\n", ["none is named `text`", "add `label<TAB>text`"]),
+    ("a comma-separated label,text file", b"label,text\n1,5 6 7\n2,8 9 5\n",  # each label glued to a token
+     ["'label,text'", "COMMA-separated", "csv.writer"]),
+    ("texts without spaces (Chinese)", "北京欢迎你\n上海的天气很好\n广州塔很高\n".encode(),  # one token per document
+     ["3 documents average 1.0 token(s)", "(at least 1.5)", "Chinese", "' '.join"]),
     ("CR-only line ends", b"the cat sat\rthe dog ran\ra bird flew\r", ["bare carriage return", "convert them to LF"]),
     ("a tab inside a text", b"label\ttext\n1\t5 6 7\t8 9\n2\t5 6\n",  # "8 9" was dropped unseen
      ["line 2", "3 tab-separated fields, more than the header's 2", "replace it with a space"]),

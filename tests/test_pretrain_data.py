@@ -36,6 +36,8 @@ def test_readers_tsv_text_column_and_plain_lines(tmp_path):
     text_first = write(tmp_path / "x.tsv", "text\tlabel\n1 2 3\t2\n4 5\t0\n")
     plain = write(tmp_path / "p.txt", "1 2 3\n4 5\n")
     assert detect_format(tianchi) == ("tsv", 1) and detect_format(plain) == ("lines", None)
+    prose = write(tmp_path / "prose.txt", "text, as written, has commas\nmore text, more commas\n")
+    assert detect_format(prose) == ("lines", None)  # commas in plain text are not a comma-separated header
     assert texts_of(tianchi) == texts_of(text_first) == texts_of(plain) == ["1 2 3", "4 5"]
     bad = write(tmp_path / "bad.tsv", "label\ttext\n1\t2 3\n7\n")
     with pytest.raises(ValueError, match="line 3"):

@@ -55,6 +55,7 @@ def test_tiny_run_learns_and_writes_everything(tmp_path, restore_threads, capsys
     assert torch.equal(model.state_dict()["mlm_head.bias"], tensors["mlm_head.bias"])
     # --export-hf: the same weights in the Hugging Face layout, which minibert reads back unchanged.
     assert (run / "final_hf" / "config.json").is_file() and (run / "final_hf" / "vocab.txt").is_file()
+    assert f"Hugging Face copy written to {run / 'final_hf'}" in printed  # the last lines name every model folder
     hf_model = from_pretrained(BertForMaskedLM, run / "final_hf")
     for name, tensor in model.state_dict().items():
         assert torch.equal(hf_model.state_dict()[name], tensor), name

@@ -61,6 +61,10 @@ def load_torch_bin(path: Path) -> Dict[str, torch.Tensor]:
     except (RuntimeError, EOFError, OSError) as e:
         raise CheckpointError(f"cannot read {path}: {str(e).splitlines()[0]} (truncated or not a torch file?); "
                               "download or export it again") from None
+    if isinstance(state, dict) and {"model", "optimizer"} <= set(state):  # pretrain's checkpoint.pt, or the like
+        raise CheckpointError(f"{path} is a training checkpoint (model AND optimizer state, keys "
+                              f"{sorted(map(str, state))[:5]}), not a model: pass the model folder its run exported "
+                              f"({path.parent / 'final'} for a pretraining run), or resume that run with --resume")
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         keys = f" with keys {sorted(map(str, state))[:5]}" if isinstance(state, dict) else ""
         raise CheckpointError(f"{path} does not hold a flat name → tensor dict (a state_dict); got "

@@ -98,7 +98,10 @@ def open_source(path) -> Source:
     folder = path if path.is_dir() else path.parent
     weight_file = path if path.is_file() else hf_io.find_weight_file(folder)
     if weight_file is None:
-        raise CheckpointError(f"{path} holds no checkpoint: expected a TF .index file or one of {hf_io.WEIGHT_FILES}")
+        inside = folder / "final"  # a pretraining run's folder: its model is in final/
+        hint = f"; it is a run folder: pass {inside}" if hf_io.find_weight_file(inside) else ""
+        raise CheckpointError(f"{path} holds no checkpoint: expected a TF .index file or one of "
+                              f"{hf_io.WEIGHT_FILES}{hint}")
     weights = hf_io.HFWeights(weight_file)
     is_minibert = any(k.endswith("embeddings.layer_norm.weight") for k in weights.shapes)
     return Source(weight_file, "minibert" if is_minibert else "hf", weights.shapes, weights.read,
