@@ -9,8 +9,8 @@ fine-tune on every (seed, fold) and reports each row (pretrained encoder, random
         --max-length 64 --truncate windows
 
 Everything after `--` is a `python -m finetune` command line. The folds are a stratified split (by label) of the
---train file (default: the task's embedded training data); the --dev file is not used. Seed s (s = --seed,
---seed+1, ...) fixes the fold split, the --train-fraction subset, the model's head init and the batch order, so
+--train file (default: the task's embedded training data); a --dev or --predict is refused (neither would be
+read). Seed s (s = --seed, --seed+1, ...) fixes the fold split, the --train-fraction subset, the model's head init and the batch order, so
 every row of one (seed, fold) trains on the same examples. Results: <out>/cross_validation.json (each row's
 mean ± sd, and the encoder minus each other row, paired run by run: the mean difference and in how many runs the
 encoder is ahead) and <out>/cross_validation.png (the same, drawn); each run's split
@@ -90,7 +90,12 @@ def cross_validate(finetune_argv: list[str], folds: int, seeds: int) -> dict:
     if parsed.dev_fraction is not None:
         raise ValueError(f"cross_validate: --dev-fraction {parsed.dev_fraction} would hold out a second dev set; the "
                          f"folds are the dev sets here, so drop it")
-    if parsed.train is not None and parsed.dev is None:  # the folds are the dev sets: --train alone is complete
+    for flag, value, why in (("--dev", parsed.dev, "the folds of --train are the dev sets, so it would not be read"),
+                             ("--predict", parsed.predict, "a grid trains one model per (seed, fold); predict with "
+                              "the one you pick: python -m finetune --load <out>/seed<s>/fold<k>/run/best --predict")):
+        if value is not None:  # replaced or dropped below, it would do nothing without a word
+            raise ValueError(f"cross_validate: {flag} {value}: {why}; drop it")
+    if parsed.train is not None:  # the folds are the dev sets: --train alone is complete
         parsed = parsed.replace(dev=parsed.train)
     cfg, _ = resolve_defaults(parsed)
     if cfg.task == "ner":

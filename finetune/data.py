@@ -100,7 +100,7 @@ def read_tsv(path: str | Path, columns: dict, multi_label: bool = False, with_la
             text_b_col = named_b[0] if named_b else text_b_col
             if text_b_col >= len(names) or text_b_col == text_col:
                 raise DataError(f"{path}: the header {lines[0]!r} has no segment-B column for a pair model; name "
-                                f"it text_b (after a text_a column), or pass --text-b-column")
+                                f"it text_b, after a text_a column")
     if not with_labels:  # predictions line up with the input rows: a blank row inside the file cannot be skipped
         last = max((i for i, raw in enumerate(lines) if raw.strip()), default=-1)
         blank = [(i + 1, "") for i in range(first, last) if not lines[i].strip()]
@@ -135,9 +135,14 @@ def read_tsv(path: str | Path, columns: dict, multi_label: bool = False, with_la
                 continue
         examples.append(TextExample(cells[text_col], cells[text_b_col] if text_b_col is not None else None,
                                     label, line))
+    # Column hints name the columns, not only the flags: under --load the flags are refused (finetune.json sets them)
+    read_from = f"the text is read from column {text_col + 1}" + (
+        f", segment B from column {text_b_col + 1}" if text_b_col is not None else "") + (
+        f", the label from column {label_col + 1}" if with_labels else "")
     if short_rows:
         raise DataError(f"{path}: {len(short_rows)} row(s) have fewer than {needed + 1} tab-separated columns "
-                        f"({_listing(short_rows)}); check --format / --text-column / --label-column")
+                        f"({_listing(short_rows)}); {read_from}: fix the file's columns, or when training set "
+                        f"--format / --text-column / --label-column")
     if long_rows:
         raise DataError(f"{path}: {len(long_rows)} row(s) have more tab-separated columns than the header's {width} "
                         f"({_listing(long_rows)}); a tab inside a text would cut it there: replace it with a space")
@@ -146,8 +151,11 @@ def read_tsv(path: str | Path, columns: dict, multi_label: bool = False, with_la
                         f"them a text or remove them")
     if bad_labels:
         kind = "comma-separated integers" if multi_label else "integers"
+        sets = not multi_label and all("," in cell for _, cell in bad_labels)  # `0,3`: a multi-label file
+        fix = ("they are label sets: fine-tune with --multi-label" if sets
+               else f"{read_from}: fix those lines, or when training set --label-column")
         raise DataError(f"{path}: labels must be {kind}; {len(bad_labels)} bad label(s): {_listing(bad_labels)}; "
-                        f"fix those lines or check --label-column")
+                        f"{fix}")
     if not examples:
         raise DataError(f"{path}: no examples found; is the file empty, or is --header wrong?")
     return examples

@@ -76,7 +76,8 @@ def unknown_token_check(features: list[Feature], tokenizer, vocab_path: Path, pa
     if share > MAX_UNKNOWN_SHARE:
         raise data.DataError(f"{path}: {share:.0%} of the {what} tokens are [UNK] under {vocab_path} (at most "
                              f"{MAX_UNKNOWN_SHARE:.0%}); {fix}")
-    return [f"warning: {share:.0%} of the {what} tokens are [UNK] under {vocab_path}"] if share > 0.05 else []
+    return [f"warning: {path}: {share:.0%} of the {what} tokens are [UNK] under {vocab_path} (refused above "
+            f"{MAX_UNKNOWN_SHARE:.0%}); if the text is meant to fit this vocab, {fix}"] if share > 0.05 else []
 
 
 def untrained_positions_warning(max_length: int, init: Path) -> list[str]:

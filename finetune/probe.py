@@ -31,7 +31,7 @@ from minibert.training.io import atomic_write_text
 
 from .__main__ import resolve_defaults
 from .baseline import sklearn_class_weight
-from .config import parse_config
+from .config import FinetuneConfig, parse_config
 from .features import average_windows, collate
 from .metrics import classification_metrics
 from .prepare import prepare
@@ -77,12 +77,26 @@ def probe_layers(model, prepared, seed: int, class_weight: str = "none") -> list
     return rows
 
 
+# The flags of `python -m finetune` a probe has no use for: it trains no encoder and no head, and predicts nothing.
+TRAINING_ONLY = ("lr", "head_lr", "layer_decay", "epochs", "max_steps", "batch_size", "gradient_accumulation",
+                 "warmup_ratio", "schedule", "schedule_steps", "weight_decay", "max_grad_norm", "patience", "metric",
+                 "eval_every", "dropout", "encoder_dropout", "mlm_weight", "representation", "head", "threshold",
+                 "globalpointer_head_size", "compare_random", "compare_tfidf", "predict", "evaluate", "load")
+
+
 def _main(argv: list[str]) -> int:
-    cfg, notes = resolve_defaults(parse_config(
+    parsed = parse_config(
         argv, prog="python -m finetune.probe",
         description="Linear probe on each frozen layer of --init, next to the same probe on a random-init encoder of "
                     "its shape (single-label --task cls; writes <out>/probe.json; docs/finetune.md). Takes the flags "
-                    "of python -m finetune that choose data, model and input."))
+                    "of python -m finetune that choose data, model and input.")
+    defaults = FinetuneConfig()
+    ignored = [f"--{name.replace('_', '-')}" for name in TRAINING_ONLY
+               if getattr(parsed, name) != getattr(defaults, name)]
+    if ignored:  # given, they would do nothing: say so rather than let the user believe they shaped the probe
+        raise ValueError(f"finetune.probe trains nothing and predicts nothing, so {', '.join(ignored)} would be "
+                         f"ignored; drop them (the probe reads only the flags that choose data, model and input)")
+    cfg, notes = resolve_defaults(parsed)
     if cfg.task != "cls" or cfg.multi_label or cfg.init == "random":
         raise ValueError("finetune.probe compares a pretrained --init with random init on single-label --task cls; "
                          f"got --task {cfg.task} --init {cfg.init}{' --multi-label' if cfg.multi_label else ''}")

@@ -12,6 +12,8 @@ finetune/train.py (the loop) only calls what is defined here; it never branches 
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -235,6 +237,10 @@ def write_predictions(spec: TaskSpec, path: str | Path, examples: list, predicte
             lines.append(json.dumps({"text": example.text, "label": label}, ensure_ascii=False))
         atomic_write_text(path, "\n".join(lines) + "\n")
         return
-    cells = [",".join(map(str, p)) if isinstance(p, list) else str(p) for p in predicted]
-    rows = [f'"{cell}"' if "," in cell else cell for cell in cells]  # CSV-quote multi-label cells
-    atomic_write_text(path, "label\n" + "\n".join(rows) + "\n")
+    # The csv module quotes a multi-label cell ("0,3") and writes an empty label set (no class above --threshold)
+    # as "": a bare blank line would be skipped by CSV readers, and every later row would shift onto the wrong input.
+    table = io.StringIO()
+    writer = csv.writer(table, lineterminator="\n")
+    writer.writerow(["label"])
+    writer.writerows([",".join(map(str, p))] if isinstance(p, list) else [p] for p in predicted)
+    atomic_write_text(path, table.getvalue())

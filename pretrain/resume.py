@@ -134,6 +134,17 @@ def check_start(cfg: PretrainConfig) -> tuple[Path, Path] | None:
     return path, vocab
 
 
+def started_from_init(cfg: PretrainConfig) -> bool:
+    """Whether the run that --resume continues was started with --init, as its pretrain_config.json (written
+    before its first step) says: --init is not repeated on --resume, and such a run is full-size from step 0, so
+    it must not be rebuilt as the small model a fresh run grows from."""
+    record = Path(cfg.out) / "pretrain_config.json"
+    try:
+        return cfg.resume and bool(json.loads(record.read_text(encoding="utf-8")).get("init"))
+    except (OSError, ValueError, AttributeError):  # absent or damaged: load_checkpoint then says what misfits
+        return False
+
+
 def finished_summary(results: Path) -> str:
     """What a finished run's results.json says, for the refusal to overwrite it: its steps and held-out accuracy."""
     try:
@@ -174,7 +185,9 @@ def load_init_weights(model: torch.nn.Module, path: Path) -> None:
     try:
         loaded = load_pretrained(type(model), path, config=model.config).model
     except CheckpointError as error:
-        raise ValueError(f"--init {path}: {error}") from None
+        same = ("; this run builds its model from its own flags, not from the folder's config.json: use the same "
+                "--set/--model overrides as the run that wrote it") if "shape mismatch" in str(error) else ""
+        raise ValueError(f"--init {path}: {error}{same}") from None
     model.load_state_dict(loaded.state_dict())
 
 

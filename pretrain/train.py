@@ -60,7 +60,8 @@ from pretrain.growth import (GROWTH_NOISE, SMALL_LAYERS, carry_adam_state, grow,
 from pretrain.masking import DynamicMasking
 from pretrain.outputs import write_outputs
 from pretrain.resume import (TrainingDiverged, check_start, choose_vocab, divergence_message, fingerprint,
-                             load_checkpoint, load_init_weights, prepare_out_folder, read_digests, save_checkpoint)
+                             load_checkpoint, load_init_weights, prepare_out_folder, read_digests, save_checkpoint,
+                             started_from_init)
 from pretrain.warm_start import train_token_counts, warm_started_model
 
 
@@ -119,7 +120,7 @@ def train(cfg: PretrainConfig, started_at: float | None = None) -> dict:
     config = cfg.bert_config(tokenizer.vocab_size)
     # 模型生长 growing: with growth_fraction > 0 a small model (H/2, 1 layer) trains the first steps and then grows
     # into `config` (pretrain/growth.py); --init starts from full-size weights, so it has nothing to grow.
-    growing = cfg.growth_fraction > 0 and init is None
+    growing = cfg.growth_fraction > 0 and init is None and not started_from_init(cfg)
     model = warm_started_model(small_config(config, 1, SMALL_LAYERS) if growing else config, cfg,
                                train_token_counts(corpus, train_docs)).to(device)
     if init is not None:

@@ -13,6 +13,7 @@ from conftest import require_shared
 
 from minibert.explain import CONCEPTS, DemoContext, find, run
 from minibert.explain.__main__ import main
+from minibert.model import BertModel
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see tests/conftest.py
@@ -150,6 +151,23 @@ def test_attention_heatmap_layer_head_and_all_heads_grid(tmp_path, capsys):
     with pytest.raises(ValueError, match=r"--layer 99 --head 0: this model has layers 0-\d+"):
         run("attention_heatmap", DemoContext(out_dir=tmp_path, checkpoint=minilm_folder(), layer=99))
     assert main(["attention_heatmap", "--layer", "99", "--out", str(tmp_path)]) == 2  # one line, no traceback
+
+
+def test_attention_heatmap_reads_an_id_encoder_on_a_row_of_its_own_ids(tmp_path, capsys):
+    """An encoder pretrained on the user's own integer IDs: the sentence is its run's first held-out row, not one
+    from the embedded generator, whose IDs that vocabulary would read as [UNK]."""
+    from conftest import tiny_config
+
+    from minibert.checkpoint import save_pretrained
+
+    folder = tmp_path / "own-ids"
+    ids = [str(9000 + i) for i in range(40)]  # none of them is an ID of the embedded corpus (vocab 2,566)
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *ids]) + "\n", encoding="utf-8")
+    save_pretrained(BertModel(tiny_config(vocab_size=45), add_pooling_layer=False), folder, vocab=vocab)
+    (folder / "heldout_examples.txt").write_text(" ".join(ids[3:23]) + "\n" + " ".join(ids[:5]) + "\n")
+    r = run("attention_heatmap", DemoContext(out_dir=tmp_path, checkpoint=folder))
+    assert r["tokens"] == ["[CLS]", *ids[3:19], "[SEP]"]  # the first row, cut at 16 tokens, none of them [UNK]
 
 
 def test_attention_heatmap_missing_checkpoint_is_a_clear_error(tmp_path):

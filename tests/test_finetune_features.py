@@ -1,6 +1,8 @@
 """Fine-tuning inputs (finetune/data.py, finetune/features.py, finetune/tasks.py): column formats, truncation,
 NER labels on first sub-tokens (-100 elsewhere), bucketed batches, pair segments, multi-label rows, BIO decoding."""
 
+import csv
+
 import numpy as np
 import pytest
 import torch
@@ -117,7 +119,13 @@ def test_multi_label_rows_become_multi_hot_and_thresholded_predictions(tmp_path)
     features = [Feature(np.array([2, 9, 3]), None, e.label) for e in examples]
     assert collate(features, 0, "multi", 3)["labels"].tolist() == [[1, 0, 1], [0, 1, 0]]
     spec = TaskSpec("cls", "tianchi", "multi", 3, ["0", "1", "2"], "micro_f1", ("classifier",))
-    assert decode(spec, torch.tensor([[2.0, -1.0, 0.5], [-3.0, -2.0, -1.0]]), features, 0.5) == [[0, 2], []]
+    predicted = decode(spec, torch.tensor([[2.0, -1.0, 0.5], [-3.0, -2.0, -1.0]]), features, 0.5)
+    assert predicted == [[0, 2], []]
+    # Written out, the empty set is a row of its own (""), not a blank line a CSV reader skips: rows stay aligned.
+    from finetune.tasks import write_predictions
+    write_predictions(spec, tmp_path / "predictions.csv", examples, predicted + [[1]])
+    with open(tmp_path / "predictions.csv", newline="") as f:
+        assert [row["label"] for row in csv.DictReader(f)] == ["0,2", "", "1"]
 
 
 def test_bio_decoding_to_entities():

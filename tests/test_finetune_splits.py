@@ -4,6 +4,7 @@ file, a multi-label example sits in its rarest label's stratum, --dev-fraction h
 tie between two rows is not a win."""
 
 import numpy as np
+import pytest
 import torch
 
 from finetune.baseline import stratified_dev_split, stratified_subset
@@ -134,3 +135,18 @@ def test_the_dev_split_holds_out_every_classs_share_and_keeps_rare_classes_train
     assert [sum(e.label == c for e in train) for c in range(4)] == [40, 8, 1, 1]  # class 2 keeps one to learn from
     assert {e.text for e in train} | {e.text for e in dev} == {e.text for e in examples}
     assert dev == sorted(dev, key=lambda e: e.line) and stratified_dev_split(examples, 0.2)[1] == dev  # fixed
+
+
+@pytest.mark.parametrize("flag, says", [("--dev", "the folds of --train are the dev sets"),
+                                        ("--predict", "--load <out>/seed<s>/fold<k>/run/best --predict")])
+def test_cross_validation_refuses_a_file_flag_it_would_not_read(tmp_path, capsys, flag, says):
+    """An explicit --dev was replaced by each fold's dev file and --predict dropped, both without a word."""
+    from finetune.cross_validate import main as cross_validate_main
+
+    (tmp_path / "train.tsv").write_text("label\ttext\n" + "".join(f"{i % 2}\t{i} {i + 1}\n" for i in range(20)))
+    argv = ["--task", "cls", "--init", "random", "--train", str(tmp_path / "train.tsv"), flag, str(tmp_path / "x.tsv"),
+            "--out", str(tmp_path / "cv")]
+    assert cross_validate_main(["--folds", "2", "--seeds", "1", "--", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"{flag} {tmp_path / 'x.tsv'}" in err and says in err, err
+    assert not (tmp_path / "cv").exists()

@@ -106,3 +106,14 @@ def test_linear_probe_refuses_other_tasks(tmp_path, capsys):
     from finetune.probe import main as probe_main
     assert probe_main(["--task", "ner", "--init", "random", "--out", str(tmp_path / "p")]) == 2
     assert "finetune.probe" in capsys.readouterr().err
+
+
+def test_linear_probe_refuses_the_flags_of_a_fine_tuning_run(tmp_path, capsys):
+    """A probe trains nothing and predicts nothing: --epochs, --lr, --predict, --compare-tfidf were accepted and
+    silently did nothing (exit 0, only probe.json written)."""
+    from finetune.probe import main as probe_main
+    argv = ["--task", "cls", "--init", "runs/pretrain/final", "--out", str(tmp_path / "p")]
+    assert probe_main(argv + ["--epochs", "9", "--lr", "0.1", "--predict", "x.tsv", "--compare-tfidf"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--lr, --epochs, --compare-tfidf, --predict would be ignored" in err, err
+    assert not (tmp_path / "p").exists()  # refused before any work

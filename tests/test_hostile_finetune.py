@@ -32,7 +32,10 @@ def tsv(path, text):
 # (id, task, train file content, extra flags, words)
 DATA_CASES = [
     ("labels not integers", "cls", "label\ttext\nx\t1 2 3\n1\t4 5\n", [], ["label", "line 2"]),
-    ("short rows", "cls", "label\ttext\n1\n0\t4 5\n", [], ["line 2", "columns"]),
+    ("short rows", "cls", "label\ttext\n1\n0\t4 5\n", [], ["line 2", "columns", "the text is read from column 2, "
+                                                           "the label from column 1", "--text-column"]),
+    ("label sets without --multi-label", "cls", "label\ttext\n0,3\t1 2\n1\t4 5\n", [],
+     ["line 2: '0,3'", "label sets", "--multi-label"]),
     ("latin-1 TSV", "cls", b"label\ttext\n1\tcaf\xe9\n", [], ["line 2", "UTF-8"]),
     ("empty TSV", "cls", "", [], ["no examples"]),
     ("label column 9", "cls", "label\ttext\n1\t4 5\n", ["--label-column", "9"], ["columns"]),
@@ -251,7 +254,7 @@ def test_a_vocab_that_does_not_fit_the_data_is_refused_or_warned(capsys, tmp_pat
     some = tsv(tmp_path / "some.tsv", "label\ttext\n0\t1 2 3 4 5 x\n1\t6 1 2 3 4 5\n")  # 1 token in 12 unknown
     argv[3] = some
     code, out, _ = run_cli("finetune", argv, capsys)
-    assert code == 0 and "warning: 8% of the training tokens are [UNK]" in out
+    assert code == 0 and "some.tsv: 8% of the training tokens are [UNK]" in out and "(refused above 50%)" in out
 
 
 def test_ner_predict_and_evaluate_files_a_model_cannot_read_as_meant(tmp_path, capsys):

@@ -96,3 +96,31 @@ def test_resume_rejects_a_different_data_setup(tmp_path, restore_threads):
     train(parse_config(run_args(tmp_path, "run", "--max-steps", "3")))
     with pytest.raises(ValueError, match="--max-len 32 -> 24.*--init .*final"):
         train(parse_config(run_args(tmp_path, "run", "--max-len", "24", "--max-steps", "3", "--resume")))
+
+
+def test_a_run_started_from_init_resumes_without_it(tmp_path, restore_threads):
+    """--init starts a full-size model that never grows, and --resume does not repeat --init (it is refused with
+    it): the resumed run must build the full-size model too, not the small one a fresh run would grow from, which
+    could not hold the checkpoint's weights. SIGKILLed mid-run and resumed, it ends bit-identical."""
+    train(parse_config(run_args(tmp_path, "first")))  # growth-fraction default: this one grows
+    def args(out, *extra):
+        return run_args(tmp_path, out, "--init", str(tmp_path / "first" / "final"), *extra)
+
+    train(parse_config(args("uninterrupted")))
+    crashed = subprocess.run([sys.executable, "-m", "pretrain", *args("crashed"), "--simulate-crash-at-step", "5"],
+                             cwd=REPO_ROOT, capture_output=True, text=True)
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr[-2000:]
+    resume = [a for a in args("crashed", "--resume") if a not in ("--init", str(tmp_path / "first" / "final"))]
+    train(parse_config(resume))
+    reference = (tmp_path / "uninterrupted" / "final" / "model.safetensors").read_bytes()
+    assert (tmp_path / "crashed" / "final" / "model.safetensors").read_bytes() == reference
+
+
+def test_init_from_a_model_folder_of_another_shape_names_the_overrides(tmp_path, restore_threads):
+    """--init <run>/final with other --model/--set overrides than the run that wrote it: the shape error says
+    that this run's flags, not the folder's config.json, decide the model."""
+    train(parse_config(run_args(tmp_path, "first", "--max-steps", "2")))
+    wider = run_args(tmp_path, "second", "--init", str(tmp_path / "first" / "final"), "--model.hidden_size", "64")
+    with pytest.raises(ValueError, match=r"--init .*final: .*shape mismatch.*not from the folder's config.json: use "
+                                         r"the same --set/--model overrides as the run that wrote it"):
+        train(parse_config(wider))

@@ -32,12 +32,19 @@ def _tokenizer_for(folder: Path):
     lines = vocab.read_text(encoding="utf-8").splitlines()
     if any(line.startswith("##") for line in lines):
         return WordPieceTokenizer.from_file(vocab), ENGLISH
-    return WhitespaceTokenizer.from_file(vocab), _id_sentence()
+    return WhitespaceTokenizer.from_file(vocab), _id_sentence(folder)
 
 
-def _id_sentence() -> str:
-    """An anonymised-ID 'sentence' from the embedded default corpus's generator (same world as `make pretrain`)."""
+def _id_sentence(folder: Path) -> str:
+    """An anonymised-ID 'sentence' in the model's own ID space: the first held-out row its pretraining run wrote
+    (heldout_examples.txt), else one from the embedded default corpus's generator (the world of `make pretrain`),
+    whose IDs another corpus's vocabulary would read as [UNK]."""
     import numpy as np
+
+    heldout = folder / "heldout_examples.txt"
+    rows = heldout.read_text(encoding="utf-8").split("\n") if heldout.is_file() else []
+    if rows and rows[0].split():
+        return " ".join(rows[0].split()[:16])
 
     from pretrain.corpus import CorpusSpec, CorpusWorld
 
