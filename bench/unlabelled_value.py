@@ -214,7 +214,8 @@ def unlabelled_value_cli(argv: list[str]) -> int:
         result = compare(*paths, None if args.train_fraction >= 1 else args.train_fraction, args.seeds,
                          args.components, args.seed, args.class_weight, args.encoder)
     for name, row in result["rows"].items():
-        print(f"{name:>60}: dev macro-F1 {row['mean']:.3f} ± {row['sd']:.3f}")
+        spread = f"± {row['sd']:.3f}" if args.seeds > 1 else "(one seed: no spread to show)"
+        print(f"{name:>60}: dev macro-F1 {row['mean']:.3f} {spread}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")

@@ -10,11 +10,11 @@ fine-tune on every (seed, fold) and reports each row (pretrained encoder, random
 
 Everything after `--` is a `python -m finetune` command line. The folds are a stratified split (by label) of the
 --train file (default: the task's embedded training data); a --dev or --predict is refused (neither would be
-read). Seed s (s = --seed, --seed+1, ...) fixes the fold split, the --train-fraction subset, the model's head init and the batch order, so
-every row of one (seed, fold) trains on the same examples. Results: <out>/cross_validation.json (each row's
-mean ± sd, and the encoder minus each other row, paired run by run: the mean difference and in how many runs the
-encoder is ahead) and <out>/cross_validation.png (the same, drawn); each run's split
-is in <out>/seed<s>/fold<k>/data/, its outputs in <out>/seed<s>/fold<k>/run/ and its rows in
+read). Seed s (s = --seed, --seed+1, ...) fixes the fold split, the --train-fraction subset, the model's head init
+and the batch order, so every row of one (seed, fold) trains on the same examples. Results:
+<out>/cross_validation.json (each row's mean ± sd, and the encoder minus each other row, paired run by run: the
+mean difference and in how many runs the encoder is ahead) and <out>/cross_validation.png (the same, drawn); each
+run's split is in <out>/seed<s>/fold<k>/data/, its outputs in <out>/seed<s>/fold<k>/run/ and its rows in
 <out>/seed<s>/fold<k>/result.json, written last, when every row of that run is done.
 
 A grid of 15 fine-tunes takes an hour or more on a CPU. Stopped part-way (Ctrl-C, a closed laptop)? Run the same

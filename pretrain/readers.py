@@ -32,8 +32,8 @@ def detect_format(path):
         if header:  # `label,text`: read as lines, each label would be glued to a token
             raise ValueError(f"corpus {path}: its first line {names[0][:40]!r} is the header of a COMMA-separated "
                              f"file; pretraining reads tab-separated columns (or one document per line): convert "
-                             f"it, e.g. python -c \"import csv, sys; csv.writer(sys.stdout, delimiter='\\t', lineterminator='\\n')"
-                             f".writerows(csv.reader(sys.stdin))\" < in.csv > out.tsv")
+                             f"it, e.g. python -c \"import csv, sys; csv.writer(sys.stdout, delimiter='\\t', "
+                             f"lineterminator='\\n').writerows(csv.reader(sys.stdin))\" < in.csv > out.tsv")
         return ("lines", None)
     return ("quoted-tsv" if quoted else "tsv", names.index("text"))
 

@@ -16,9 +16,8 @@ frequent token everywhere for thousands of steps) is left by starting small, wit
 
 The recipe: MLM only, no next-sentence prediction (RoBERTa, Liu et al. 2019, found NSP does not help), dynamic
 masking, sparse MLM head, attention AND hidden dropout 0 (Cramming, Geiping & Goldstein 2022), a large LR with
-warmup and linear decay to 0 (Izsak et al. 2021, "How to Train BERT with an Academic Budget"). The mask rate is
-PretrainConfig.mask_rate (above BERT's 0.15: Wettig et al. 2022 show higher rates can do better); evaluation
-always masks 0.15.
+warmup and linear decay to 0 (Izsak et al. 2021, "How to Train BERT with an Academic Budget"). The mask rate
+(PretrainConfig.mask_rate) is above BERT's 0.15 (Wettig et al. 2022: higher rates can do better); evaluation masks 0.15.
 
 Dimension legend: G global batch (rows per optimizer step, all processes), W processes, k gradient_accumulation,
 B = G / (W·k) rows per micro-batch, T max_len, V vocab, M masked positions.

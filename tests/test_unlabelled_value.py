@@ -53,7 +53,7 @@ def test_too_many_components_is_one_clear_error():
 
 
 @pytest.mark.parametrize("class_weight", ["none", "balanced"])
-def test_cli_writes_both_rows_per_seed(tmp_path, class_weight):
+def test_cli_writes_both_rows_per_seed(tmp_path, class_weight, capsys):
     unlabelled, train, dev = _world(np.random.default_rng(2))
     paths = _write_tsvs(tmp_path, unlabelled, train, dev)
     out = tmp_path / "result.json"
@@ -61,6 +61,7 @@ def test_cli_writes_both_rows_per_seed(tmp_path, class_weight):
                  "--train-fraction", "0.5", "--seeds", "2", "--seed", "42", "--components", "2", "--out", str(out),
                  "--class-weight", class_weight])
     assert code == 0
+    assert capsys.readouterr().out.count(" ± ") == 2  # each row's sd over the 2 seeds
     result = json.loads(out.read_text())
     assert result["train_fraction"] == 0.5 and result["class_weight"] == class_weight
     assert [[run["seed"] for run in row["runs"]] for row in result["rows"].values()] == [[42, 43], [42, 43]]
@@ -153,3 +154,13 @@ def test_cli_refuses_an_encoder_whose_vocab_misses_the_corpus(tmp_path, capsys):
     error = capsys.readouterr().err
     assert f"--encoder {tmp_path / 'encoder'}:" in error and "not in its vocab.txt (at most 5%)" in error
     assert not (tmp_path / "result.json").exists()
+
+
+def test_cli_with_one_seed_shows_no_spread(tmp_path, capsys):
+    """One seed has no standard deviation: the line said "± 0.000", as if the runs agreed perfectly."""
+    unlabelled, train, dev = _world(np.random.default_rng(2))
+    paths = _write_tsvs(tmp_path, unlabelled, train, dev)
+    assert main(["--unlabelled", str(paths["unlabelled"]), "--train", str(paths["train"]), "--dev", str(paths["dev"]),
+                 "--seeds", "1", "--components", "2", "--out", str(tmp_path / "r.json")]) == 0
+    printed = capsys.readouterr().out
+    assert "±" not in printed and printed.count("(one seed: no spread to show)") == 2

@@ -39,12 +39,11 @@ def _id_sentence(folder: Path) -> str:
     """An anonymised-ID 'sentence' in the model's own ID space: the first held-out row its pretraining run wrote
     (heldout_examples.txt), else one from the embedded default corpus's generator (the world of `make pretrain`),
     whose IDs another corpus's vocabulary would read as [UNK]."""
-    import numpy as np
-
     heldout = folder / "heldout_examples.txt"
     rows = heldout.read_text(encoding="utf-8").split("\n") if heldout.is_file() else []
     if rows and rows[0].split():
         return " ".join(rows[0].split()[:16])
+    import numpy as np
 
     from pretrain.corpus import CorpusSpec, CorpusWorld
 
