@@ -26,7 +26,7 @@ from minibert.cli import run_cli
 from minibert.training.io import atomic_write_text
 
 from .checkpoints import CheckpointMissing
-from .config import FinetuneConfig, parse_config
+from .config import FinetuneConfig, flags_set, parse_config
 from .baseline import CLASS_WEIGHTS, tfidf_baseline
 from .predict import evaluate_file, predict_file
 from .prepare import prepare
@@ -181,9 +181,7 @@ def _main(argv: list[str]) -> int:
     if cfg.load:
         if not (cfg.predict or cfg.evaluate):
             raise ValueError("--load skips training: also pass --predict FILE and/or --evaluate FILE")
-        defaults = FinetuneConfig()
-        ignored = [f"--{name.replace('_', '-')}" for name in cfg.to_dict() if name not in LOAD_FLAGS
-                   and getattr(cfg, name) != getattr(defaults, name)]
+        ignored = flags_set(cfg, [name for name in cfg.to_dict() if name not in LOAD_FLAGS])
         if ignored:  # the model's own finetune.json decides its inputs: a flag given here would do nothing
             raise ValueError(f"--load {cfg.load}: {', '.join(ignored)} would be ignored (the model reads its inputs "
                              f"with the settings saved in its finetune.json); drop them")

@@ -169,6 +169,13 @@ def build_parser(prog: str = "python -m finetune", description: str = FINETUNE_D
     return parser
 
 
+def flags_set(cfg: FinetuneConfig, names) -> list[str]:
+    """The flags among `names` (field names) that `cfg` sets away from their defaults, as `--flag-name`s: the
+    settings a command would ignore, named in its refusal."""
+    defaults = FinetuneConfig()
+    return [f"--{name.replace('_', '-')}" for name in names if getattr(cfg, name) != getattr(defaults, name)]
+
+
 def parse_config(argv: list[str] | None = None, **parser_text) -> FinetuneConfig:
     """defaults < --config JSON < flags. Unknown JSON keys are an error (a typo must not be ignored).
     parser_text: build_parser's prog and description, for --help."""

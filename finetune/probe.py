@@ -31,7 +31,7 @@ from minibert.training.io import atomic_write_text
 
 from .__main__ import resolve_defaults
 from .baseline import sklearn_class_weight
-from .config import FinetuneConfig, parse_config
+from .config import flags_set, parse_config
 from .features import average_windows, collate
 from .metrics import classification_metrics
 from .prepare import prepare
@@ -90,9 +90,7 @@ def _main(argv: list[str]) -> int:
         description="Linear probe on each frozen layer of --init, next to the same probe on a random-init encoder of "
                     "its shape (single-label --task cls; writes <out>/probe.json; docs/finetune.md). Takes the flags "
                     "of python -m finetune that choose data, model and input.")
-    defaults = FinetuneConfig()
-    ignored = [f"--{name.replace('_', '-')}" for name in TRAINING_ONLY
-               if getattr(parsed, name) != getattr(defaults, name)]
+    ignored = flags_set(parsed, TRAINING_ONLY)
     if ignored:  # given, they would do nothing: say so rather than let the user believe they shaped the probe
         raise ValueError(f"finetune.probe trains nothing and predicts nothing, so {', '.join(ignored)} would be "
                          f"ignored; drop them (the probe reads only the flags that choose data, model and input)")

@@ -25,7 +25,7 @@ from minibert.heads import BertForGlobalPointerNER, BertForSequenceClassificatio
 from minibert.tokenizers import WhitespaceTokenizer, WordPieceTokenizer
 
 from . import data, features
-from .config import FinetuneConfig
+from .config import FinetuneConfig, flags_set
 from .metrics import classification_metrics, entity_metrics, multilabel_metrics
 
 DEFAULT_METRIC = {"tianchi": "macro_f1", "cola": "mcc", "sst2": "accuracy", "pair": "accuracy", "cluener": "f1"}
@@ -73,12 +73,11 @@ def read_examples(cfg: FinetuneConfig, format_name: str, path: str, with_labels:
 def make_spec(cfg: FinetuneConfig, format_name: str, train: list, dev: list) -> tuple[TaskSpec, list[str]]:
     """Validate the labels (train and dev) and decide the label set. Returns (spec, warnings)."""
     warnings = []
-    defaults = type(cfg)()
     if cfg.task == "ner":
         if cfg.class_weight != "none":
             raise ValueError(f"--class-weight {cfg.class_weight}: for --task cls and pair; drop it for --task ner")
-        unused = [f"--{name.replace('_', '-')}" for name in ("num_labels", "multi_label", "representation", "threshold")
-                  if getattr(cfg, name) != getattr(defaults, name)]  # the entity types decide the head's outputs
+        # the entity types decide the head's outputs
+        unused = flags_set(cfg, ("num_labels", "multi_label", "representation", "threshold"))
         if unused:
             raise ValueError(f"{', '.join(unused)}: sentence-classifier settings, unused by --task ner (its labels "
                              f"are the entity types in the data); drop them")
@@ -88,7 +87,7 @@ def make_spec(cfg: FinetuneConfig, format_name: str, train: list, dev: list) -> 
         names = types if kind == "spans" else features.bio_tag_names(types)
         return TaskSpec("ner", format_name, kind, len(names), names, cfg.metric or "f1",
                         ("global_pointer",) if kind == "spans" else ("classifier",)), warnings
-    if cfg.threshold != defaults.threshold and not cfg.multi_label:
+    if flags_set(cfg, ("threshold",)) and not cfg.multi_label:
         raise ValueError(f"--threshold {cfg.threshold}: the decision threshold of --multi-label; a single-label "
                          f"classifier takes the argmax, so drop it (or add --multi-label)")
     # From train AND dev: a --train-fraction / --max-train-examples subset may miss a class the dev set holds
