@@ -1,14 +1,15 @@
 """评价指标 Evaluation metrics for fine-tuning, in plain numpy (scikit-learn is only a test-time reference).
 
-  * accuracy: the fraction right. Misleading on imbalanced data: always answering the majority class of
+  * 准确率 accuracy: the fraction right. Misleading on imbalanced data: always answering the majority class of
     Tianchi news already scores ~0.19, and ~0.69 on CoLA.
   * macro-F1 (the Tianchi leaderboard metric): F1 per class, then the unweighted mean, so a rare class counts
     as much as a frequent one. Classes that appear in neither the gold nor the predicted labels are left out,
     as scikit-learn does.
   * 马修斯相关系数 MCC (Matthews correlation coefficient, the CoLA metric): the correlation between gold and predicted labels,
     in [−1, 1], 0 for any constant or random guess whatever the class balance. Multi-class form of Gorodkin 2004.
-  * entity-level precision/recall/F1 for NER: an entity counts only if type, start AND end all match.
-  * multi-label micro-F1 (pool every (example, class) decision) and macro-F1 (per class, then the mean).
+  * entity-level 精确率 precision / 召回率 recall / F1 for NER: an entity counts only if type, start AND end all match.
+  * multi-label micro-F1 (pool every (example, class) decision) and macro-F1 (per class, then the mean). Here
+    every class counts, one that never occurs included (F1 0), as scikit-learn's multi-label macro-F1 does.
 
 Dimension legend: N examples, C classes.
 """
@@ -21,6 +22,14 @@ import numpy as np
 def confusion_matrix(gold: np.ndarray, predicted: np.ndarray, num_classes: int) -> np.ndarray:
     """[C,C] counts, rows = gold class, columns = predicted class. One bincount, no Python loop."""
     gold, predicted = np.asarray(gold, dtype=np.int64), np.asarray(predicted, dtype=np.int64)
+    if gold.shape != predicted.shape:
+        raise ValueError(f"confusion_matrix: {gold.shape[0]} gold labels but {predicted.shape[0]} predictions; "
+                         "score one prediction per example")
+    for name, ids in (("gold", gold), ("predicted", predicted)):  # bincount would file an ID of C in the next row
+        outside = ids[(ids < 0) | (ids >= num_classes)]
+        if outside.size:
+            raise ValueError(f"confusion_matrix: {name} class ID {outside[0]} is outside [0, {num_classes}); "
+                             f"num_classes must be the number of labels (at least the largest ID + 1)")
     return np.bincount(gold * num_classes + predicted, minlength=num_classes * num_classes).reshape(
         num_classes, num_classes)
 

@@ -14,9 +14,9 @@ R_i is a 旋转位置编码 rotary position embedding (RoPE, Su et al. 2021, "Ro
 proportional to the position, so (R_i q)·(R_j k) = q·R_{j−i} k depends on the OFFSET j − i only. Without it the
 span score would know the distance between start and end only through whatever position information survived in
 h; with it, "an entity is usually 2-4 tokens long" is easy to learn. Spans with j < i (the lower triangle) and
-spans touching padding are masked out.
+spans touching padding are masked out (Su's code: 排除下三角 `add_mask_tril` and `sequence_masking`).
 
-The loss is the multilabel categorical cross-entropy (Su 2020, kexue.fm/archives/7359), which handles the
+The loss is the 多标签分类交叉熵 multilabel categorical cross-entropy (Su 2020, kexue.fm/archives/7359), which handles the
 extreme imbalance (a handful of positive spans among T² candidates) without class weights:
 
     loss_c = log(1 + Σ_{negative spans} e^{s}) + log(1 + Σ_{positive spans} e^{−s})
@@ -128,11 +128,15 @@ class GlobalPointer(nn.Module):
             [B,C,T,T] fp32 span scores; masked spans (end < start, or touching padding) hold MASKED_SCORE.
         """
         B, T, _ = hidden.shape
-        projected = self.query_key(hidden)  # [B,T,2D]
-        query, key = projected.float().chunk(2, dim=-1)  # [B,T,D] each; fp32 so the masking constant is safe
-        query, key = rotary_position_embedding(query), rotary_position_embedding(key)  # [B,T,D]
-        shared = query @ key.transpose(1, 2) / math.sqrt(self.head_size)  # [B,T,T] s(i,j) for all types
-        start, end = self.type_scores(projected).float().chunk(2, dim=-1)  # [B,T,C] each
+        projected = self.query_key(hidden)  # [B,T,2D], bf16/fp16 under autocast
+        # The span scores are compared with 0 and masked with MASKED_SCORE, so they are computed in fp32 even under
+        # mixed precision: autocast would run the matmuls below in bf16 (~3 significant digits) even on fp32 inputs.
+        with torch.autocast(hidden.device.type, enabled=False):
+            projected = projected.to(self.type_scores.weight.dtype)  # [B,T,2D] the weights' dtype: fp32 under autocast
+            query, key = projected.chunk(2, dim=-1)  # [B,T,D] each
+            query, key = rotary_position_embedding(query), rotary_position_embedding(key)  # [B,T,D]
+            shared = query @ key.transpose(1, 2) / math.sqrt(self.head_size)  # [B,T,T] s(i,j) for all types
+            start, end = self.type_scores(projected).chunk(2, dim=-1)  # [B,T,C] each
         scores = (shared[:, None]  # [B,1,T,T]
                   + start.transpose(1, 2)[:, :, :, None]  # [B,C,T,1]: depends on the start i
                   + end.transpose(1, 2)[:, :, None, :])  # [B,C,1,T]: depends on the end j

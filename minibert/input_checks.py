@@ -14,7 +14,7 @@ import torch
 
 from .config import BertConfig
 
-# 标签 −100 ignore label: labels equal to this are not predicted (torch's cross_entropy default ignore_index)
+# 忽略标签 −100 ignore label: labels equal to this are not predicted (torch's cross_entropy default ignore_index)
 IGNORE_INDEX = -100
 ID_DTYPES = (torch.long, torch.int)  # the index dtypes nn.Embedding accepts
 

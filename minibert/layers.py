@@ -20,9 +20,11 @@ from .config import ACTIVATIONS, BertConfig
 
 
 class LayerNorm(nn.Module):
-    """层归一化 Layer normalisation (Ba et al. 2016), TF-style: epsilon sits INSIDE the square root.
+    """层归一化 Layer normalisation (Ba et al. 2016): epsilon sits INSIDE the square root, in TF and torch alike.
 
-    y = gamma * (x - mean) / sqrt(var + eps) + beta, with mean and (biased) variance over the last axis H.
+    y = gamma * (x - mean) / sqrt(var + eps) + beta, with mean and (biased) variance over the last axis H. Some
+    tutorials write (x - mean) / (std + eps) instead: close, but not what a checkpoint was trained with. What does
+    differ between frameworks is the default eps: BERT's 1e-12 (config.layer_norm_eps) against torch's 1e-5.
     Google's checkpoints call gamma/beta `gamma`/`beta`; here they are `weight`/`bias` (see checkpoint/mapping.py).
     """
 
@@ -67,8 +69,9 @@ class MultiHeadSelfAttention(nn.Module):
 
     Two paths compute the same thing:
       * the reference path spells out the math and can return the attention probabilities;
-      * the fast path calls torch's fused `scaled_dot_product_attention` (FlashAttention-style kernels on GPU,
-        a fused kernel on CPU), which never materialises the [B,N,T,T] probabilities. It is the default.
+      * the fast path calls torch's fused `scaled_dot_product_attention`, which picks a kernel by device, dtype
+        and mask (on a GPU, FlashAttention or the memory-efficient kernel avoid materialising the [B,N,T,T]
+        probabilities; Flash takes no padding mask and no fp32). It is the default.
     """
 
     def __init__(self, config: BertConfig):
@@ -110,7 +113,7 @@ class MultiHeadSelfAttention(nn.Module):
             key_mask: [B,1,1,T] bool (True = a real token) or None.
             dropout_p: 0 in eval: F.dropout's `training` flag defaults to True, so the caller passes 0 then.
         Returns:
-            (context [B,N,T,D], probs [B,N,T,T] before dropout, as HF returns them).
+            (context [B,N,T,D], probs [B,N,T,T] before dropout; HF returns them after dropout, the same in eval).
         """
         # √D keeps the dot products at unit variance; without it softmax saturates (Vaswani et al. 2017, §3.2.1).
         scores = q @ k.transpose(-1, -2) / math.sqrt(self.head_size)  # [B,N,T,T]

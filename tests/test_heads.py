@@ -47,6 +47,22 @@ def test_globalpointer_masks_the_lower_triangle_and_padding():
     assert (scores[1, :, :3, :3][:, ~lower[:3, :3]] != MASKED_SCORE).all()
 
 
+def test_globalpointer_span_scores_stay_fp32_under_autocast():
+    """Mixed-precision fine-tuning runs the head under autocast: only the input projection may run in bf16; the span
+    scores that are compared with 0 are computed from it in fp32 (bf16 keeps ~3 significant digits)."""
+    torch.manual_seed(0)
+    pointer = GlobalPointer(hidden_size=32, num_types=2, head_size=16)
+    hidden = torch.randn(2, 12, 32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        scores = pointer(hidden)  # [B,C,T,T]
+        projected = pointer.query_key(hidden)  # what autocast gives the head: bf16
+    assert projected.dtype == torch.bfloat16 and scores.dtype == torch.float32
+    exact = GlobalPointer(hidden_size=32, num_types=2, head_size=16)
+    exact.load_state_dict(pointer.state_dict())
+    exact.query_key = torch.nn.Identity()  # feed the same bf16 projection through the fp32 path
+    expected = exact(projected.float())
+    torch.testing.assert_close(scores, expected, rtol=1e-5, atol=1e-5)
+
 def naive_multilabel_ce(scores, targets):
     """log(1 + Σ_neg e^s) + log(1 + Σ_pos e^-s), written with Python sums."""
     losses = []

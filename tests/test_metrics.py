@@ -1,5 +1,7 @@
 """finetune/metrics.py against hand-computed examples and against scikit-learn (imported here only)."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -22,6 +24,16 @@ def test_constant_prediction_has_zero_mcc_whatever_the_accuracy():
     gold = np.array([0] * 9 + [1])
     m = classification_metrics(gold, np.zeros(10, int), num_classes=2)
     assert m["accuracy"] == pytest.approx(0.9) and m["mcc"] == 0.0
+
+
+@pytest.mark.parametrize("gold, predicted, message", [
+    ([0, 1], [2, 1], "predicted class ID 2 is outside [0, 2)"),  # once counted silently as gold 1, predicted 0
+    ([0, -1], [0, 1], "gold class ID -1 is outside [0, 2)"),
+    ([0, 1, 1], [0, 1], "3 gold labels but 2 predictions"),
+])
+def test_class_ids_the_confusion_matrix_cannot_hold_are_one_clear_error(gold, predicted, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        classification_metrics(np.array(gold), np.array(predicted), num_classes=2)
 
 
 def test_against_sklearn_on_random_multiclass_labels():

@@ -76,7 +76,11 @@ def param_groups(model: nn.Module, lr: float, weight_decay: float, head_lr: floa
 
 def build_adamw(groups: list[dict], betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-6,
                 fused: bool | None = None) -> torch.optim.AdamW:
-    """AdamW with Adam 偏差修正 bias correction (torch always applies it). Google's BERT optimizer skipped it: early on
+    """AdamW, not Adam(weight_decay=λ): that one is L2 regularisation, whose gradient term Adam divides by √v, so
+    busy weights are hardly decayed (权重衰减 ≠ L2 正则 under Adam; docs/notes.md). AdamW shrinks the weights
+    directly (Loshchilov & Hutter 2019).
+
+    With Adam 偏差修正 bias correction (torch always applies it). Google's BERT optimizer skipped it: early on
     m ≈ (1-β1)·g and √v ≈ √(1-β2)·|g|, so the first update is ≈ 0.1/0.032 ≈ 3.2× lr, too LARGE, which is one
     more reason BERT needed warmup. eps=1e-6 as in BERT."""
     return torch.optim.AdamW(groups, lr=groups[0]["lr"], betas=betas, eps=eps, fused=fused)
