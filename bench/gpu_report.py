@@ -23,12 +23,16 @@ TARGETS = (("BERT-mini recipe vs transformers (tokens/s ratio)", "mini", "(b)", 
 
 # Every CUDA branch in minibert/, pretrain/ and finetune/, and the gpu-check section that executes it.
 CUDA_BRANCHES = (
-    ("minibert/training/device.py: pick_device, autocast_dtype (bf16 if supported, else fp16), autocast on CUDA",
+    ("minibert/training/device.py: pick_device (cuda:N made the current device), autocast_dtype (bf16 if "
+     "supported, else fp16), autocast on CUDA",
      "correctness (bf16 loss, fp16 GradScaler, fine-tuning runs), pretrain"),
     ("minibert/training/device.py: make_grad_scaler active for fp16", "correctness (fp16_grad_scaler, "
      "finetune_*_fp16)"),
     ("minibert/training/device.py: move_batch non_blocking copies from pinned memory", "pretrain, syncs"),
-    ("minibert/training/mfu.py: measure_matmul_peak with torch.cuda.synchronize", "pretrain, throughput"),
+    ("minibert/training/mfu.py: measure_matmul_peak (8192² on a GPU) with torch.cuda.synchronize",
+     "pretrain, throughput"),
+    ("pretrain/budget.py: the --time-budget probe in the loop's precision, fused AdamW, CUDA RNG restored",
+     "not run: gpu-check's pretrain section is step-based"),
     ("minibert/training/checkpoint.py: CUDA RNG states saved and restored", "correctness (resume_round_trip_fp32)"),
     ("minibert/input_checks.py: check_inputs on a CUDA tensor (one clear line, no device-side assert)",
      "correctness (out_of_range_token_id)"),
@@ -153,7 +157,9 @@ def render_markdown(report: dict | None) -> str:
     if profile:
         lines += ["Top kernels (torch.profiler):", "", "```", profile["top"].rstrip(), "```", ""]
     lines += ["## What the training step does for the GPU", "",
-              "- No host sync inside a step: ids and labels are validated on the CPU batch before the copy (the "
+              "- No host sync inside a one-GPU step (under DDP, one: the all-reduce of the step's masked-token "
+              "count, `minibert/training/accumulation.py`): ids and labels are validated on the CPU batch before "
+              "the copy (the "
               "model's own range checks are off in the loops); the masked positions are found on the CPU "
               "(`prediction_positions`), so the sparse MLM head gathers with an index of known size instead of a "
               "boolean mask; loss, accuracy and an \"all finite\" record stay on the device and are read at log steps "

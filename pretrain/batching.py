@@ -112,7 +112,7 @@ class PretrainingBatches:
                              f"document(s) make only {self.num_rows} row(s) of --max-len {max_len}; lower "
                              f"--batch-size or --max-len, or use a bigger corpus")
         self.epoch, self.step = 0, 0
-        self._layout_epoch, self._layout = None, None
+        self._cached_layout = (None, None)  # (epoch, layout): ONE attribute, read and written whole (_epoch_layout)
 
     # --------------------------------------------------------------------------------------- position
     def state_dict(self):
@@ -173,14 +173,19 @@ class PretrainingBatches:
         return batch
 
     def _epoch_layout(self, epoch):
-        """Padded: the row order (a piece permutation). Packed: (unit order, unit end offsets in the stream)."""
-        if self._layout_epoch != epoch:
+        """Padded: the row order (a piece permutation). Packed: (unit order, unit end offsets in the stream).
+
+        Cached per epoch as one (epoch, layout) tuple: on a GPU the Prefetcher's thread and the main thread (the
+        --time-budget probe at the growth step) can ask for different epochs at once, and two attributes written
+        one after the other could pair one epoch's number with another epoch's order."""
+        cached_epoch, layout = self._cached_layout
+        if cached_epoch != epoch:
             count = len(self.piece_starts)
             order = np.random.default_rng([self.seed, 0, epoch]).permutation(count) if self.shuffle \
                 else np.arange(count)
-            self._layout = (order, np.cumsum(self.piece_lengths[order] + 2)) if self.pack else order
-            self._layout_epoch = epoch
-        return self._layout
+            layout = (order, np.cumsum(self.piece_lengths[order] + 2)) if self.pack else order
+            self._cached_layout = (epoch, layout)
+        return layout
 
     def _padded_rows(self, pieces):
         """[CLS] piece [SEP] [PAD]... rows for the given pieces, gathered with one fancy index on the memmap."""

@@ -43,7 +43,9 @@ from dataclasses import dataclass
 
 import torch
 
+from minibert.training.device import autocast, autocast_dtype, move_batch
 from minibert.training.distributed import broadcast_from_main
+from pretrain.batching import split_micro_batches
 from pretrain.growth import grow, last_small_step
 
 # 12% of the budget, for checkpoints, the final evaluation, export and plot. Measured with 8%: a 9-minute
@@ -139,38 +141,46 @@ def steps_after_growth(budget_s: float, elapsed_s: float, stage_s: float, stage_
     return max(1, int((budget_s - elapsed_s - reserve) / (grown_step_s + overhead)))
 
 
-def time_training_steps(model: torch.nn.Module, train_model: torch.nn.Module, batches, micro_batches: int,
-                        adam_beta2: float) -> float:
+def time_training_steps(model: torch.nn.Module, train_model: torch.nn.Module, batches, cfg) -> float:
     """Seconds per optimizer step (the median of the timed steps, so one step slowed by another process does not
-    move it), measured on real batches; the model's weights and the torch RNG are restored afterwards, so the
+    move it), measured on real batches; the model's weights and the torch RNGs are restored afterwards, so the
     probe leaves no trace in the run.
+
+    The probe runs the loop's step: its micro-batches with their CPU-found masked positions, its precision
+    (autocast) and its AdamW (fused on a GPU). A step timed in fp32 while the loop runs bf16, or one that finds
+    the masked positions on the GPU (a host sync), reads several times slower there and plans too few steps.
 
     Args:
         model: the bare model; train_model: what the loop calls (the DDP / torch.compile wrapper, or model).
-        adam_beta2: the run's; the probe's AdamW is a throwaway (its state would not match the run's anyway).
         batches: PretrainingBatches; batch(0, i) is read without moving the iterator.
-        micro_batches: k, gradient-accumulation micro-batches per step.
+        cfg: the PretrainConfig: gradient_accumulation (k), precision and adam_beta2 (the probe's AdamW is a
+            throwaway: its state would not match the run's anyway).
     """
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, adam_beta2))
+    device = next(model.parameters()).device
+    amp_dtype = autocast_dtype(device, cfg.precision)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, cfg.adam_beta2),
+                                  fused=device.type == "cuda")
     weights = {name: tensor.clone() for name, tensor in model.state_dict().items()}
     rng = torch.get_rng_state()
-    device = next(model.parameters()).device
+    cuda_rng = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
     seconds = []
     for step in range(PROBE_STEPS + 1):
         batch = batches.batch(0, step % batches.steps_per_epoch)
-        rows = len(batch["input_ids"]) // micro_batches
         start = time.perf_counter()
-        for i in range(micro_batches):
-            micro = {name: None if t is None else t[i * rows:(i + 1) * rows].to(device) for name, t in batch.items()}
-            train_model(**micro).loss.backward()
+        for micro in split_micro_batches(batch, cfg.gradient_accumulation):
+            with autocast(device, amp_dtype):
+                loss = train_model(**move_batch(micro, device)).loss
+            loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         if device.type == "cuda":
-            torch.cuda.synchronize()
+            torch.cuda.synchronize(device)
         if step:  # step 0 is the warm-up
             seconds.append(time.perf_counter() - start)
     model.load_state_dict(weights)
     torch.set_rng_state(rng)
+    if cuda_rng is not None:
+        torch.cuda.set_rng_state(cuda_rng, device)
     return statistics.median(seconds)
 
 
@@ -188,12 +198,11 @@ def budget_max_steps(cfg, model, train_model, wrap, batches, grown_config, start
         the BudgetPlan, whose max_steps the growth step revisits (replan_after_growth).
     """
     budget = parse_duration(cfg.time_budget)
-    k = cfg.gradient_accumulation
-    small_seconds = grown_seconds = time_training_steps(model, train_model, batches, k, cfg.adam_beta2)
+    small_seconds = grown_seconds = time_training_steps(model, train_model, batches, cfg)
     fraction = cfg.growth_fraction if grown_config is not None else 0.0
     if grown_config is not None:  # the grown model's steps cost more: time a throwaway grown copy
         grown = grow(model, grown_config, noise=0.0, seed=cfg.seed)
-        grown_seconds = time_training_steps(grown, wrap(grown), batches, k, cfg.adam_beta2)
+        grown_seconds = time_training_steps(grown, wrap(grown), batches, cfg)
     max_steps = 0
     if is_main:
         elapsed = time.monotonic() - started
@@ -294,9 +303,8 @@ def replan_after_growth(plan: BudgetPlan, cfg, small: tuple, grown: tuple, batch
             --resume, the resumed step), so the pace is measured on steps this process ran.
     """
     stage_seconds = time.monotonic() - stage_start[1]  # the first stage's wall time, before the timing below
-    k = cfg.gradient_accumulation
-    small_s = time_training_steps(*small, batches, k, cfg.adam_beta2)
-    grown_s = time_training_steps(*grown, batches, k, cfg.adam_beta2)
+    small_s = time_training_steps(*small, batches, cfg)
+    grown_s = time_training_steps(*grown, batches, cfg)
     max_steps, ran = 0, grow_step - stage_start[0]
     if is_main:
         max_steps = grow_step + steps_after_growth(parse_duration(cfg.time_budget), time.monotonic() - started,

@@ -96,6 +96,26 @@ def test_tiny_budget_stops_in_time_and_records_max_steps(tmp_path, restore_threa
     assert_within_budget(wall, budget)
 
 
+def test_the_probe_times_the_loops_step_in_its_precision_with_positions_found_on_the_cpu(tmp_path, restore_threads,
+                                                                                      monkeypatch):
+    """A probe that timed fp32 while the loop runs bf16, or found the masked positions on the device (a host sync on
+    a GPU), would read slower than the loop runs and plan too few steps."""
+    from pretrain import budget as budget_module
+
+    measured, seen = budget_module.time_training_steps, []
+
+    def watched(model, train_model, batches, cfg):
+        def step(**micro):
+            seen.append(("prediction_positions" in micro, torch.is_autocast_enabled("cpu")
+                         and torch.get_autocast_dtype("cpu")))
+            return train_model(**micro)
+        return measured(model, step, batches, cfg)
+
+    monkeypatch.setattr(budget_module, "time_training_steps", watched)
+    budget_run(tmp_path, RESERVE_MIN_S + 6, "--precision", "bf16", "--gradient-accumulation", "2")
+    assert seen and set(seen) == {(True, torch.bfloat16)}
+
+
 def fool_the_first_probe(monkeypatch, factor: float) -> None:
     """The first decision's two timings (small, grown) read `factor` times too slow, as if another process held the
     cores while they ran; the growth step's timings are right."""

@@ -13,7 +13,7 @@ import torch
 from minibert import BertConfig, BertForMaskedLM
 from minibert.training import io
 from minibert.training.checkpoint import gather_rng_states, load_training_state, save_training_state
-from minibert.training.device import autocast_dtype
+from minibert.training.device import autocast_dtype, pick_device
 from minibert.training.optim import param_groups
 from minibert.training.schedule import lr_multiplier
 
@@ -66,6 +66,20 @@ def test_auto_precision_takes_fp16_where_bf16_is_only_emulated(monkeypatch):
     for native in (False, True):
         monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda native=native: native)
         assert autocast_dtype(torch.device("cuda"), "auto") == (torch.bfloat16 if native else torch.float16)
+
+
+def test_a_numbered_gpu_becomes_the_current_device(monkeypatch):
+    """torch.cuda.synchronize() and the bf16 check follow the CURRENT device: a run on cuda:1 that left it at 0
+    would time its steps by waiting on GPU 0. (Faked: no GPU needed.)"""
+    made_current = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_device", made_current.append)
+    assert pick_device("cuda:1") == torch.device("cuda", 1) and made_current == [torch.device("cuda", 1)]
+    pick_device("cuda")  # no number: torch's current device stays what it is
+    assert made_current == [torch.device("cuda", 1)]
+    with pytest.raises(ValueError, match="only 2 CUDA GPU"):
+        pick_device("cuda:2")
 
 
 def test_a_run_without_a_loss_scale_resumes_into_one_with_it(tmp_path):

@@ -16,8 +16,10 @@ RELATIVE weights of the micro-batches always do, and so does the scale for clipp
 
 N must be known BEFORE the first backward, so the loop counts the terms of all k micro-batches on their CPU
 copies first (no GPU sync). Under DDP (DistributedDataParallel) the big batch is the union over the W ranks, so N
-is summed over ranks (one all-reduce of a single integer per step), and because DDP AVERAGES gradients over ranks
-(divides by W), each rank multiplies its loss by W to turn that average back into the sum the formula needs.
+is summed over ranks (one all-reduce of a single integer per step, which the host waits for: under DDP the one
+sync of a step, and it keeps the host from queueing the next step ahead of the GPU), and because DDP AVERAGES
+gradients over ranks (divides by W), each rank multiplies its loss by W to turn that average back into the sum the
+formula needs.
 
 The loop, in both pretrain/train.py and finetune/train.py:
 

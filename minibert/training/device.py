@@ -19,7 +19,9 @@ import torch
 
 def pick_device(requested: str = "auto") -> torch.device:
     """The torch device: for "auto", CUDA when a GPU is visible, else the CPU; otherwise the device asked for,
-    refused in one line when it is not there."""
+    refused in one line when it is not there. `cuda:N` also becomes the current CUDA device, which
+    torch.cuda.synchronize(), the bf16 capability check and any tensor made without device= follow: without it,
+    a run on cuda:1 would time its steps by waiting on GPU 0 (and open a CUDA context there)."""
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(requested)
@@ -28,6 +30,8 @@ def pick_device(requested: str = "auto") -> torch.device:
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
         raise ValueError(f"device={requested!r} but only {torch.cuda.device_count()} CUDA GPU(s) are visible; use "
                          f"cuda:0..cuda:{torch.cuda.device_count() - 1}")
+    if device.type == "cuda" and device.index is not None:
+        torch.cuda.set_device(device)
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise ValueError(f"device={requested!r} but this torch has no usable Apple MPS backend; use --device cpu")
     return device
