@@ -5,7 +5,8 @@
     budget from the beginning and the rest from the end: Sun et al. 2019 ("How to Fine-Tune BERT for Text
     Classification?", §5.3.1) found head 128 + tail 382 best on long IMDb/Sogou documents, since news puts its
     gist in the lead and its conclusion at the end.
-    `windows` keeps EVERYTHING: the text is cut into consecutive windows of max_length - 2 tokens, each window
+    `windows` keeps EVERYTHING: the text is cut into consecutive windows of max_length - 2 tokens (the last one
+    ending at the text's end, overlapping the one before, so no window is a short tail), each window
     is a training example with its document's label, and a document's prediction averages the log-probabilities
     of its windows (tasks.py:pool_windows). The model then reads the whole document, as TF-IDF does; the cost
     is one forward pass per window. Pretraining rows are short (make pretrain: 64), so windows of that length
@@ -59,9 +60,12 @@ def truncate(ids: np.ndarray, budget: int, mode: str) -> np.ndarray:
 
 
 def windows(ids: np.ndarray, size: int) -> list[np.ndarray]:
-    """Consecutive, non-overlapping windows of at most `size` tokens covering all of `ids` (one empty window for
-    an empty text, so every example keeps a prediction)."""
-    return [ids[start:start + size] for start in range(0, max(len(ids), 1), size)]
+    """Consecutive windows of `size` tokens covering all of `ids`; the last one ENDS at the text's end, overlapping
+    the one before. Cut at fixed strides, a 63-token text in 62-token windows would leave a 1-token tail window: it
+    votes on the document as much as a full one and trains on its label with nothing to read. A text of at most
+    `size` tokens is one window (an empty text one empty window, so every example keeps a prediction)."""
+    last = max(len(ids) - size, 0)  # where the last window starts
+    return [ids[start:start + size] for start in [*range(0, last, size), last]]
 
 
 def average_windows(values: torch.Tensor, sources: list[int], num_examples: int) -> torch.Tensor:
@@ -129,7 +133,8 @@ def encode_ner(tokenizer, examples, max_length: int, types: list[str], scheme: s
         scheme: "bio" (labels = [n] tag IDs on first sub-tokens, −100 elsewhere) or "spans" (labels = [E,3]
             rows of (type, start token, end token), both ends on first sub-tokens, for GlobalPointer).
     A character with no sub-token (e.g. a space) becomes [UNK], so character and token positions stay aligned.
-    Entities cut off by truncation are dropped from the TRAINING labels; evaluation still counts them as missed.
+    Entities cut off by truncation are dropped from the TRAINING labels (BIO: the characters of one cut through
+    get −100, not a wrong "O"); evaluation still counts them as missed.
     """
     type_index = {t: k for k, t in enumerate(types)}
     alphabet = sorted({c for e in examples for c in e.text})
@@ -152,6 +157,9 @@ def encode_ner(tokenizer, examples, max_length: int, types: list[str], scheme: s
                 char_tags[s + 1:e + 1] = 2 + 2 * k
             label = np.full(len(input_ids), IGNORE_INDEX, np.int64)
             label[first_token[:kept]] = char_tags
+            for _, s, e in example.entities:  # cut by --max-length: its kept characters are NOT "O", so unlabelled
+                if s < kept <= e:
+                    label[first_token[s:kept]] = IGNORE_INDEX
         else:
             label = np.array([(k, first_token[s], first_token[e]) for k, s, e in inside], np.int64).reshape(-1, 3)
         features.append(Feature(input_ids, None, label, token_to_char))

@@ -107,9 +107,11 @@ def ner_cut_warning(features, examples, max_length: int, path, lost_entities: st
 def prepare(cfg: FinetuneConfig) -> Prepared:
     """Read, validate and encode the data; build the model and load the pretrained encoder."""
     format_name = cfg.format or DEFAULT_FORMAT[cfg.task]
-    if cfg.truncate == "windows" and (cfg.task != "cls" or cfg.multi_label):
+    pairs = data.FORMATS[format_name].get("text_b_column") is not None  # were cut longest-first, windows ignored
+    if cfg.truncate == "windows" and (cfg.task != "cls" or cfg.multi_label or pairs):
         raise ValueError(f"--truncate windows: averages the windows of ONE text for single-label classification; "
-                         f"got --task {cfg.task}{' --multi-label' if cfg.multi_label else ''}: use --truncate "
+                         f"got --task {cfg.task}{' --multi-label' if cfg.multi_label else ''}"
+                         f"{f' --format {format_name} (sentence pairs)' if pairs else ''}: use --truncate "
                          f"head, tail or head+tail")
     if cfg.task == "ner" and format_name != "cluener":
         raise ValueError(f"--task ner reads CLUENER JSON lines; got --format {format_name}")
@@ -162,6 +164,8 @@ def prepare(cfg: FinetuneConfig) -> Prepared:
         loaded = load_pretrained(cls, cfg.init, config_overrides=dropout, **kwargs)
         model, model_config = loaded.model, loaded.config
         notes.append(loaded.report.format())
+        if any(name.startswith("bert.pooler.") for name, _ in loaded.report.fresh):  # an MLM-only encoder's: new,
+            spec.head_prefixes += ("bert.pooler",)  # like the head, so it learns at --head-lr, not the encoder's LR
         vocab_path = Path(cfg.vocab) if cfg.vocab else loaded.source.vocab_path
         if vocab_path is None:
             raise CheckpointError(f"--init {cfg.init}: no vocab.txt or tokenizer.json beside the checkpoint; copy "

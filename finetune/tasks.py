@@ -129,7 +129,8 @@ def balanced_class_weights(labels: list[int], num_labels: int) -> list[float]:
 def model_class(cfg: FinetuneConfig, spec: TaskSpec) -> tuple[type, dict]:
     """The head class and its constructor arguments (besides the BertConfig)."""
     if spec.label_kind == "spans":
-        return BertForGlobalPointerNER, {"num_labels": spec.num_labels, "head_size": cfg.globalpointer_head_size}
+        return BertForGlobalPointerNER, {"num_labels": spec.num_labels, "head_size": cfg.globalpointer_head_size,
+                                         "classifier_dropout": cfg.dropout}
     if spec.label_kind == "tags":
         return BertForTokenClassification, {"num_labels": spec.num_labels, "classifier_dropout": cfg.dropout}
     return BertForSequenceClassification, {"num_labels": spec.num_labels, "representation": cfg.representation,

@@ -200,15 +200,17 @@ class BertForGlobalPointerNER(nn.Module):
     Args:
         num_labels: C entity types.
         head_size: D of the GlobalPointer (64 in Su's code).
+        classifier_dropout: dropout before the span scorer; None uses config.hidden_dropout_prob.
     """
 
-    def __init__(self, config: BertConfig, num_labels: int, head_size: int = 64):
+    def __init__(self, config: BertConfig, num_labels: int, head_size: int = 64,
+                 classifier_dropout: float | None = None):
         super().__init__()
         self.config = config
         self.num_labels = num_labels
         self.check_labels = True  # a loop that checks labels on the CPU batch (finetune/train.py) turns it off
         self.bert = BertModel(config, add_pooling_layer=False)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob if classifier_dropout is None else classifier_dropout)
         self.global_pointer = GlobalPointer(config.hidden_size, num_labels, head_size)
         self.global_pointer.apply(lambda module: init_weights(module, config.initializer_range))
 

@@ -1,5 +1,6 @@
-"""--mlm-weight (finetune/auxiliary.py): the auxiliary MLM loss reaches the encoder and the checkpoint's MLM head,
-the reported training loss stays the task's, and the random-init comparison row runs without it."""
+"""Fine-tuning from a pretrained MLM folder. --mlm-weight (finetune/auxiliary.py): the auxiliary MLM loss reaches the
+encoder and the checkpoint's MLM head, the reported training loss stays the task's, and the random-init comparison
+row runs without it. --representation pooler: the pooler such a folder lacks learns at the head's LR."""
 
 import json
 
@@ -119,6 +120,18 @@ def test_cli_trains_with_it_and_compares_with_random_init_without_it(tmp_path, c
     losses = [[row["train_loss"] for row in json.loads((tmp_path / run / "metrics.json").read_text())["history"]]
               for run in ("plain", "aux")]
     assert losses[0][0] != losses[1][0]  # the auxiliary loss changed the encoder's updates
+
+
+def test_a_pooler_the_encoder_lacks_learns_at_the_head_lr(tmp_path, capsys):
+    from finetune.config import parse_config
+    from finetune.prepare import prepare
+
+    folder, _ = pretrained_folder(tmp_path)
+    make_learnable_tsv(tmp_path / "train.tsv", 16, np.random.default_rng(0))
+    args = ["--task", "cls", "--train", str(tmp_path / "train.tsv"), "--dev", str(tmp_path / "train.tsv"), "--init",
+            str(folder), "--lr", "1e-4", "--head-lr", "1e-3", "--max-length", "32", "--out", str(tmp_path / "out")]
+    for representation, head_prefixes in (("pooler", ("classifier", "bert.pooler")), ("mean", ("classifier",))):
+        assert prepare(parse_config(args + ["--representation", representation])).spec.head_prefixes == head_prefixes
 
 
 def test_a_negative_weight_is_refused_in_one_line(tmp_path, capsys):

@@ -84,6 +84,9 @@ def test_ner_truncation_drops_cut_entities_from_training_labels():
     example = NerExample("abcdef", [("name", 1, 2), ("name", 3, 5)])
     (f,) = encode_ner(SplittingTokenizer(), [example], max_length=6, types=["name"], scheme="spans")
     assert len(f.input_ids) == 6 and f.label.tolist() == [[0, 2, 3]]  # only the entity that fits
+    (bio,) = encode_ner(SplittingTokenizer(), [example], max_length=6, types=["name"], scheme="bio")
+    # a b c d kept: "bc" is B/I-name; "d" starts the cut entity "def", so it is left out (-100), not taught as O
+    assert bio.label.tolist() == [-100, 0, 1, 2, -100, -100]
 
 
 # ---- batching --------------------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ pytest.importorskip("sklearn", reason="the linear probe and the TF-IDF row need 
 
 
 # ---- --truncate windows: read the whole document, average the windows' log-probabilities ---------------------
-def test_windows_cover_every_token_once_and_keep_their_document():
+def test_windows_cover_every_token_and_keep_their_document():
     from finetune.features import encode_texts, windows
 
     class IdTokenizer:  # whitespace IDs as they are: enough to see the cut
@@ -23,13 +23,16 @@ def test_windows_cover_every_token_once_and_keep_their_document():
         def encode_ids_batch(self, texts):
             return [np.array([int(t) for t in text.split()], np.int64) for text in texts]
 
-    assert [w.tolist() for w in windows(np.arange(7), 3)] == [[0, 1, 2], [3, 4, 5], [6]]
+    # the last window ends at the text's end: [4, 5, 6], not a 1-token tail [6] that votes as much as a full window
+    assert [w.tolist() for w in windows(np.arange(7), 3)] == [[0, 1, 2], [3, 4, 5], [4, 5, 6]]
+    assert [w.tolist() for w in windows(np.arange(6), 3)] == [[0, 1, 2], [3, 4, 5]]  # no overlap where none is needed
+    assert [w.tolist() for w in windows(np.arange(2), 3)] == [[0, 1]]
     assert [w.tolist() for w in windows(np.arange(0), 3)] == [[]]  # an empty text still gets a prediction
     docs = [TextExample(" ".join(str(10 + i) for i in range(n)), None, n % 2, 0) for n in (9, 2)]
     features = encode_texts(IdTokenizer(), docs, max_length=6, truncate_mode="windows")  # 4 tokens per window
     assert [f.source for f in features] == [0, 0, 0, 1]
     assert [f.input_ids.tolist() for f in features[:3]] == [[2, 10, 11, 12, 13, 3], [2, 14, 15, 16, 17, 3],
-                                                           [2, 18, 3]]
+                                                           [2, 15, 16, 17, 18, 3]]
     assert [f.label for f in features] == [1, 1, 1, 0]
 
 
@@ -68,6 +71,11 @@ def test_windows_are_refused_for_pairs_with_one_line(tmp_path, capsys):
                  "--out", str(tmp_path / "run")])
     err = capsys.readouterr().err
     assert code == 2 and "--truncate windows" in err and "--task pair" in err and "Traceback" not in err
+    # the same pairs as --task cls --format pair: once trained cut longest-first, the flag silently ignored
+    code = main(["--task", "cls", "--format", "pair", "--data", str(tmp_path), "--init", "random", "--truncate",
+                 "windows", "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2 and "--format pair (sentence pairs)" in err and "Traceback" not in err
 
 
 # ---- python -m finetune.probe: frozen features, one logistic regression per layer, random-init control ----------

@@ -104,6 +104,18 @@ def test_globalpointer_ner_learns_a_span():
     assert predicted == [[b, 1, 2, 4] for b in range(4)]
 
 
+def test_finetune_dropout_reaches_every_head():
+    """--dropout once reached the softmax heads only: GlobalPointer kept the encoder's (0 for make pretrain's)."""
+    from finetune.config import FinetuneConfig
+    from finetune.tasks import TaskSpec, model_class
+
+    config = tiny_config()
+    for kind in ("class", "tags", "spans"):
+        spec = TaskSpec("ner" if kind != "class" else "cls", "bio", kind, 3, ["a", "b", "c"], "f1", ("classifier",))
+        head, arguments = model_class(FinetuneConfig(dropout=0.3), spec)
+        assert head(config, **arguments).dropout.p == 0.3, head.__name__
+
+
 @pytest.mark.parametrize("representation", ["cls", "pooler", "mean"])
 def test_sequence_classification_shapes_and_loss(representation):
     config = tiny_config()
