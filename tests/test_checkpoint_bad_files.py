@@ -91,6 +91,19 @@ def test_shape_mismatch_names_the_key_and_both_shapes(hf_folder):
         load_pretrained(BertForMaskedLM, hf_folder)
 
 
+def test_a_head_with_a_tensor_missing_is_refused_not_half_initialised(hf_folder):
+    """Without its bias the MLM head once loaded its transform, initialised the bias afresh and reported "source has no
+    MLM head": a model that predicts worse, with a report that hides why."""
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(hf_folder / "model.safetensors")
+    del tensors["cls.predictions.bias"]
+    save_file(tensors, hf_folder / "model.safetensors")
+    with pytest.raises(CheckpointError, match=r"part of its mlm weights but not mlm_head.bias; .* incomplete"):
+        load_pretrained(BertForMaskedLM, hf_folder)
+    load_pretrained(BertModel, hf_folder)  # a model without that head reads the encoder as before
+
+
 def test_vocab_mismatch_says_which_one_disagrees(hf_folder):
     vocab = hf_folder / "vocab.txt"
     vocab.write_text(vocab.read_text() + "extra_token\n")  # 101 entries; config and checkpoint say 100

@@ -73,6 +73,36 @@ def test_the_vocabulary_is_saved_under_the_name_the_loaders_read(tmp_path):
     load_pretrained(BertModel, tmp_path / "out", require_vocab=True)
 
 
+def test_a_cased_model_stays_cased_through_loading_and_conversion(tmp_path):
+    """A vocab.txt carries no settings and, read alone, lower-cases: a cased model's folder must be read through its
+    tokenizer.json, and converting it must carry that file along (and drop a stale one from an older save)."""
+    from minibert.tokenizers import WordPieceTokenizer
+
+    words = tmp_path / "words.txt"
+    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "Paris", "paris"]
+    words.write_text("\n".join(tokens + [f"w{i}" for i in range(100 - len(tokens))]) + "\n")  # the fixture's V
+    cased = WordPieceTokenizer.from_vocab_txt(words, lowercase=False)
+    assert cased.encode("Paris")["input_ids"] == [2, 5, 3]
+    save_pretrained(load_pretrained(BertModel, FIXTURE).model, tmp_path / "cased", format="hf", vocab=cased)
+    (tmp_path / "hf").mkdir()
+    (tmp_path / "hf" / "tokenizer.json").write_text("{}")  # an older save's, unreadable: must not survive
+    for folder in (tmp_path / "cased", convert_checkpoint(tmp_path / "cased", tmp_path / "hf", to="hf", log=len)):
+        vocab = load_pretrained(BertModel, folder).source.vocab_path
+        assert vocab.name == "tokenizer.json" and (folder / "vocab.txt").is_file()
+        assert WordPieceTokenizer.from_file(vocab).encode("Paris")["input_ids"] == [2, 5, 3], folder
+
+
+def test_a_tokenizer_json_without_a_template_still_adds_cls_and_sep(tmp_path):
+    from minibert.tokenizers import WordPieceTokenizer
+
+    bare = json.loads(WordPieceTokenizer.from_file(FIXTURE / "vocab.txt").backend.to_str())
+    bare["post_processor"] = None  # a raw `tokenizers` WordPiece, valid JSON: HF's AutoTokenizer adds them
+    (tmp_path / "tokenizer.json").write_text(json.dumps(bare))
+    ids = WordPieceTokenizer.from_file(tmp_path / "tokenizer.json").encode("hello")["input_ids"]
+    assert ids == WordPieceTokenizer.from_file(FIXTURE / "vocab.txt").encode("hello")["input_ids"]
+    assert ids[0] != ids[-1] and len(ids) >= 3
+
+
 def test_dot_is_a_path_and_a_folder_with_two_checkpoints_is_refused(tmp_path, monkeypatch):
     source = tmp_path / "google"
     shutil.copytree(FIXTURE, source, ignore=shutil.ignore_patterns("*.py", "expected.npz"))

@@ -106,6 +106,7 @@ def plan_conversion(source_shapes: Dict[str, Shape], source_format: str,
     wrapped = any(k.startswith(BERT_PREFIX) for k in target_shapes)
     targets_left = dict(target_shapes)
     sources_left = dict(canonical)
+    loaded_parts, fresh_parts = set(), {}  # part -> fresh targets: a head loads whole or not at all
 
     for relative, row, i in expand_rows(num_layers):
         names = tuple(n.format(i=i) for n in _source_names(row, source_format))
@@ -125,6 +126,7 @@ def plan_conversion(source_shapes: Dict[str, Shape], source_format: str,
                 raise CheckpointError(f"{source_format} source has no tensor for {target}: expected "
                                       f"{' + '.join(names)}; the checkpoint is incomplete or has a different layout")
             report.fresh.append((target, mapping.FRESH_REASONS[row.part]))
+            fresh_parts.setdefault(row.part, []).append(target)
             continue
         real_names = tuple(sources_left.pop(n) for n in names)
         shape = _expected_shape(row, source_format, [tuple(source_shapes[r]) for r in real_names], real_names)
@@ -134,6 +136,11 @@ def plan_conversion(source_shapes: Dict[str, Shape], source_format: str,
         plan.sources[target] = (row, real_names)
         report.loaded.append(target)
         report.consumed.extend((r, target) for r in real_names)
+        loaded_parts.add(row.part)
+    for part in loaded_parts & fresh_parts.keys():  # e.g. an MLM head without its bias: not "no MLM head"
+        raise CheckpointError(f"{source_format} source has part of its {part} weights but not "
+                              f"{', '.join(fresh_parts[part])}; the checkpoint is incomplete: a head is loaded "
+                              f"whole or initialised whole, so re-export it, or drop the head's tensors entirely")
 
     for target in [t for t in targets_left if mapping.minibert_only_head(t)]:  # e.g. GlobalPointer
         target_shape = tuple(targets_left.pop(target))

@@ -26,7 +26,9 @@ from .report import CoverageReport
 from .tf_bundle import TFCheckpoint
 
 CONFIG_FILES = ("config.json", "bert_config.json")
-VOCAB_FILES = ("vocab.txt", "tokenizer.json")
+# tokenizer.json first: it records lower-casing and the rest. A vocab.txt holds only the tokens, and read alone it
+# lower-cases (BERT's default), which turns a CASED model's "Paris" into the ids of "paris" without a word.
+VOCAB_FILES = ("tokenizer.json", "vocab.txt")
 
 
 @dataclass
@@ -302,9 +304,14 @@ def save_pretrained(model, directory, format: str = "minibert", vocab=None) -> P
     atomic_save_safetensors(tensors, directory / hf_io.SAFETENSORS, metadata={"format": "pt"})
     atomic_write_text(directory / "config.json", json.dumps(config_dict, indent=2, sort_keys=True) + "\n")
     if isinstance(vocab, Path):  # under the name the loaders look for, whatever the file was called
-        vocab_name = VOCAB_FILES[1] if vocab.name.endswith(".json") else VOCAB_FILES[0]
-        if vocab.resolve() != (directory / vocab_name).resolve():
-            atomic_write_bytes(directory / vocab_name, vocab.read_bytes())
+        files = {("tokenizer.json" if vocab.name.endswith(".json") else "vocab.txt"): vocab}
+        if vocab.name in VOCAB_FILES:  # a checkpoint's folder: its other vocab file travels too (HF's slow and
+            files.update({n: vocab.parent / n for n in VOCAB_FILES if (vocab.parent / n).is_file()})  # fast loaders)
+        for name in VOCAB_FILES:
+            if name in files and files[name].resolve() != (directory / name).resolve():
+                atomic_write_bytes(directory / name, files[name].read_bytes())
+            elif name not in files and (directory / name).is_file():  # an older save's: it would be read first
+                (directory / name).unlink()
     elif vocab is not None:
         vocab.save(directory)
     return directory

@@ -103,6 +103,10 @@ class WordPieceTokenizer(TokenizerBase):
         if not isinstance(backend.model, models.WordPiece):
             raise ValueError(f"{path!r} holds a {type(backend.model).__name__} model, not WordPiece; "
                              "WordPieceTokenizer needs a BERT-style tokenizer.json")
+        if backend.post_processor is None:  # a bare `tokenizers` WordPiece: without this, no [CLS]/[SEP] at all
+            vocab = backend.get_vocab(with_added_tokens=True)
+            check_special_tokens(vocab, path)
+            backend.post_processor = bert_template(vocab["[CLS]"], vocab["[SEP]"])
         return cls(backend, path)
 
     def save(self, directory: str | os.PathLike) -> None:
