@@ -8,8 +8,8 @@ cheaper on a CPU (docs/pretrain_lab.md has the measurements). Growing then keeps
   copied once. With x' = [x, x], a linear map [[A, B], [C, D]] gives [(A+B)x, (C+D)x], so any split with
   A + B = C + D = W gives [Wx, Wx]; a LayerNorm over [x, x] equals [LN(x), LN(x)], and the copied heads attend
   exactly like their originals, so the wide model computes the SAME function (tests/test_growth.py checks the
-  logits). The tied decoder would double the logits; the MLM head's last LayerNorm is scaled by 1/2 and the
-  embeddings by 1/√2 to keep them.
+  logits). The tied decoder would double the logits; the MLM head's last LayerNorm and the embeddings are each
+  scaled by 1/√2 to keep them: ([h, h]/√2)·([e, e]/√2) = h·e.
 * break the symmetry, exactly: the split is W/2 ± noise, not W/2 and W/2. With an even split a unit and its copy
   get the same gradient forever (measured: after 1,000 BERT-mini steps the two halves of the embeddings still
   differed by 2%, so the 256-wide model was a 128-wide one twice, effective rank 60 of 256). Uneven outgoing
@@ -66,7 +66,7 @@ def widen_state(state: dict, hidden_size: int, noise: float, generator: torch.Ge
             wide[name] = torch.cat([block.repeat(2) for block in value.split(hidden_size)])
         elif name == "mlm_head.bias":                                  # [V]: over the vocabulary, unchanged
             wide[name] = value.clone()
-        elif name.startswith("mlm_head.layer_norm."):                  # halves h, so h'·E' = h·E
+        elif name.startswith("mlm_head.layer_norm."):                  # h/√2 twice, and E/√2: h'·E' = h·E
             wide[name] = value.repeat(2) / math.sqrt(2)
         elif value.dim() == 2:                                         # every other Linear
             wide[name] = _widen_linear(value, noise, generator)

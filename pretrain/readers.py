@@ -107,6 +107,8 @@ def iter_text_chunks(path, corpus_format):
                 return
             texts = []
             for index, line in enumerate(stripped):  # one step per document, never per token
+                if not line.strip():  # a blank line (a trailing one, say) is no document, in either layout
+                    continue
                 if kind == "lines":
                     texts.append(line)
                     continue

@@ -103,6 +103,11 @@ def test_bom_crlf_and_quoted_tianchi_are_read_fully(tmp_path, monkeypatch):
     a, _ = corpus_texts(clean, tmp_path)
     b, _ = corpus_texts(tmp_path / "damaged.csv", tmp_path)
     assert a.num_docs == b.num_docs == 30 and list(a.tokens) == list(b.tokens)
+    # blank lines (trailing ones from an editor, CRLF too) are no documents, in a TSV and in one-per-line text
+    blank = write(tmp_path / "blank.tsv", "label\ttext\r\n" + "\r\n\r\n".join(rows) + "\r\n\r\n")
+    assert corpus_texts(blank, tmp_path)[0].num_docs == 30
+    lines = write(tmp_path / "lines.txt", "\n\n".join(r.split("\t")[1] for r in rows) + "\n\n")
+    assert corpus_texts(lines, tmp_path)[0].num_docs == 30
 
 
 def test_real_damaged_tianchi_file_reads_like_its_repair(tmp_path):
