@@ -130,6 +130,7 @@ def test_overlapping_spans_drop_or_globalpointer(head, extra, kept, capsys, tmp_
     code, out, err = run_cli("finetune", argv, capsys)
     assert_outcome(code, err, 0)
     assert ("dropped 4 overlapping" in out) == (head == "softmax")
+    assert ("4 dev entity span(s) overlap another" in out) == (head == "softmax")  # dev keeps them, as gold
     from finetune.data import read_cluener, resolve_overlapping_spans
     examples, _ = resolve_overlapping_spans(read_cluener(train), "drop" if extra else "keep", train)
     assert len(examples[0].entities) == kept
