@@ -8,13 +8,16 @@ each piece is wrapped as [CLS] piece [SEP]. Two layouts:
   already represented by its earlier pieces). A document shorter than half a piece AS A WHOLE is kept as one short
   row: dropping it would silently remove every short document from the corpus.
 - packed (`pack=True`): [CLS] piece [SEP] units (every remainder kept) are laid back to back and the stream is cut
-  into rows of exactly max_len, so no compute goes to padding. A unit may continue on the next row, and attention
-  crosses unit boundaries: RoBERTa's FULL-SENTENCES format (Liu et al., 2019, §4.2) and Cramming's packing
-  (Geiping & Goldstein, 2022) found this costs nothing in quality. `attention_mask` is None (the model's
-  "no padding" fast path). The stream's last partial row is dropped.
+  into rows of exactly max_len, so no compute goes to padding. The stream keeps each document's units in order
+  (the DOCUMENTS are shuffled, then the ROWS), so a row that continues a unit continues the same document: RoBERTa's
+  FULL-SENTENCES format (Liu et al., 2019, §4.2; Cramming packs the same way). Shuffling the units instead would
+  start nearly every row in one document and end it in another, unrelated one: a third less same-document context
+  per token, and unlike the held-out rows, which read each document in order. Attention crosses unit boundaries;
+  `attention_mask` is None (the model's "no padding" fast path). The stream's last partial row is dropped.
 
 Determinism, sharding and resume: the batch at position (epoch, step) is a pure function of (seed, epoch, step):
-  - the epoch's row order is a permutation seeded by (seed, epoch) (packed: the unit order, re-packed each epoch);
+  - the epoch's row order is a permutation seeded by (seed, epoch) (packed: the document order, re-packed each
+    epoch, then the rows);
   - global batch `step` is rows [step·G, (step+1)·G) of that order (G = global batch size);
   - masking draws from a torch.Generator seeded by (seed, epoch, step), applied to the WHOLE global batch;
   - rank r of w then takes rows [r·G/w, (r+1)·G/w) of it.
@@ -98,6 +101,7 @@ class PretrainingBatches:
         self.shuffle, self.rank, self.world_size = shuffle, rank, world_size
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.piece_starts, self.piece_lengths = segment_documents(corpus.offsets, doc_ids, max_len, pack)  # [P]
+        self.piece_documents = np.searchsorted(corpus.offsets, self.piece_starts, side="right") - 1  # [P] ascending
         if pack:
             self.num_rows = int((self.piece_lengths + 2).sum()) // max_len   # rows of the packed stream
         else:
@@ -156,7 +160,8 @@ class PretrainingBatches:
         order = self._epoch_layout(epoch)
         rows = np.arange(step * self.batch_size, min((step + 1) * self.batch_size, self.num_rows))  # [G]
         if self.pack:
-            input_ids = self._packed_rows(rows, *order)
+            unit_order, unit_ends, row_order = order
+            input_ids = self._packed_rows(row_order[rows], unit_order, unit_ends)
             attention_mask = None
         else:
             input_ids, attention_mask = self._padded_rows(order[rows])
@@ -173,7 +178,8 @@ class PretrainingBatches:
         return batch
 
     def _epoch_layout(self, epoch):
-        """Padded: the row order (a piece permutation). Packed: (unit order, unit end offsets in the stream).
+        """Padded: the row order (a piece permutation). Packed: (unit order: documents permuted, each one's units in
+        order; unit end offsets in the stream; row order: a permutation of the stream's rows).
 
         Cached per epoch as one (epoch, layout) tuple: on a GPU the Prefetcher's thread and the main thread (the
         --time-budget probe at the growth step) can ask for different epochs at once, and two attributes written
@@ -181,9 +187,15 @@ class PretrainingBatches:
         cached_epoch, layout = self._cached_layout
         if cached_epoch != epoch:
             count = len(self.piece_starts)
-            order = np.random.default_rng([self.seed, 0, epoch]).permutation(count) if self.shuffle \
-                else np.arange(count)
-            layout = (order, np.cumsum(self.piece_lengths[order] + 2)) if self.pack else order
+            rng = np.random.default_rng([self.seed, 0, epoch])
+            if not self.pack:
+                layout = rng.permutation(count) if self.shuffle else np.arange(count)
+            elif not self.shuffle:
+                layout = (np.arange(count), np.cumsum(self.piece_lengths + 2), np.arange(self.num_rows))
+            else:
+                document_rank = rng.permutation(self.piece_documents[-1] + 1)  # [D] a place for every document
+                order = np.argsort(document_rank[self.piece_documents], kind="stable")  # [P] its units stay in order
+                layout = (order, np.cumsum(self.piece_lengths[order] + 2), rng.permutation(self.num_rows))
             self._cached_layout = (epoch, layout)
         return layout
 

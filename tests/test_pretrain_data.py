@@ -219,6 +219,26 @@ def test_packed_rows_have_no_padding_and_cover_the_stream(tmp_path):
     assert tok.pad_id not in stream
 
 
+def test_shuffled_packed_rows_read_one_document_in_order(tmp_path):
+    """Documents are shuffled, not units: a row continues the document it started in. Shuffled units put the end of
+    one unrelated document and the start of another in nearly every row."""
+    docs = [" ".join(f"{d}{i:02d}" for i in range(23)) for d in range(1, 10)]  # document d: tokens d00 .. d22
+    corpus = open_corpus(tmp_path, docs=docs)
+    data = batches(corpus, pack=True, batch_size=2)  # rows of 8: [CLS] + 6 tokens + [SEP], 4 units per document
+    vocab = corpus.tokenizer.convert_ids_to_tokens(range(corpus.tokenizer.vocab_size))
+    mixed = 0
+    for epoch_batch in (data.batch(0, step) for step in range(data.steps_per_epoch)):
+        for row in original(epoch_batch).tolist():
+            words = [vocab[i] for i in row if i not in corpus.tokenizer.special_ids]  # e.g. ['317', '318', ...]
+            for a, b in zip(words, words[1:]):
+                if a[0] == b[0]:  # inside one document the text runs on, token after token
+                    assert int(b[1:]) == int(a[1:]) + 1, words
+                else:  # a new document begins only where the last one ended
+                    mixed += 1
+                    assert a[1:] == "22" and b[1:] == "00", words
+    assert mixed > 0  # the stream does cross documents, and each crossing was checked
+
+
 @pytest.mark.parametrize("pack", [False, True])
 def test_world_size_shards_reassemble_the_single_process_batch(tmp_path, pack):
     corpus = open_corpus(tmp_path, docs=[" ".join(map(str, range(5, 5 + n))) for n in range(3, 60)])
