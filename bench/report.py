@@ -73,10 +73,14 @@ def render_markdown(report: dict) -> str:
         f"{model_name(s)} (H{s['hidden_size']} L{s['num_hidden_layers']} A{s['num_attention_heads']} "
         f"I{s['intermediate_size']}), vocabulary V={s['vocab_size']:,}, batch {s['batch_size']}. The implementations "
         f"alternate step by step in one process; tokens/s = B·T ÷ the median of {s['rounds']} steps "
-        f"(after {s['warmup']} warm-up steps each). Rows: see the docstring of `bench/bench_mlm.py`.", "",
+        f"(after {s['warmup']} warm-up steps each). Rows: see the docstring of `bench/bench_mlm.py`. minibert "
+        "projects only the masked positions onto the vocabulary (the sparse MLM head: the same loss, less work); "
+        "the `(a) dense` row projects every position, as transformers does, so (a) against (a) dense is what the "
+        "head alone buys.", "",
         "**MFU** = useful training FLOPs/s ÷ an fp32 matmul peak measured in the same run, before and after the "
         "timed steps. Useful FLOPs = 3 × forward, with the vocabulary projection counted at masked positions only: "
-        "one formula for both implementations. Two peaks are measured: torch's own matmul (MKL, which runs its "
+        "one formula for every row, so a row that projects every position (transformers, `(a) dense`) does more "
+        "work than its MFU counts. Two peaks are measured: torch's own matmul (MKL, which runs its "
         "AVX2 code on AMD CPUs) and oneDNN's GEMM (AVX-512 where the CPU has it). The MFU column divides by the "
         "larger, the hardware's; the last column by torch's matmul, the ceiling for any PyTorch fp32 training "
         "step on this machine. The bf16 rows divide by torch's bf16 matmul peak in both columns.", "",

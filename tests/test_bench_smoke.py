@@ -56,9 +56,24 @@ def test_bench_runs_tiny_and_writes_consistent_json_and_markdown(tmp_path):
     assert report["machine"]["cpu"] in markdown and f"torch {report['machine']['torch']}" in markdown
     busy = max(max(b["load_average_1min"]) for b in report["results"]) > report["machine"]["logical_cores"]
     assert ("shared the CPU with other processes" in markdown) == busy  # a noisy run says so
-    for setting in ("(a)", "(b)", "bf16"):
+    for setting in ("(a)", "(a) dense", "(b)", "bf16"):
         rows = sum(row["setting"] == setting for b in report["results"] for row in b["variants"].values())
         assert rows >= 2 and sum(line.startswith(f"| {setting} |") for line in markdown.splitlines()) == rows
+
+
+def test_the_dense_row_computes_the_sparse_heads_loss_at_every_position():
+    """`(a) dense` does transformers' work (vocabulary logits at all B·T positions) for the same loss: the gap between
+    the (a) rows is the sparse head's alone."""
+    import torch
+    from conftest import tiny_config
+
+    from bench.bench_mlm import dense_mlm_loss, make_batches
+    from minibert import BertForMaskedLM
+
+    config = tiny_config()
+    model = BertForMaskedLM(config).eval()
+    (batch,) = make_batches(config, batch_size=3, seq_len=12, mask_rate=0.3, count=1, seed=0)
+    torch.testing.assert_close(dense_mlm_loss(model)(**batch).loss, model(**batch).loss)
 
 
 @pytest.mark.parametrize("flags, message", [

@@ -33,13 +33,17 @@ def training_flops_per_token(config: BertConfig, seq_len: int, predicted_fractio
     return 3 * forward_flops_per_token(config, seq_len, predicted_fraction)
 
 
+def peak_matmul_size(device: torch.device) -> int:
+    """The side of the square matmul that measures a peak: 2048 on a CPU (17 GFLOP, tens of ms), 8192 on a GPU,
+    where a 2048² bf16 matmul takes tens of µs, no longer than the launch and synchronise timed around it, so the
+    peak would read low (and MFU high)."""
+    return 8192 if device.type == "cuda" else 2048
+
+
 def measure_matmul_peak(device: torch.device, dtype: torch.dtype = torch.float32, size: int | None = None,
                         repeats: int = 5) -> float:
-    """FLOP/s of the best of `repeats` square matmuls of `size` (after a warm-up).
-
-    size None: 2048 on a CPU (17 GFLOP, tens of ms), 8192 on a GPU, where a 2048² bf16 matmul takes tens of µs,
-    no longer than the launch and synchronise timed around it, and the peak would read low (MFU high)."""
-    size = size or (8192 if device.type == "cuda" else 2048)
+    """FLOP/s of the best of `repeats` square matmuls of `size` (None: peak_matmul_size), after a warm-up."""
+    size = size or peak_matmul_size(device)
     # A private generator: drawing from the global one would shift every later dropout mask, so a run would
     # depend on how often it measured (pretrain re-measures at each evaluation, and --eval-every may change on
     # resume).
