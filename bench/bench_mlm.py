@@ -39,7 +39,6 @@ import json
 import os
 import statistics
 import sys
-import time
 from dataclasses import asdict, dataclass, replace
 from types import SimpleNamespace
 from pathlib import Path
@@ -52,10 +51,11 @@ from minibert.cli import OneLineParser, run_cli
 from minibert.model import prediction_positions
 from minibert.training.device import pick_device
 from minibert.training.io import atomic_write_text
-from minibert.training.mfu import measure_matmul_peak, peak_matmul_size, training_flops_per_token
+from minibert.training.mfu import training_flops_per_token
 from pretrain.config import PretrainConfig
 
 from .report import check_targets, machine_info, render_markdown
+from .timing import BF16_PEAK, measure_peaks, time_alternating
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # `make pretrain`'s vocabulary: the embedded default corpus (data version 4) has 2,561 content IDs, 2,566 entries
@@ -63,7 +63,6 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_VOCAB_SIZE = 2566
 CLS_ID, SEP_ID, MASK_ID, FIRST_REAL_ID = 2, 3, 4, 5  # minibert's whitespace-vocab specials ([PAD]=0, [UNK]=1)
 IGNORE_INDEX = -100
-BF16_PEAK = "torch_matmul_bf16"  # the key of the bf16 peak among the measured peaks
 
 
 @dataclass(frozen=True)
@@ -176,62 +175,6 @@ def make_train_step(model: torch.nn.Module, batches: list[dict], padding_mask: b
         optimizer.zero_grad(set_to_none=True)
 
     return step
-
-
-def time_alternating(steps: dict, rounds: int, warmup: int, sync=lambda: None) -> tuple[dict, dict]:
-    """Seconds per step for each named step function, run round-robin; the order rotates every round. `sync`
-    waits for the device (a GPU step only queues work). Returns (timed seconds, warm-up seconds) per name."""
-    names = list(steps)
-    warmup_seconds = {}
-    for name in names:  # first steps pay for allocation, thread-pool start-up and torch.compile
-        start = time.perf_counter()
-        for _ in range(warmup):
-            steps[name]()
-        sync()
-        warmup_seconds[name] = time.perf_counter() - start
-    seconds = {name: [] for name in names}
-    for r in range(rounds):
-        for name in names[r % len(names):] + names[:r % len(names)]:
-            sync()
-            start = time.perf_counter()
-            steps[name]()
-            sync()
-            seconds[name].append(time.perf_counter() - start)
-    return seconds, warmup_seconds
-
-
-def onednn_matmul_peak(size: int, repeats: int = 5) -> float | None:
-    """FLOP/s of the best of `repeats` fp32 [size,size] GEMMs run by oneDNN, or None where torch lacks oneDNN.
-
-    Why a second peak: torch's fp32 CPU matmul calls MKL, and MKL runs its AVX2 code on AMD CPUs, about half
-    of what their AVX-512 units can do. oneDNN picks kernels by instruction set, not vendor, so it shows the
-    hardware's fp32 GEMM peak. torch reaches oneDNN's fp32 GEMM only through this private inference op (no
-    autograd), so a training step cannot use it; it serves here as a yardstick only."""
-    if not torch.backends.mkldnn.is_available():
-        return None
-    try:
-        a = torch.randn(size, size).to_mkldnn()  # [size,size] in oneDNN's layout
-        w = torch.randn(size, size).to_mkldnn()
-        torch._C._nn.mkldnn_linear(a, w, None)  # warm-up: kernel selection, thread pool
-    except (AttributeError, RuntimeError):
-        return None
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        torch._C._nn.mkldnn_linear(a, w, None)
-        best = min(best, time.perf_counter() - start)
-    return 2 * size ** 3 / best
-
-
-def measure_peaks(size: int, device: torch.device = torch.device("cpu")) -> dict[str, float]:
-    """The matmul peaks in FLOP/s: torch's own fp32 matmul, oneDNN's fp32 GEMM where available (CPU), and
-    torch's bf16 matmul (the yardstick of the bf16 rows). size None: mfu.peak_matmul_size (8192 on a GPU)."""
-    size = size or peak_matmul_size(device)
-    peaks = {"torch_matmul": measure_matmul_peak(device, torch.float32, size=size)}
-    onednn = onednn_matmul_peak(size) if device.type == "cpu" else None
-    if onednn is not None:
-        peaks["onednn"] = onednn
-    return {**peaks, BF16_PEAK: measure_matmul_peak(device, torch.bfloat16, size=size)}
 
 
 def bench_seq_len(config: BertConfig, seq_len: int, args) -> dict:
