@@ -7,7 +7,7 @@ Each CLI's `main(argv) -> int` hands its body to `run_cli`, the ONE place where 
 never a Python traceback (pass `--debug` to see one). Exit codes (README.md, "Exit codes"):
 
     0    success, with valid outputs
-    1    the run failed while running (e.g. the loss diverged, the disk filled up); the cause is named
+    1    the run failed while running (e.g. the loss diverged, the disk filled up, out of memory); the cause is named
     2    bad input or usage (a flag, a config value, a file that is missing, unreadable or malformed)
     130  interrupted (Ctrl-C / SIGINT); a pretraining run continues with --resume
 """
@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import argparse
 import errno
+import re
 import sys
 import traceback
 from typing import Callable
+
+import torch
 
 from .validation import parse_text
 
@@ -100,10 +103,28 @@ def describe_failure(error: BaseException, resume_hint: str = "") -> tuple[str, 
         return describe_os_error(error) if error.strerror else (str(error), EXIT_BAD_INPUT)
     if isinstance(error, ValueError):  # bad input (ConfigError, DataError, CheckpointError...): names input and fix
         return str(error), EXIT_BAD_INPUT
-    if isinstance(error, MemoryError):
-        return "out of memory; lower --batch-size or the model size", EXIT_FAILED
+    if is_out_of_memory(error):
+        return out_of_memory_line(error), EXIT_FAILED
     # a bug: still one line, with a way to get the details
     return (f"unexpected {type(error).__name__}: {error}; rerun with --debug and report the traceback", EXIT_FAILED)
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """Python's MemoryError, a GPU's torch.OutOfMemoryError, or torch's CPU allocator failing: the last is a plain
+    RuntimeError ("DefaultCPUAllocator: can't allocate memory"), so only its words tell it from a bug."""
+    return isinstance(error, (MemoryError, torch.OutOfMemoryError)) or \
+        (isinstance(error, RuntimeError) and "can't allocate memory" in str(error))
+
+
+def out_of_memory_line(error: BaseException) -> str:
+    """Out of memory is the run being too big for the machine, not a bug: say how to run fewer rows at once. The
+    course's question (a 6 GB card) is the usual case; accumulation is the fix that keeps the recipe."""
+    where = "GPU" if isinstance(error, torch.OutOfMemoryError) else "CPU"
+    asked = re.search(r"[Tt]ried to allocate ([\d.]+ ?\w+)", str(error))
+    size = f" (it asked for {asked.group(1)} more)" if asked else ""
+    return (f"out of {where} memory{size}; run fewer rows at once: raise --gradient-accumulation (梯度累积 keeps "
+            f"the effective batch; pretrain's --batch-size is the total, a fine-tune's is per micro-batch, so lower "
+            f"that by the same factor), or shorten the rows (--max-len, --max-length)")
 
 
 def cli_type(field_rule):

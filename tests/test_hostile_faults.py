@@ -81,6 +81,26 @@ def test_debug_shows_the_traceback_and_still_the_one_line(capsys):
     assert debug.strip().splitlines()[-1] == plain.strip()  # the one line still ends it
 
 
+@pytest.mark.parametrize("error, where", [
+    (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of 5.8 GiB"),
+     "GPU memory (it asked for 2.00 GiB more)"),
+    (RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory: you tried to "
+                  "allocate 400000000000000 bytes."), "CPU memory (it asked for 400000000000000 bytes more)"),
+    (MemoryError(), "CPU memory;")])
+def test_out_of_memory_is_one_line_with_the_fix_not_a_bug_report(error, where, capsys):
+    """The course's Q&A (a 6 GB card, batch 2): a GPU's torch.OutOfMemoryError and torch's CPU allocator failing are
+    RuntimeErrors, so they read "unexpected ...; report the traceback" (a minibert bug) until named: exit 1, and the
+    fix that keeps the recipe, gradient accumulation."""
+    from minibert.cli import run_cli as boundary
+
+    def body(argv):
+        raise error
+    assert boundary(body, []) == 1
+    line = capsys.readouterr().err.strip()
+    assert line.startswith(f"error: out of {where}") and "--gradient-accumulation" in line, line
+    assert "report the traceback" not in line and len(line.splitlines()) == 1
+
+
 def test_sigint_exits_130_and_the_run_resumes(tmp_path, capsys, restore_threads):
     # 400 steps: the signal goes out once the first checkpoint (step 5) exists, and the tiny model runs ~150 steps/s
     # on an idle core, so 40 steps could finish before the signal arrived (it did, once, in a fresh clone).
