@@ -6,7 +6,6 @@ page then still says what the check runs, what was changed for the GPU, and whic
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 # held-out MLM accuracy of `python -m pretrain --max-steps 800` (the default recipe: 760 small + 40 grown steps) on the
@@ -176,7 +175,11 @@ def render_markdown(report: dict | None) -> str:
 
 
 if __name__ == "__main__":  # write the "not yet measured" page
-    target = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parent.parent / "docs" / "gpu.md"
-    from minibert.training.io import atomic_write_text  # imports torch: only when writing
+    from minibert.cli import OneLineParser  # imports torch: only when run, not when gpu_check imports this module
+    from minibert.training.io import atomic_write_text
 
-    atomic_write_text(target, render_markdown(None))
+    parser = OneLineParser(prog="python -m bench.gpu_report", description="writes the gpu.md page of a machine "
+                           "without a GPU run: every GPU number 'not yet measured' (make gpu-check fills them in)")
+    parser.add_argument("target", nargs="?", type=Path, help="the page to write (default docs/gpu.md)",
+                        default=Path(__file__).resolve().parent.parent / "docs" / "gpu.md")
+    atomic_write_text(parser.parse_args().target, render_markdown(None))
