@@ -279,7 +279,7 @@ def train(cfg: FinetuneConfig, prepared: Prepared) -> dict:
             scaler.step(optimizer)  # skipped by the scaler if fp16 gradients overflowed
             scaler.update()
             scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            optimizer.zero_grad(set_to_none=True)  # 梯度清零: backward ADDS into .grad, so reset after each step
             step += 1
             period_loss, period_terms = period_loss + step_loss * step_terms, period_terms + step_terms
             pending.append(({"step": step, "epoch": epoch, "lr": lr}, step_loss))

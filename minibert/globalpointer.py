@@ -117,7 +117,9 @@ class GlobalPointer(nn.Module):
         self.num_types = num_types  # C
         self.head_size = head_size  # D
         self.query_key = nn.Linear(hidden_size, 2 * head_size)  # [2D,H] shared span projection W
-        self.type_scores = nn.Linear(2 * head_size, 2 * num_types)  # [2C,2D] per-type start (a_c) / end (b_c)
+        # [2C,2D] per-type start (a_c) / end (b_c), read from [q;k] as in Su's code; the course's 001 reproduction
+        # reads them from h ([2C,H]) instead: both train, this one is the published Efficient GlobalPointer
+        self.type_scores = nn.Linear(2 * head_size, 2 * num_types)
 
     def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """

@@ -158,6 +158,6 @@ class TransformerBlock(nn.Module):
                 return_probs: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         """x: [B,T,H]; key_mask: [B,1,1,T] bool or None. Returns ([B,T,H], [B,N,T,T] or None)."""
         attended, probs = self.attention(x, key_mask, return_probs)  # [B,T,H]
-        x = self.attention_norm(x + self.dropout(attended))  # [B,T,H] residual, then LayerNorm
+        x = self.attention_norm(x + self.dropout(attended))  # [B,T,H] 残差连接 residual, then LayerNorm
         x = self.ffn_norm(x + self.dropout(self.ffn(x)))  # [B,T,H]
         return x, probs

@@ -52,6 +52,8 @@ class BertEmbeddings(nn.Module):
     def __init__(self, config: BertConfig):
         super().__init__()
         self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size)  # [V,H]
+        # LEARNED positions, one row per position (BERT replaced the Transformer's fixed 三角函数位置编码 sinusoidal
+        # table): so P is a hard limit, past it only truncation or minibert/positions.py's hierarchical rows help
         self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)  # [P,H]
         self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)  # [type_vocab_size,H]: 2
         self.layer_norm = LayerNorm(config.hidden_size, config.layer_norm_eps)
@@ -230,7 +232,7 @@ class BertForMaskedLM(PretrainedMixin, nn.Module):
 
 
 class BertForPreTraining(PretrainedMixin, nn.Module):
-    """BERT as Google pretrained it: MLM + next-sentence prediction (NSP) on the pooled [CLS].
+    """BERT as Google pretrained it: MLM + 下一句预测 next-sentence prediction (NSP) on the pooled [CLS].
     minibert pretrains with MLM only; this class exists so Google checkpoints load with all their heads."""
 
     def __init__(self, config: BertConfig):

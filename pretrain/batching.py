@@ -1,6 +1,6 @@
 """Pretraining data, part 2: cut encoded documents into rows, batch, shard across ranks, mask; resumable.
 
-Segmenting (the Datawhale recipe the course follows): each document is cut into pieces of `max_len - 2` tokens and
+分段 Segmenting (as the course's Datawhale Task 6 does): each document is cut into pieces of `max_len - 2` tokens and
 each piece is wrapped as [CLS] piece [SEP]. Two layouts:
 
 - padded (default): one piece per row, padded with [PAD] to max_len; `attention_mask` marks the real tokens. A

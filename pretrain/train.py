@@ -292,7 +292,7 @@ def train(cfg: PretrainConfig, started_at: float | None = None) -> dict:
         scaler.step(optimizer)  # skips the update if fp16 gradients overflowed
         scaler.update()
         scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+        optimizer.zero_grad(set_to_none=True)  # 梯度清零: backward ADDS into .grad, so reset after each step
 
         # ---- logging: tokens/s and MFU count real (non-padding) tokens; FLOPs use the masked-only vocab head
         tokens = W * sum(int(mb["attention_mask"].sum()) if mb["attention_mask"] is not None

@@ -7,6 +7,8 @@ synthetic HF state dicts made by renaming transformers' own.
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from conftest import tiny_config
@@ -127,6 +129,17 @@ def test_unexplained_tensor_is_an_error():
     source["bert.encoder.layer.0.attention.self.rotary.weight"] = (4, 4)
     with pytest.raises(CheckpointError, match=r"1 hf tensor\(s\) not explained .*rotary"):
         plan_conversion(source, "hf", shapes(BertForMaskedLM(config).state_dict()), config.num_hidden_layers)
+
+
+@pytest.mark.parametrize("wrapper", ["module.", "_orig_mod."])
+def test_a_state_dict_saved_from_a_training_wrapper_names_the_wrapper(wrapper):
+    """The course's 003 unwraps model.module before saving; a file saved WITHOUT that has 'module.bert.encoder.layer.0
+    ...' keys, which the layer hint alone would misread as extra layers."""
+    config = tiny_config()
+    source = {wrapper + name: shape for name, shape in shapes(hf_mlm_state(config)).items()}
+    with pytest.raises(CheckpointError, match=rf"every hf tensor name starts with '{re.escape(wrapper)}'.*removeprefix") as error:
+        plan_conversion(source, "hf", shapes(BertForMaskedLM(config).state_dict()), config.num_hidden_layers)
+    assert "extra layers" not in str(error.value)
 
 
 def test_extra_layers_hint_at_num_hidden_layers():

@@ -21,6 +21,9 @@ from .report import CoverageReport
 
 Shape = Tuple[int, ...]
 BERT_PREFIX = "bert."  # where wrapper models (MLM, pretraining, classification) keep the encoder
+# A training wrapper's prefix on EVERY key: a state_dict saved from the wrapper instead of the model inside it
+WRAPPER_PREFIXES = {"module.": "DistributedDataParallel / DataParallel (save model.module.state_dict())",
+                    "_orig_mod.": "torch.compile (save the model you passed to torch.compile)"}
 FORMATS = ("minibert", "hf", "tf")
 
 
@@ -92,6 +95,12 @@ def plan_conversion(source_shapes: Dict[str, Shape], source_format: str,
     """
     if source_format not in FORMATS:
         raise CheckpointError(f"unknown source format {source_format!r}; expected one of {FORMATS}")
+    wrapper = next((prefix for prefix in WRAPPER_PREFIXES
+                    if source_shapes and all(name.startswith(prefix) for name in source_shapes)), None)
+    if wrapper:  # before any name is matched: "no tensor for ..." or "extra layers?" would hide the real cause
+        raise CheckpointError(f"every {source_format} tensor name starts with {wrapper!r}, the prefix of "
+                              f"{WRAPPER_PREFIXES[wrapper]}: save the inner model's weights, or strip it: "
+                              f"{{k.removeprefix({wrapper!r}): v for k, v in state.items()}}")
     report = CoverageReport(source_format)
     plan = ConversionPlan(source_format, report)
     # Canonical source names: strip `bert.`, undo legacy HF names; remember the real name for reading.

@@ -48,8 +48,9 @@ def focal_loss(logits: torch.Tensor, labels: torch.Tensor, gamma: float = 2.0) -
 
 
 def freeze_encoder(model: nn.Module) -> int:
-    """Stop training `model.bert` (its parameters get no gradient); the task head stays trainable. Returns the
-    number of parameters left trainable. Build the optimizer AFTER this, from the trainable parameters only."""
+    """Stop training `model.bert` (its parameters get no gradient): BERT as a 特征提取器 feature extractor; the task
+    head stays trainable. Returns the number of parameters left trainable. Build the optimizer AFTER this, from the
+    trainable parameters only."""
     for p in model.bert.parameters():
         p.requires_grad_(False)
     return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -33,7 +33,8 @@ def plot_curves(jsonl_path: str | os.PathLike, png_path: str | os.PathLike,
                 series: dict[str, tuple[str, str]], title: str, ylabel: str = "loss",
                 accuracy: dict[str, tuple[str, str]] | None = None, baselines: dict[str, float] | None = None,
                 events: dict[str, float] | None = None) -> None:
-    """Draw each series (label -> (x_key, y_key)) from the records that have both keys, and save a PNG.
+    """Draw each series (label -> (x_key, y_key)) from the records that have both keys, and save a PNG: the 学习曲线
+    learning curve.
 
     accuracy: series for a second panel on the right (y in [0, 1]); baselines: label -> value, drawn there as
     dashed horizontal lines (e.g. the bigram baseline a pretrained model should beat); events: label -> x, a

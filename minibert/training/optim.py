@@ -82,7 +82,11 @@ def build_adamw(groups: list[dict], betas: tuple[float, float] = (0.9, 0.999), e
 
     With Adam 偏差修正 bias correction (torch always applies it). Google's BERT optimizer skipped it: early on
     m ≈ (1-β1)·g and √v ≈ √(1-β2)·|g|, so the first update is ≈ 0.1/0.032 ≈ 3.2× lr, too LARGE, which is one
-    more reason BERT needed warmup. eps=1e-6 as in BERT."""
+    more reason BERT needed warmup. eps=1e-6 as in BERT (torch's default is 1e-8, the course's 003 passes 1e-8).
+
+    A porting trap: transformers' old AdamW defaulted to weight_decay=0.0, torch.optim.AdamW to 0.01. The same
+    `AdamW(model.parameters(), lr=...)` call then decays every tensor, LayerNorm γ and biases included, unless
+    the groups (param_groups) say otherwise."""
     return torch.optim.AdamW(groups, lr=groups[0]["lr"], betas=betas, eps=eps, fused=fused)
 
 
