@@ -129,6 +129,10 @@ def anonymise_cli(argv: list[str]) -> int:
         parser.error("reveal needs --ids: the <corpus>.ids.tsv written beside the anonymised corpus")
     if args.wordpiece and args.kind != "sst2":
         parser.error(f"--wordpiece splits SST-2's English words; {args.kind} has no words to split: drop it")
+    ids_path = args.out.with_name(args.out.name.removesuffix(".tsv") + ".ids.tsv")
+    if args.kind != "reveal" and args.source.resolve() in (args.out.resolve(), ids_path.resolve()):
+        parser.error(f"out {args.out} would overwrite source {args.source} with its ID copy (or its table); pass "
+                     f"another path")
     table = read_table(args.ids) if args.ids else {}
     if args.kind == "reveal":
         count = reveal(args.source, args.out, table)
@@ -136,10 +140,12 @@ def anonymise_cli(argv: list[str]) -> int:
               f"their units")
         return 0
     rows = read_units(args.kind, args.source, wordpiece_pieces(args.wordpiece) if args.wordpiece else str.split)
+    if not rows:
+        raise ValueError(f"{args.source}: no {args.kind} rows to anonymise (an empty file, or only a header); pass "
+                         f"the {args.kind} file itself")
     lines = anonymise(rows, table)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out, "label\ttext\n" + "\n".join(lines) + "\n")
-    ids_path = args.out.with_name(args.out.name.removesuffix(".tsv") + ".ids.tsv")
     atomic_write_text(ids_path, "".join(f"{number}\t{unit}\n" for unit, number in table.items()))
     tokens = sum(len(units) for _, units in rows)
     print(f"wrote {args.out} ({len(lines):,} rows, {tokens:,} tokens, {len(table):,} distinct units) and {ids_path}")

@@ -43,6 +43,9 @@ LOAD_FLAGS = ("load", "predict", "evaluate", "device", "num_threads", "progress"
 def resolve_defaults(cfg: FinetuneConfig) -> tuple[FinetuneConfig, list[str]]:
     """Fill in the embedded default data and the `auto` init. Returns (config, notes to print)."""
     notes = []
+    if cfg.evaluate is not None:  # a training run scores its --dev; only --load reads --evaluate
+        raise ValueError(f"--evaluate {cfg.evaluate} scores a saved model: pass --load <out>/best with it (after "
+                         f"this run: --load {Path(cfg.out_dir) / 'best'}); a training run scores its --dev")
     if cfg.compare_tfidf and (cfg.task == "ner" or cfg.multi_label):  # refused now, not after the training
         raise ValueError(f"--compare-tfidf: the TF-IDF + logistic-regression row scores single-label cls and pair "
                          f"only; drop it for {'--task ner' if cfg.task == 'ner' else '--multi-label'}")

@@ -48,12 +48,23 @@ class TaskSpec:
         return {**self.__dict__, "head_prefixes": list(self.head_prefixes)}
 
 
+# Classes that may appear in no example: a --train-fraction subset can miss a few, but 100,000 unseen classes are a
+# stray label (an ID where a class belongs), whose head and confusion matrix would take the machine's memory
+MAX_UNSEEN_CLASSES = 100
+
+
 def columns_of(cfg: FinetuneConfig, format_name: str) -> dict:
     """The format's column rules with the CLI overrides applied."""
     columns = dict(data.FORMATS[format_name])
     for key in ("text_column", "text_b_column", "label_column", "header"):
         if getattr(cfg, key) is not None:
             columns[key] = getattr(cfg, key)
+    named = [key for key in ("text_column", "text_b_column", "label_column") if columns[key] is not None]
+    same = next(((a, b) for i, a in enumerate(named) for b in named[i + 1:] if columns[a] == columns[b]), None)
+    if same:  # a text read as its own label scores a "perfect" model that learnt nothing
+        raise data.DataError(f"--{same[0].replace('_', '-')} and --{same[1].replace('_', '-')} are both column "
+                             f"{columns[same[0]]} (--format {format_name} with your overrides); each must be its "
+                             f"own column: pass the other index for one of them")
     return columns
 
 
@@ -93,6 +104,14 @@ def make_spec(cfg: FinetuneConfig, format_name: str, train: list, dev: list) -> 
     # From train AND dev: a --train-fraction / --max-train-examples subset may miss a class the dev set holds
     num_labels = cfg.num_labels or max(data.infer_num_labels(train, cfg.train), data.infer_num_labels(dev, cfg.dev))
     seen = {v for e in train + dev for v in (e.label if isinstance(e.label, list) else [e.label])}
+    if num_labels - len(seen) > max(MAX_UNSEEN_CLASSES, 10 * len(seen)):  # before range(num_labels) is built
+        where = "--num-labels" if cfg.num_labels else next(
+            f"label {num_labels - 1} on line {e.line} of {path}" for e, path in
+            [(e, cfg.train) for e in train] + [(e, cfg.dev) for e in dev]
+            if num_labels - 1 in (e.label if isinstance(e.label, list) else [e.label]))
+        raise data.DataError(f"{where} makes {num_labels:,} classes, but only {len(seen)} distinct labels appear "
+                             f"(at most {max(MAX_UNSEEN_CLASSES, 10 * len(seen)):,} classes may go unseen): class "
+                             f"IDs count from 0, so fix that label or --num-labels")
     unseen = sorted(set(range(num_labels)) - seen)
     if unseen and not cfg.num_labels:  # e.g. one stray label 20 in a 14-class file makes a 21-class model
         warnings.append(f"warning: {num_labels} classes (the largest label is {num_labels - 1}), but labels "

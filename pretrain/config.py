@@ -177,10 +177,27 @@ class PretrainConfig:
                               " pass --local-attention-gain 0 to keep random positions")
         if "vocab_size" in self.model:
             raise ConfigError("model override vocab_size: it comes from the vocab; pass --vocab instead")
-        positions = self.bert_config(vocab_size=100).max_position_embeddings  # fails now on a bad override
+        shape = self.bert_config(vocab_size=100)  # fails now on a bad override
+        self.check_shape_fits_recipe(shape)
+        positions = shape.max_position_embeddings
         if self.max_len > positions:
             raise ConfigError(f"--max-len={self.max_len} exceeds max_position_embeddings={positions}; lower "
                               f"--max-len or add --model.max_position_embeddings {self.max_len}")
+
+    def check_shape_fits_recipe(self, shape: BertConfig) -> None:
+        """Shapes BertConfig accepts but two recipe steps cannot use; refused here, not at the step itself (the
+        growth step comes after ~95% of the run)."""
+        head_size = shape.hidden_size // shape.num_attention_heads
+        if self.local_attention_gain and head_size % 2:  # warm_start.init_local_attention rotates coordinate pairs
+            raise ConfigError(f"--local-attention-gain={self.local_attention_gain} rotates pairs of coordinates, so "
+                              f"it needs an even head size, not hidden_size {shape.hidden_size} / num_attention_heads "
+                              f"{shape.num_attention_heads} = {head_size}; change them, or pass --local-attention-gain 0")
+        odd = [f"{name} {getattr(shape, name)}" for name in ("hidden_size", "num_attention_heads", "intermediate_size")
+               if getattr(shape, name) % 2]
+        if self.growth_fraction and self.init is None and odd:  # growth.small_config halves all three
+            raise ConfigError(f"--growth-fraction={self.growth_fraction} trains a model of half the width first, so "
+                              f"hidden_size, num_attention_heads and intermediate_size must be even ({', '.join(odd)} "
+                              f"is odd); change them, or pass --growth-fraction 0")
 
     def bert_config(self, vocab_size: int) -> BertConfig:
         """BERT-mini for `vocab_size`, with the `model` overrides applied (typed values, checked by BertConfig)."""

@@ -53,6 +53,13 @@ def test_a_malformed_row_or_table_is_one_line_naming_file_and_line(tmp_path, cap
     assert main(["sst2", str(tmp_path / "absent.tsv"), str(tmp_path / "out.tsv")]) == 2  # not a traceback
     assert "absent.tsv: No such file or directory" in capsys.readouterr().err
     assert not (tmp_path / "out.tsv").exists()
+    (tmp_path / "good.tsv").write_text("sentence\tlabel\na fine film\t1\n")
+    assert main(["sst2", str(tmp_path / "good.tsv"), str(tmp_path / "good.tsv")]) == 2  # its own ID copy over it
+    assert "would overwrite source" in capsys.readouterr().err
+    assert (tmp_path / "good.tsv").read_text() == "sentence\tlabel\na fine film\t1\n"
+    (tmp_path / "empty.tsv").write_text("sentence\tlabel\n")
+    assert main(["sst2", str(tmp_path / "empty.tsv"), str(tmp_path / "out.tsv")]) == 2
+    assert "no sst2 rows to anonymise" in capsys.readouterr().err and not (tmp_path / "out.tsv").exists()
 
 
 def test_sst2_wordpiece_pieces_become_ids_and_a_misplaced_flag_is_refused(tmp_path, capsys):

@@ -269,6 +269,9 @@ def test_missing_files_and_bad_vocabularies_raise_clear_errors(tmp_path, small_v
     no_mask = _write_vocab(tmp_path / "no_mask", [t for t in SMALL_VOCAB if t != "[MASK]"])
     for cls in (WordPieceTokenizer, WhitespaceTokenizer):
         _one_line_error(ValueError, cls.from_file, no_mask, match=r"no_mask.*lacks special token\(s\) \[MASK\]")
+    bom = _write_vocab(tmp_path / "bom", ["\ufeff" + SMALL_VOCAB[0]] + SMALL_VOCAB[1:])  # an editor's BOM
+    for cls in (WordPieceTokenizer, WhitespaceTokenizer):
+        _one_line_error(ValueError, cls.from_file, bom, match=rf"byte-order mark.*first token '\{SMALL_VOCAB[0]}")
     duplicate = _write_vocab(tmp_path / "dup", list(SPECIAL_TOKENS) + ["7", "8", "7"])
     _one_line_error(ValueError, WhitespaceTokenizer.from_file, duplicate, match="token '7' twice")
     spaced = _write_vocab(tmp_path / "spaced", list(SPECIAL_TOKENS) + ["7 8"])

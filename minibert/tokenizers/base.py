@@ -53,6 +53,10 @@ def bert_template(cls_id: int, sep_id: int) -> processors.TemplateProcessing:
 
 def check_special_tokens(vocab: dict[str, int], source: str) -> None:
     """Raise a one-line ValueError naming `source` if `vocab` lacks any of SPECIAL_TOKENS."""
+    glued = next((token for token in vocab if token.startswith("\ufeff")), None)
+    if glued:  # an editor's byte-order mark: read as part of the first line, it hides that token ("lacks [PAD]")
+        raise ValueError(f"vocabulary {source!r} starts with a UTF-8 byte-order mark (BOM), glued to its first token "
+                         f"{glued[1:]!r}; save the file as UTF-8 without a BOM")
     missing = [token for token in SPECIAL_TOKENS if token not in vocab]
     if missing:
         raise ValueError(
