@@ -87,6 +87,9 @@ def check_out(cfg: FinetuneConfig) -> None:
     """Refuse to replace the run already in --out unless --overwrite: training deletes its log and predictions at
     once and replaces best/ at the first dev evaluation, and that model may have taken an hour."""
     out = Path(cfg.out_dir)
+    if cfg.init not in (None, "auto", "random") and out.resolve() == Path(cfg.init).resolve():
+        raise ValueError(f"--out {out} is the --init model folder: the fine-tune would write best/ and its logs "
+                         f"into the pretrained model; pass another --out")
     pretraining = [out / name for name in ("results.json", "checkpoint.pt") if (out / name).is_file()]
     if pretraining:  # even with --overwrite: its vocab.txt and metrics.jsonl would be replaced, the rest left stale
         raise ValueError(f"--out {out} holds a pretraining run ({pretraining[0]}); a fine-tune would replace its "

@@ -16,13 +16,16 @@ from __future__ import annotations
 
 import argparse
 import errno
+import os
 import re
 import sys
 import traceback
+from pathlib import Path
 from typing import Callable
 
 import torch
 
+from .training.io import TEMP_PATTERN
 from .validation import parse_text
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -56,9 +59,18 @@ class RunFailed(RuntimeError):
     """A run that started well and failed while running (exit 1); the message names the cause and the fix."""
 
 
+def named_path(filename) -> str:
+    """The path the user named: a failed atomic write reports its hidden temp sibling (.<name>.pid<N>.<x>.tmp)."""
+    if not isinstance(filename, (str, os.PathLike)):  # bytes or a file descriptor: say it as it is
+        return str(filename)
+    path = Path(filename)
+    found = TEMP_PATTERN.match(path.name)
+    return str(path.parent / found.group(1)) if found else str(path)
+
+
 def describe_os_error(error: OSError) -> tuple[str, int]:
     """One line for an OSError (`<strerror>: <file>; <fix>`) and its exit code (1 machine, 2 user input)."""
-    where = f" {error.filename}" if error.filename else ""
+    where = f" {named_path(error.filename)}" if error.filename else ""
     what = error.strerror or str(error)
     if error.errno in RUNTIME_ERRNOS:
         return f"cannot write{where}: {what}; {RUNTIME_ERRNOS[error.errno]}", EXIT_FAILED

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from minibert import BertConfig
 from minibert.checkpoint import CheckpointError, load_pretrained
 from minibert.cli import RunFailed
 from minibert.checkpoint.pretrained import require_finite
@@ -183,12 +184,21 @@ def load_init_weights(model: torch.nn.Module, path: Path) -> None:
                              f"--set/--model overrides as the run that wrote it") from None
         return
     try:
-        loaded = load_pretrained(type(model), path, config=model.config).model
+        loaded = load_pretrained(type(model), path, config=model.config)
     except CheckpointError as error:
         same = ("; this run builds its model from its own flags, not from the folder's config.json: use the same "
                 "--set/--model overrides as the run that wrote it") if "shape mismatch" in str(error) else ""
         raise ValueError(f"--init {path}: {error}{same}") from None
-    model.load_state_dict(loaded.state_dict())
+    # Shapes were checked above; these two change the function without changing a shape, so weights trained under
+    # one would silently run under the other
+    saved = BertConfig.from_json(loaded.source.config_path) if loaded.source.config_path else model.config
+    changed = [(name, getattr(saved, name)) for name in ("hidden_act", "layer_norm_eps")
+               if getattr(saved, name) != getattr(model.config, name)]
+    if changed:
+        raise ValueError(f"--init {path}: its weights were trained with " + ", ".join(
+            f"{name} {value!r} (this run: {getattr(model.config, name)!r})" for name, value in changed)
+            + "; pass " + " ".join(f"--set {name}={value}" for name, value in changed))
+    model.load_state_dict(loaded.model.state_dict())
 
 
 def prepare_out_folder(cfg: PretrainConfig, log, start_step: int, vocab_path: Path, first_record: dict) -> None:

@@ -66,6 +66,16 @@ def test_disk_full_on_conversion_leaves_no_dst(capsys, tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["src", "vocab.txt"]
 
 
+def test_a_failed_atomic_write_names_the_file_not_its_temp(tmp_path):
+    """os.replace reports the hidden temp sibling (.predictions.csv.pid<N>.<x>.tmp), a name the user never gave."""
+    from minibert.cli import describe_failure
+    (tmp_path / "predictions.csv").mkdir()  # a folder where the output file goes
+    with pytest.raises(OSError) as error:
+        io.atomic_write_text(tmp_path / "predictions.csv", "x")
+    line, code = describe_failure(error.value)
+    assert line.startswith(f"{tmp_path / 'predictions.csv'}: ") and ".tmp" not in line and code == 2, line
+
+
 def test_debug_shows_the_traceback_and_still_the_one_line(capsys):
     from minibert.cli import run_cli as boundary
 

@@ -78,6 +78,7 @@ USAGE_CASES = [
     ("finetune --header maybe", "finetune", ["--header", "maybe"], ["--header", "maybe"]),
     ("finetune --overlapping-spans x", "finetune", ["--overlapping-spans", "merge"], ["--overlapping-spans"]),
     ("finetune --load alone", "finetune", ["--load", "somewhere"], ["--load", "--predict"]),
+    ("finetune --out = --init", "finetune", ["--init", "model", "--out", "model"], ["--out model is the --init"]),
     ("finetune --evaluate without --load", "finetune", ["--evaluate", "dev.tsv"], ["--evaluate dev.tsv", "--load"]),
     ("finetune text = label column", "finetune", ["--init", "random", "--format", "tianchi", "--text-column", "0"],
      ["--text-column and --label-column are both column 0"]),

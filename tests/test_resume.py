@@ -124,3 +124,8 @@ def test_init_from_a_model_folder_of_another_shape_names_the_overrides(tmp_path,
     with pytest.raises(ValueError, match=r"--init .*final: .*shape mismatch.*not from the folder's config.json: use "
                                          r"the same --set/--model overrides as the run that wrote it"):
         train(parse_config(wider))
+    config = json.loads((tmp_path / "first" / "final" / "config.json").read_text())
+    (tmp_path / "first" / "final" / "config.json").write_text(json.dumps({**config, "hidden_act": "relu"}))
+    with pytest.raises(ValueError, match=r"--init .*final: its weights were trained with hidden_act 'relu' \(this "
+                                         r"run: 'gelu'\); pass --set hidden_act=relu"):  # silently gelu before
+        train(parse_config(run_args(tmp_path, "third", "--init", str(tmp_path / "first" / "final"))))
