@@ -93,6 +93,8 @@ def cross_validate(finetune_argv: list[str], folds: int, seeds: int) -> dict:
     for flag, value, why in (("--dev", parsed.dev, "the folds of --train are the dev sets, so it would not be read"),
                              ("--load", parsed.load, "a grid trains one model per (seed, fold) and --load would "
                               "skip training; start from weights with --init"),
+                             ("--evaluate", parsed.evaluate, "a grid scores each fold's dev set; evaluate the model "
+                              "you pick: python -m finetune --load <out>/seed<s>/fold<k>/run/best --evaluate"),
                              ("--predict", parsed.predict, "a grid trains one model per (seed, fold); predict with "
                               "the one you pick: python -m finetune --load <out>/seed<s>/fold<k>/run/best --predict")):
         if value is not None:  # replaced or dropped below, it would do nothing without a word

@@ -122,21 +122,22 @@ def describe_failure(error: BaseException, resume_hint: str = "") -> tuple[str, 
 
 
 def is_out_of_memory(error: BaseException) -> bool:
-    """Python's MemoryError, a GPU's torch.OutOfMemoryError, or torch's CPU allocator failing: the last is a plain
-    RuntimeError ("DefaultCPUAllocator: can't allocate memory"), so only its words tell it from a bug."""
-    return isinstance(error, (MemoryError, torch.OutOfMemoryError)) or \
-        (isinstance(error, RuntimeError) and "can't allocate memory" in str(error))
+    """Python's MemoryError, a GPU's torch.OutOfMemoryError, or a plain RuntimeError whose words say it: torch's CPU
+    allocator ("can't allocate memory", "not enough memory") and CUDA libraries ("CUDA error: out of memory")."""
+    return isinstance(error, (MemoryError, torch.OutOfMemoryError)) or (isinstance(error, RuntimeError) and any(
+        words in str(error) for words in ("can't allocate memory", "not enough memory", "out of memory")))
 
 
 def out_of_memory_line(error: BaseException) -> str:
-    """Out of memory is the run being too big for the machine, not a bug: say how to run fewer rows at once. The
-    course's question (a 6 GB card) is the usual case; accumulation is the fix that keeps the recipe."""
-    where = "GPU" if isinstance(error, torch.OutOfMemoryError) else "CPU"
+    """Out of memory is the run being too big for the machine, not a bug: say how to run fewer rows at once, with
+    gradient accumulation first, the fix that keeps the recipe (a small GPU is the usual case)."""
+    where = "GPU" if isinstance(error, torch.OutOfMemoryError) or "CUDA" in str(error) else "CPU"
     asked = re.search(r"[Tt]ried to allocate ([\d.]+ ?\w+)", str(error))
     size = f" (it asked for {asked.group(1)} more)" if asked else ""
     return (f"out of {where} memory{size}; run fewer rows at once: raise --gradient-accumulation (梯度累积 keeps "
             f"the effective batch; pretrain's --batch-size is the total, a fine-tune's is per micro-batch, so lower "
-            f"that by the same factor), or shorten the rows (--max-len, --max-length)")
+            f"that by the same factor), or shorten the rows (--max-len, --max-length); evaluation and predictions: "
+            f"lower --eval-batch-size (with --load: --device cpu)")
 
 
 def cli_type(field_rule):

@@ -191,10 +191,11 @@ class PretrainConfig:
         if self.local_attention_gain and head_size % 2:  # warm_start.init_local_attention rotates coordinate pairs
             raise ConfigError(f"--local-attention-gain={self.local_attention_gain} rotates pairs of coordinates, so "
                               f"it needs an even head size, not hidden_size {shape.hidden_size} / num_attention_heads "
-                              f"{shape.num_attention_heads} = {head_size}; change them, or pass --local-attention-gain 0")
+                              f"{shape.num_attention_heads} = {head_size}; change them, or pass "
+                              f"--local-attention-gain 0")
         odd = [f"{name} {getattr(shape, name)}" for name in ("hidden_size", "num_attention_heads", "intermediate_size")
                if getattr(shape, name) % 2]
-        if self.growth_fraction and self.init is None and odd:  # growth.small_config halves all three
+        if self.growth_fraction and self.init is None and not self.resume and odd:  # small_config halves all 3
             raise ConfigError(f"--growth-fraction={self.growth_fraction} trains a model of half the width first, so "
                               f"hidden_size, num_attention_heads and intermediate_size must be even ({', '.join(odd)} "
                               f"is odd); change them, or pass --growth-fraction 0")

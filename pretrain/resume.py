@@ -22,10 +22,10 @@ from pathlib import Path
 
 import torch
 
-from minibert import BertConfig
 from minibert.checkpoint import CheckpointError, load_pretrained
 from minibert.cli import RunFailed
-from minibert.checkpoint.pretrained import require_finite
+from minibert.checkpoint.pretrained import json_object, require_finite
+from minibert.config import ACTIVATIONS
 from minibert.training.checkpoint import load_training_state, save_training_state
 from minibert.training.io import atomic_write_bytes, atomic_write_text
 from pretrain.budget import recorded_budget
@@ -190,14 +190,18 @@ def load_init_weights(model: torch.nn.Module, path: Path) -> None:
                 "--set/--model overrides as the run that wrote it") if "shape mismatch" in str(error) else ""
         raise ValueError(f"--init {path}: {error}{same}") from None
     # Shapes were checked above; these two change the function without changing a shape, so weights trained under
-    # one would silently run under the other
-    saved = BertConfig.from_json(loaded.source.config_path) if loaded.source.config_path else model.config
-    changed = [(name, getattr(saved, name)) for name in ("hidden_act", "layer_norm_eps")
-               if getattr(saved, name) != getattr(model.config, name)]
+    # one would silently run under the other. Read raw: the weights, not config.json, gave the shapes (absent
+    # fields take HF's and Google's defaults; Google's bert_config.json has no layer_norm_eps)
+    raw = json_object(loaded.source.config_path)
+    saved = {"hidden_act": raw.get("hidden_act", "gelu"), "layer_norm_eps": raw.get("layer_norm_eps", 1e-12)}
+    if saved["hidden_act"] not in ACTIVATIONS:
+        raise ValueError(f"--init {path}: its weights were trained with hidden_act {saved['hidden_act']!r}, which "
+                         f"minibert does not implement (it has {', '.join(ACTIVATIONS)}); pick another --init")
+    changed = {name: value for name, value in saved.items() if value != getattr(model.config, name)}
     if changed:
         raise ValueError(f"--init {path}: its weights were trained with " + ", ".join(
-            f"{name} {value!r} (this run: {getattr(model.config, name)!r})" for name, value in changed)
-            + "; pass " + " ".join(f"--set {name}={value}" for name, value in changed))
+            f"{name} {value!r} (this run: {getattr(model.config, name)!r})" for name, value in changed.items())
+            + "; pass " + " ".join(f"--set {name}={value}" for name, value in changed.items()))
     model.load_state_dict(loaded.model.state_dict())
 
 

@@ -137,7 +137,8 @@ def test_a_state_dict_saved_from_a_training_wrapper_names_the_wrapper(wrapper):
     ...' keys, which the layer hint alone would misread as extra layers."""
     config = tiny_config()
     source = {wrapper + name: shape for name, shape in shapes(hf_mlm_state(config)).items()}
-    with pytest.raises(CheckpointError, match=rf"every hf tensor name starts with '{re.escape(wrapper)}'.*removeprefix") as error:
+    says = rf"every hf tensor name starts with '{re.escape(wrapper)}'.*removeprefix"
+    with pytest.raises(CheckpointError, match=says) as error:
         plan_conversion(source, "hf", shapes(BertForMaskedLM(config).state_dict()), config.num_hidden_layers)
     assert "extra layers" not in str(error.value)
 

@@ -140,7 +140,7 @@ def test_the_dev_split_holds_out_every_classs_share_and_keeps_rare_classes_train
 @pytest.mark.parametrize("flag, says", [("--dev", "the folds of --train are the dev sets"),
                                         ("--predict", "--load <out>/seed<s>/fold<k>/run/best --predict"),
                                         ("--load", "start from weights with --init"),
-                                        ("--evaluate", "scores a saved model: pass --load")])
+                                        ("--evaluate", "--load <out>/seed<s>/fold<k>/run/best --evaluate")])
 def test_cross_validation_refuses_a_file_flag_it_would_not_read(tmp_path, capsys, flag, says):
     """An explicit --dev was replaced by each fold's dev file and --predict dropped, both without a word."""
     from finetune.cross_validate import main as cross_validate_main

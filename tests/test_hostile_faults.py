@@ -96,11 +96,12 @@ def test_debug_shows_the_traceback_and_still_the_one_line(capsys):
      "GPU memory (it asked for 2.00 GiB more)"),
     (RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory: you tried to "
                   "allocate 400000000000000 bytes."), "CPU memory (it asked for 400000000000000 bytes more)"),
+    (RuntimeError("CUDA error: out of memory\nCUDA kernel errors might be asynchronously reported"), "GPU memory;"),
     (MemoryError(), "CPU memory;")])
 def test_out_of_memory_is_one_line_with_the_fix_not_a_bug_report(error, where, capsys):
-    """The course's Q&A (a 6 GB card, batch 2): a GPU's torch.OutOfMemoryError and torch's CPU allocator failing are
-    RuntimeErrors, so they read "unexpected ...; report the traceback" (a minibert bug) until named: exit 1, and the
-    fix that keeps the recipe, gradient accumulation."""
+    """A GPU's torch.OutOfMemoryError, a CUDA library's "CUDA error: out of memory" and torch's CPU allocator failing
+    are RuntimeErrors, so they read "unexpected ...; report the traceback" (a minibert bug) until named: exit 1, and
+    the fix that keeps the recipe, gradient accumulation."""
     from minibert.cli import run_cli as boundary
 
     def body(argv):
@@ -108,6 +109,7 @@ def test_out_of_memory_is_one_line_with_the_fix_not_a_bug_report(error, where, c
     assert boundary(body, []) == 1
     line = capsys.readouterr().err.strip()
     assert line.startswith(f"error: out of {where}") and "--gradient-accumulation" in line, line
+    assert "--eval-batch-size" in line  # a fine-tune's dev evaluation runs 64 rows at once by default
     assert "report the traceback" not in line and len(line.splitlines()) == 1
 
 

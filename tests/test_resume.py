@@ -129,3 +129,6 @@ def test_init_from_a_model_folder_of_another_shape_names_the_overrides(tmp_path,
     with pytest.raises(ValueError, match=r"--init .*final: its weights were trained with hidden_act 'relu' \(this "
                                          r"run: 'gelu'\); pass --set hidden_act=relu"):  # silently gelu before
         train(parse_config(run_args(tmp_path, "third", "--init", str(tmp_path / "first" / "final"))))
+    del config["max_position_embeddings"], config["hidden_act"]  # a sparse HF config: the weights give the shapes
+    (tmp_path / "first" / "final" / "config.json").write_text(json.dumps(config))
+    train(parse_config(run_args(tmp_path, "fourth", "--init", str(tmp_path / "first" / "final"))))
