@@ -195,6 +195,9 @@ def train(cfg: FinetuneConfig, prepared: Prepared) -> dict:
     # the LR curve spans the run, or --schedule-steps: a comparison row that stops where an early-stopped run did
     # keeps that run's curve (warmup, and a decay cut off at the same point) instead of a compressed one
     schedule_steps = cfg.schedule_steps or total_steps
+    if schedule_steps < total_steps:  # past its end the multiplier is 0: steps that change nothing, without a word
+        raise ValueError(f"--schedule-steps {schedule_steps} ends before the run's {total_steps} steps, which would "
+                         f"train at LR 0 past it; pass --max-steps {schedule_steps} or a longer --schedule-steps")
     warmup_steps = int(cfg.warmup_ratio * schedule_steps)
     scheduler = build_scheduler(optimizer, warmup_steps, schedule_steps, cfg.schedule)
     scaler = make_grad_scaler(device, dtype)  # active only for fp16 on CUDA

@@ -79,6 +79,8 @@ USAGE_CASES = [
     ("finetune --overlapping-spans x", "finetune", ["--overlapping-spans", "merge"], ["--overlapping-spans"]),
     ("finetune --load alone", "finetune", ["--load", "somewhere"], ["--load", "--predict"]),
     ("finetune --out = --init", "finetune", ["--init", "model", "--out", "model"], ["--out model is the --init"]),
+    ("finetune schedule < steps", "finetune", ["--init", "random", "--max-steps", "5", "--schedule-steps", "2"],
+     ["--schedule-steps 2 ends before the run's 5 steps", "--max-steps 2"]),
     ("finetune --evaluate without --load", "finetune", ["--evaluate", "dev.tsv"], ["--evaluate dev.tsv", "--load"]),
     ("finetune text = label column", "finetune", ["--init", "random", "--format", "tianchi", "--text-column", "0"],
      ["--text-column and --label-column are both column 0"]),
