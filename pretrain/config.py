@@ -172,6 +172,8 @@ class PretrainConfig:
         check_fields(self, label=flag_name)  # every field's declared type and range (minibert/validation.py)
         if self.time_budget:
             parse_duration(self.time_budget)  # "--time-budget=ten" fails now, in one line
+        if self.resume and self.overwrite:  # one keeps the run in --out, the other replaces it: never guess which
+            raise ConfigError("--resume continues the run in --out and --overwrite starts it over: pass one of them")
         if self.local_attention_gain and self.position_init != "sinusoidal":
             raise ConfigError(f"--local-attention-gain={self.local_attention_gain} needs --position-init sinusoidal;"
                               " pass --local-attention-gain 0 to keep random positions")

@@ -64,6 +64,7 @@ USAGE_CASES = [
     ("pretrain --set unknown", "pretrain", ["--set", "hiden_size=3"], ["hiden_size"]),
     ("pretrain --set heads", "pretrain", ["--set", "hidden_size=130"], ["num_attention_heads"]),
     ("pretrain --set act", "pretrain", ["--model.hidden_act", "swish"], ["hidden_act", "gelu"]),
+    ("pretrain --resume --overwrite", "pretrain", ["--resume", "--overwrite"], ["--resume", "--overwrite"]),
     ("pretrain growth odd I", "pretrain", ["--set", "intermediate_size=63"],
      ["--growth-fraction", "intermediate_size 63", "--growth-fraction 0"]),
     ("pretrain odd head size", "pretrain", ["--set", "hidden_size=24", "--set", "num_attention_heads=8"],
