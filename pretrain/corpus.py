@@ -12,6 +12,7 @@ The language (every draw comes from seeded generators; same seed → byte-identi
    has an integer ID (the corpus is written as IDs, like Tianchi) and `<corpus>.words.tsv` maps ID → word.
    Parts of speech: nouns (each with a grammatical gender 0-2), verbs, adjectives, prepositions, conjunctions,
    determiners (a definite and an indefinite one per gender), set-phrase words and three punctuation marks.
+   `--synonyms N` (a variant, not the default) gives each noun, verb and adjective N interchangeable forms.
 2. **Sentences.** Clause = NP VERB NP [PREP NP], NP = DETERMINER [ADJECTIVE] NOUN; clauses join with ", CONJ" and
    end with "." or "?". The determiner AGREES with the noun's gender, whether or not an adjective stands
    between them (a dependency over 2 tokens); each noun has favourite adjectives and verbs, each verb favourite
@@ -25,7 +26,7 @@ The language (every draw comes from seeded generators; same seed → byte-identi
    gives it away. Class priors follow Tianchi's imbalance; lengths are log-normal (median ≈ 250 tokens).
 
 Dimension legend: D documents, K topics, C classes.
-Run: `python -m pretrain.corpus --out data/default_corpus.tsv --docs 4000 --seed 0 [--labelled-dir DIR]`.
+Run: `python -m pretrain.corpus --out data/default_corpus.tsv --docs 4000 --seed 0 [--labelled-dir DIR] [--synonyms N]`.
 """
 import argparse
 import bisect
@@ -69,6 +70,7 @@ class CorpusSpec:
     length_sigma: float = 0.7
     max_length: int = 4000
     zipf_exponent: float = 1.1
+    synonyms: int = 1               # 同义词 synonyms: surface forms per noun/verb/adjective (1 in the default corpus)
 
 
 def _cdf(weights):
@@ -87,7 +89,8 @@ class CorpusWorld:
     def __init__(self, spec, rng):
         self.spec = spec
         sizes = {"det": 2 * spec.num_genders, "prep": spec.num_prepositions, "conj": spec.num_conjunctions,
-                 "set": spec.num_set_words, "noun": spec.num_nouns, "verb": spec.num_verbs, "adj": spec.num_adjectives}
+                 "set": spec.num_set_words, "noun": spec.num_nouns * spec.synonyms,
+                 "verb": spec.num_verbs * spec.synonyms, "adj": spec.num_adjectives * spec.synonyms}
         syllables = [c + v for c in CONSONANTS for v in VOWELS]  # 70 syllables
         words, seen = list(PUNCTUATION), set(PUNCTUATION)
         for kind, count in sizes.items():  # function words: 1 syllable; content words: 2-3
@@ -109,7 +112,7 @@ class CorpusWorld:
         self.general, self.topic = {}, {}
         for kind, support in (("noun", spec.topic_support), ("verb", spec.topic_support // 2),
                               ("adj", spec.topic_support // 2)):
-            count = self.range[kind][1] - self.range[kind][0]
+            count = (self.range[kind][1] - self.range[kind][0]) // spec.synonyms
             order = rng.permutation(count)
             self.general[kind] = (order.tolist(), _cdf(_zipf(count, spec.zipf_exponent)))
             self.topic[kind] = [(rng.choice(count, support, replace=False).tolist(),
@@ -136,7 +139,7 @@ class CorpusWorld:
     def _favourites(self, kind, favourite_kind, rng):
         """[words of `kind`, F] favourite word indices of `favourite_kind`, drawn from one topic the word is in."""
         spec = self.spec
-        count = self.range[kind][1] - self.range[kind][0]
+        count = (self.range[kind][1] - self.range[kind][0]) // spec.synonyms
         topics_of = [[] for _ in range(count)]
         for topic, (members, _) in enumerate(self.topic[kind]):
             for word in members:
@@ -160,18 +163,28 @@ class CorpusWorld:
         table = self.topic[kind][topic] if r.random() < spec.topic_rate else self.general[kind]
         return self._draw(table, r)
 
+    def _surface(self, kind, lexeme, r):
+        """The word index of one of `lexeme`'s surface forms, drawn uniformly (the only form when synonyms == 1).
+
+        Synonyms share every context, so counts over unlabelled text (LSA) or MLM can learn that they mean the same,
+        while a classifier that reads word identities (TF-IDF) needs labelled examples of each form.
+        """
+        synonyms = self.spec.synonyms
+        return self.first[kind] + lexeme * synonyms + (r.randrange(synonyms) if synonyms > 1 else 0)
+
     def _noun_phrase(self, noun, topic, r):
         spec = self.spec
         words = [self.first["det"] + 2 * int(self.gender[noun]) + (r.random() < 0.5)]  # agrees with the noun
         if r.random() < spec.adjective_rate:
-            words.append(self.first["adj"] + self._content("adj", topic, self.noun_adjectives[noun], r))
-        return words + [self.first["noun"] + noun]
+            words.append(self._surface("adj", self._content("adj", topic, self.noun_adjectives[noun], r), r))
+        return words + [self._surface("noun", noun, r)]
 
     def _clause(self, topic, r):
         subject = self._content("noun", topic, None, r)
         verb = self._content("verb", topic, self.noun_verbs[subject], r)
         obj = self._content("noun", topic, self.verb_objects[verb], r)
-        words = self._noun_phrase(subject, topic, r) + [self.first["verb"] + verb] + self._noun_phrase(obj, topic, r)
+        words = (self._noun_phrase(subject, topic, r) + [self._surface("verb", verb, r)]
+                 + self._noun_phrase(obj, topic, r))
         if r.random() < self.spec.prepositional_rate:
             preposition = self.first["prep"] + bisect.bisect(self.preposition_cdf, r.random())
             words += [preposition] + self._noun_phrase(self._content("noun", topic, None, r), topic, r)
@@ -231,11 +244,15 @@ def generate_corpus(out, num_docs=4000, seed=0, labelled_dir=None, labelled_docs
         seed: fixes the world and every document; same seed → byte-identical files.
         labelled_dir: if given, writes `train.tsv` (90%) and `dev.tsv` (10%) of `labelled_docs` fresh
             documents there: same world, documents disjoint from the pretraining corpus.
+        spec: the language's knobs (CorpusSpec); the default gives the default corpus.
     Returns:
         (labels [D], docs) of the pretraining corpus; None when out is None.
     """
     if num_docs < 1:
         raise ValueError(f"--docs: got {num_docs}, need at least 1 document; pass e.g. --docs 4000")
+    if spec.synonyms < 1:
+        raise ValueError(f"--synonyms: got {spec.synonyms}, need at least 1 form per word; pass e.g. --synonyms 1 "
+                         "(the default corpus)")
     if labelled_dir is not None and labelled_docs < 10:
         raise ValueError(f"--labelled-docs: got {labelled_docs}, need at least 10 for a train/dev split; "
                          "pass e.g. --labelled-docs 2000")
@@ -260,9 +277,12 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--labelled-dir", default=None, help="also write train.tsv/dev.tsv for fine-tuning")
     parser.add_argument("--labelled-docs", type=int, default=2000)
+    parser.add_argument("--synonyms", type=int, default=1, help="surface forms per noun, verb and adjective "
+                        "(default 1, the default corpus; docs/finetune_lab.md measures 4)")
     args = parser.parse_args(argv)
     try:
-        labels, docs = generate_corpus(args.out, args.docs, args.seed, args.labelled_dir, args.labelled_docs)
+        labels, docs = generate_corpus(args.out, args.docs, args.seed, args.labelled_dir, args.labelled_docs,
+                                       CorpusSpec(synonyms=args.synonyms))
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

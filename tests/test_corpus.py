@@ -109,3 +109,25 @@ def test_cli_writes_corpus_and_labelled_split(tmp_path, capsys):
     assert not any(d.tobytes() in corpus_texts for d in train_docs + dev_docs)   # fresh documents
     assert main(["--out", str(tmp_path / "x.tsv"), "--docs", "0"]) == 2
     assert "--docs" in capsys.readouterr().err
+
+
+def test_synonyms_variant_spreads_each_word_over_interchangeable_forms(tmp_path, capsys):
+    """`--synonyms 3`: three times the content words, each lexeme's forms used about equally, and the same labels
+    and lengths as the default corpus (those draws come before the words)."""
+    plain = CorpusWorld(CorpusSpec(), np.random.default_rng([0, 0]))
+    world = CorpusWorld(CorpusSpec(synonyms=3), np.random.default_rng([0, 0]))
+    for kind in ("noun", "verb", "adj"):
+        assert np.diff(world.range[kind]) == 3 * np.diff(plain.range[kind]), kind
+    labels, docs = world.sample_documents(1000, np.random.default_rng([0, 1]))
+    plain_labels, plain_docs = plain.sample_documents(1000, np.random.default_rng([0, 1]))
+    assert (labels == plain_labels).all() and [len(d) for d in docs] == [len(d) for d in plain_docs]
+    index_of = np.argsort(world.ids)                                     # corpus ID -> word index
+    nouns = index_of[np.concatenate(docs)] - world.range["noun"][0]
+    nouns = nouns[(nouns >= 0) & (nouns < np.diff(world.range["noun"])[0])]
+    form_counts = np.bincount(nouns, minlength=3 * 1500).reshape(1500, 3)  # [lexemes, forms]
+    frequent = form_counts.sum(1) >= 300
+    assert frequent.sum() >= 5, form_counts.sum(1).max()
+    shares = form_counts[frequent] / form_counts[frequent].sum(1, keepdims=True)
+    assert (abs(shares - 1 / 3) < 0.1).all(), shares                    # uniform over forms, per lexeme
+    assert main(["--out", str(tmp_path / "c.tsv"), "--docs", "5", "--synonyms", "0"]) == 2
+    assert "--synonyms: got 0, need at least 1" in capsys.readouterr().err
