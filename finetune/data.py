@@ -37,6 +37,7 @@ FORMATS = {
                 "tokenizer": "whitespace"},
 }
 MAX_LISTED = 10  # offending lines named in one error message
+TEXT_NAMES = ("text", "sentence", "text_a", "sentence1")  # header names of a (first) text column
 
 
 class DataError(ValueError):
@@ -67,6 +68,29 @@ def _listing(bad: list[tuple[int, str]]) -> str:
     return f"{shown}{more}"
 
 
+def check_labelled_header(path, header: str, text_col: int, label_col: int) -> None:
+    """Columns are read by position; a header that says otherwise is a file in another layout, read wrongly.
+
+    Refuses a first line that is an example (its label cell holds integers: a headerless file would lose that row),
+    and a header naming `label` or a text column (text, sentence, text_a, sentence1) elsewhere than the column read
+    as such (an `id` column read as labels trains a model of thousands of classes on the ids).
+    """
+    names = [name.strip().lower() for name in header.split("\t")]
+    cell = names[label_col] if label_col < len(names) else ""
+    if cell and all(part.strip().lstrip("-").isdigit() for part in cell.split(",")):
+        raise DataError(f"{path}: the first line {header[:40]!r} is an example, not a header (its label cell "
+                        f"{cell!r} is a number), so it would be dropped; add a header line (e.g. `label<TAB>text`), "
+                        f"or pass --header false")
+    for role, column, fix, wanted in (("label", label_col, "--label-column", ("label",)),
+                                      ("text", text_col, "--text-column", TEXT_NAMES)):
+        elsewhere = [i for i, name in enumerate(names) if name in wanted and i != column]
+        if elsewhere and (column >= len(names) or names[column] not in wanted + ("text_b", "sentence2")):
+            read = repr(names[column]) if column < len(names) else "a missing column"
+            raise DataError(f"{path}: the header names {names[elsewhere[0]]!r} as column {elsewhere[0]} (counting "
+                            f"from 0), but the {role} is read from column {column} ({read}); move the columns, or "
+                            f"when training pass {fix} {elsewhere[0]}")
+
+
 def read_tsv(path: str | Path, columns: dict, multi_label: bool = False, with_labels: bool = True) -> list[TextExample]:
     """Read a TSV with the column rules of one FORMATS row.
 
@@ -88,9 +112,11 @@ def read_tsv(path: str | Path, columns: dict, multi_label: bool = False, with_la
             raise DataError(f"{path}: the header names a second text ({second[0].strip()!r}), which a one-text "
                             f"model would drop unseen; fine-tune --task pair for sentence pairs, or remove that "
                             f"column")
+    if with_labels and columns["header"] and lines:
+        check_labelled_header(path, lines[0], text_col, label_col)
     if not with_labels and columns["header"] and lines:
         names = [name.strip().lower() for name in lines[0].split("\t")]
-        named = [i for i, name in enumerate(names) if name in ("text", "sentence", "text_a", "sentence1")]
+        named = [i for i, name in enumerate(names) if name in TEXT_NAMES]
         if not named:  # its first row would be dropped as a header, and every prediction would shift by one
             raise DataError(f"{path}: the first line {lines[0][:40]!r} names no text column (text, sentence, text_a "
                             f"or sentence1); a prediction file starts with a header row: add `text` as its first line")

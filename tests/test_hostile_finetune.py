@@ -74,6 +74,13 @@ DATA_CASES = [
      ["--init", "runs/pretrain/final", "--model-config", "c.json"], ["--model-config c.json", "--init random"]),
     ("a pair file for a one-text model", "cls", "label\ttext\ttext_b\n1\t1 2\t3 4\n0\t4 5\t6 7\n", [],
      ["second text ('text_b')", "drop unseen", "--task pair"]),
+    # columns go by position: a header that says otherwise is another layout, read wrongly
+    ("a file without its header", "cls", "0\t5 6 7\n1\t4 5\n", [],
+     ["first line '0\\t5 6 7' is an example, not a header", "would be dropped", "--header false"]),
+    ("ids where the label is read", "cls", "id\ttext\tlabel\n7\t1 2\t0\n8\t4 5\t1\n", [],
+     ["names 'label' as column 2", "read from column 0 ('id')", "--label-column 2"]),
+    ("the text named in another column", "cls", "label\tid\ttext\n0\t7\t1 2\n1\t8\t4 5\n", [],
+     ["names 'text' as column 2", "the text is read from column 1 ('id')", "--text-column 2"]),
 ]
 
 
@@ -102,6 +109,14 @@ def test_records_keep_a_line_separator_inside_a_text(tmp_path):
     assert [(e.text, e.label, e.line) for e in rows] == [("a\x85b\x0cc", 1, 2)]
 
 
+def test_header_false_reads_the_first_line_as_an_example(tmp_path):
+    from finetune.data import FORMATS, read_tsv
+    rows = read_tsv(tsv(tmp_path / "n.tsv", "0\t5 6 7\n1\t4 5\n"), {**FORMATS["tianchi"], "header": False})
+    assert [(r.label, r.text, r.line) for r in rows] == [(0, "5 6 7", 1), (1, "4 5", 2)]
+    named = read_tsv(tsv(tmp_path / "s.tsv", "Sentence\tLabel\nok\t1\n"), FORMATS["sst2"])  # names agree: read
+    assert [(r.label, r.text) for r in named] == [(1, "ok")]
+
+
 def test_prediction_rows_line_up_with_the_input(tmp_path):
     from finetune.data import DataError, FORMATS, read_tsv
     pair = read_tsv(tsv(tmp_path / "p.tsv", "id\tsentence1\tsentence2\n7\t8 9\t10 11\n"), FORMATS["pair"],
@@ -118,7 +133,7 @@ def test_prediction_rows_line_up_with_the_input(tmp_path):
 
 def test_texts_in_the_label_column_are_cut_short_in_the_error(tmp_path):
     from finetune.data import DataError, FORMATS, read_tsv
-    swapped = tsv(tmp_path / "s.tsv", "text\tlabel\n" + " ".join(["7383"] * 300) + "\t3\n")
+    swapped = tsv(tmp_path / "s.tsv", "doc\tclass\n" + " ".join(["7383"] * 300) + "\t3\n")
     with pytest.raises(DataError) as error:
         read_tsv(swapped, FORMATS["tianchi"])  # tianchi: label first, text second
     assert "line 2: '7383 7383 7383 7383 7383 7383 7383 73...'" in str(error.value) and len(str(error.value)) < 300
