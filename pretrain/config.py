@@ -19,6 +19,7 @@ from minibert import BertConfig
 from minibert.cli import OneLineParser, cli_type
 from minibert.validation import DEVICE, ConfigError, check_fields, read_json_object, rule, unknown_keys
 from pretrain.budget import parse_duration
+from pretrain.growth import SMALL_LAYERS, small_config
 
 
 @dataclass
@@ -195,12 +196,8 @@ class PretrainConfig:
                               f"it needs an even head size, not hidden_size {shape.hidden_size} / num_attention_heads "
                               f"{shape.num_attention_heads} = {head_size}; change them, or pass "
                               f"--local-attention-gain 0")
-        odd = [f"{name} {getattr(shape, name)}" for name in ("hidden_size", "num_attention_heads", "intermediate_size")
-               if getattr(shape, name) % 2]
-        if self.growth_fraction and self.init is None and not self.resume and odd:  # small_config halves all 3
-            raise ConfigError(f"--growth-fraction={self.growth_fraction} trains a model of half the width first, so "
-                              f"hidden_size, num_attention_heads and intermediate_size must be even ({', '.join(odd)} "
-                              f"is odd); change them, or pass --growth-fraction 0")
+        if self.growth_fraction and self.init is None and not self.resume:
+            small_config(shape, 1, SMALL_LAYERS)  # growth.py's own check, now: H, A and I must halve
 
     def bert_config(self, vocab_size: int) -> BertConfig:
         """BERT-mini for `vocab_size`, with the `model` overrides applied (typed values, checked by BertConfig)."""

@@ -41,6 +41,7 @@ import torch
 
 from minibert import BertConfig, BertForMaskedLM
 from minibert.training.optim import param_groups
+from minibert.validation import ConfigError
 
 GROWTH_NOISE = 0.02  # std of the uneven split W/2 ± noise: the scale of a fresh weight (initializer_range)
 SMALL_LAYERS = 1     # the small model's layers (small_config(config, 1, SMALL_LAYERS)); stacking adds the rest
@@ -159,11 +160,20 @@ def grown_stage_groups(model: BertForMaskedLM, cfg, grown_steps: int) -> list[di
 
 
 def small_config(config: BertConfig, widen_times: int, num_layers: int) -> BertConfig:
-    """The model to start from: H, I and heads halved `widen_times` times, `num_layers` layers."""
+    """The model to start from: H, I and heads halved `widen_times` times, `num_layers` layers.
+
+    PretrainConfig calls it at start-up with the run's shape, so a shape it cannot shrink is refused before the
+    run, not at the growth step after ~95% of it.
+    """
     shrink = 2 ** widen_times
-    if config.hidden_size % shrink or config.num_attention_heads % shrink or config.num_hidden_layers % num_layers:
-        raise ValueError(f"growth: cannot shrink H{config.hidden_size} A{config.num_attention_heads} "
-                         f"L{config.num_hidden_layers} by {shrink} in width and to {num_layers} layer(s)")
+    odd = [f"{name} {getattr(config, name)}" for name in ("hidden_size", "num_attention_heads", "intermediate_size")
+           if getattr(config, name) % shrink]
+    if config.num_hidden_layers % num_layers:
+        odd.append(f"num_hidden_layers {config.num_hidden_layers} (not a multiple of {num_layers})")
+    if odd:
+        raise ConfigError(f"growth trains a model of 1/{shrink} the width first, so hidden_size, num_attention_heads "
+                          f"and intermediate_size must divide by {shrink} ({', '.join(odd)} does not); change them, "
+                          f"or pass --growth-fraction 0")
     return config.apply_overrides([f"hidden_size={config.hidden_size // shrink}",
                                    f"intermediate_size={config.intermediate_size // shrink}",
                                    f"num_attention_heads={config.num_attention_heads // shrink}",
