@@ -51,8 +51,17 @@ def resolve_defaults(cfg: FinetuneConfig) -> tuple[FinetuneConfig, list[str]]:
                          f"only; drop it for {'--task ner' if cfg.task == 'ner' else '--multi-label'}")
     if cfg.data is not None:
         suffix = "json" if cfg.task == "ner" else "tsv"
-        cfg = cfg.replace(train=cfg.train or str(Path(cfg.data) / f"train.{suffix}"),
-                          dev=cfg.dev or str(Path(cfg.data) / f"dev.{suffix}"))
+        folder, dev_file = Path(cfg.data), Path(cfg.data) / f"dev.{suffix}"
+        if not folder.is_dir():
+            raise ValueError(f"--data {cfg.data}: {'is a file, not a' if folder.exists() else 'no such'} folder; "
+                             f"pass a folder holding train.{suffix} and dev.{suffix}, or the files as --train and "
+                             f"--dev")
+        if cfg.dev is None and cfg.dev_fraction is None and not dev_file.exists():
+            raise ValueError(f"--data {cfg.data}: the folder has no dev.{suffix}; add one, or pass --dev-fraction 0.1 "
+                             f"to hold out 10% of its train.{suffix}")
+        held_out = cfg.dev_fraction is not None and not dev_file.exists()  # the folder's train file, split
+        cfg = cfg.replace(train=cfg.train or str(folder / f"train.{suffix}"),
+                          dev=cfg.dev or (None if held_out else str(dev_file)))
     if cfg.dev_fraction is not None and (cfg.train is None or cfg.dev is not None):
         fix = (f"{'--data' if cfg.data else '--dev'} already gives a dev file: drop one of them" if cfg.dev
                else "pass --train FILE (the embedded data has its own dev file)")

@@ -265,7 +265,8 @@ def read_lines(path: Path, expected: str = "the data file") -> list[str]:
     if path.is_dir():
         raise DataError(f"{path}: is a folder; pass the data file itself (or the folder with --data)")
     if not path.is_file():
-        raise DataError(f"{path}: no such file; pass {expected}")
+        what = "is not a regular file (a device or a pipe?)" if path.exists() else "no such file"
+        raise DataError(f"{path}: {what}; pass {expected}")
     try:
         text = path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError:

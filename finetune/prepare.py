@@ -189,6 +189,10 @@ def prepare(cfg: FinetuneConfig) -> Prepared:
     if tokenizer.vocab_size > model_config.vocab_size:
         raise ValueError(f"vocab {vocab_path} has {tokenizer.vocab_size} entries but the model's vocab_size is "
                          f"{model_config.vocab_size}; use the vocab.txt the model was pretrained with")
+    if cfg.task == "pair" and model_config.type_vocab_size < 2:  # segment B is token type 1 (分段 embeddings)
+        source = f"--model-config {cfg.model_config}" if cfg.init == "random" else f"--init {cfg.init}"
+        raise ValueError(f"{source}: type_vocab_size {model_config.type_vocab_size}, but --task pair marks segment "
+                         f"B with token type 1; use a model with type_vocab_size 2 (BERT's), or --task cls")
     limit = model_config.max_position_embeddings
     if cfg.max_length > limit:
         if not cfg.hierarchical_positions:

@@ -236,12 +236,26 @@ def test_dev_fraction_holds_out_dev_from_the_one_labelled_file_for_every_row(tmp
                         "--dev already gives a dev file"), ([], "pass --train FILE")):
         assert main(["--task", "cls", "--dev-fraction", "0.1", "--init", "random", *argv]) == 2
         assert says in capsys.readouterr().err
+    # --data: a folder with only train.tsv splits it under --dev-fraction, and says what is missing without it
+    folder = tmp_path / "only-train"
+    folder.mkdir()
+    (folder / "train.tsv").write_text((tmp_path / "train.tsv").read_text())
+    common = ["--task", "cls", "--init", "random", "--model-config", str(tmp_path / "tiny.json"), "--epochs", "1",
+              "--max-length", "32", "--no-progress", "--overwrite", "--out", str(tmp_path / "run2")]
+    assert main([*common, "--data", str(folder), "--dev-fraction", "0.25"]) == 0
+    assert "dev: 50 examples held out of" in capsys.readouterr().out
+    for data, says in ((folder, "the folder has no dev.tsv; add one, or pass --dev-fraction 0.1"),
+                       (tmp_path / "nope", "no such folder"), (folder / "train.tsv", "is a file, not a folder")):
+        assert main([*common, "--data", str(data)]) == 2
+        assert f"--data {data}: {says}" in capsys.readouterr().err
 
 
 def test_an_interrupted_runs_model_is_not_replaced_silently_either(tmp_path, capsys):
     # An interrupted fine-tune leaves best/ (its best epoch so far) and no metrics.json: still a model to keep.
     (tmp_path / "run" / "best").mkdir(parents=True)
     write(tmp_path / "run" / "best" / "model.safetensors", "weights")
+    for name in ("train.tsv", "dev.tsv"):  # --data names a folder with both files; the --out check comes first
+        write(tmp_path / name, "label\ttext\n")
     argv = ["--task", "cls", "--data", str(tmp_path), "--init", "random", "--out", str(tmp_path / "run")]
     assert main(argv) == 2
     refusal = capsys.readouterr().err.strip()

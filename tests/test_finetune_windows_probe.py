@@ -66,7 +66,8 @@ def test_windows_finetune_reads_the_decisive_token_past_the_window(tmp_path, cap
 
 
 def test_windows_are_refused_for_pairs_with_one_line(tmp_path, capsys):
-    (tmp_path / "train.tsv").write_text("label\ttext_a\ttext_b\n1\t5 6\t5 6\n0\t5 6\t7 8\n")
+    for name in ("train.tsv", "dev.tsv"):
+        (tmp_path / name).write_text("label\ttext_a\ttext_b\n1\t5 6\t5 6\n0\t5 6\t7 8\n")
     code = main(["--task", "pair", "--data", str(tmp_path), "--init", "random", "--truncate", "windows",
                  "--out", str(tmp_path / "run")])
     err = capsys.readouterr().err

@@ -110,7 +110,9 @@ def test_records_keep_a_line_separator_inside_a_text(tmp_path):
 
 
 def test_header_false_reads_the_first_line_as_an_example(tmp_path):
-    from finetune.data import FORMATS, read_tsv
+    from finetune.data import DataError, FORMATS, read_tsv
+    with pytest.raises(DataError, match="/dev/null: is not a regular file"):  # exists, but no file: not "no such"
+        read_tsv("/dev/null", FORMATS["tianchi"])
     rows = read_tsv(tsv(tmp_path / "n.tsv", "0\t5 6 7\n1\t4 5\n"), {**FORMATS["tianchi"], "header": False})
     assert [(r.label, r.text, r.line) for r in rows] == [(0, "5 6 7", 1), (1, "4 5", 2)]
     named = read_tsv(tsv(tmp_path / "s.tsv", "Sentence\tLabel\nok\t1\n"), FORMATS["sst2"])  # names agree: read
@@ -302,3 +304,13 @@ def test_a_model_config_too_small_for_the_vocab_names_the_flag(tmp_path, capsys)
             "--model-config", tmp_path / "tiny.json"]
     assert_outcome(*run_cli("finetune", argv, capsys)[::2], 2,
                    ["--model-config", "vocab_size 8", "13 entries", "leave --model-config out"])
+
+
+def test_a_pair_task_needs_two_token_types(tmp_path, capsys):
+    """type_vocab_size 1 has no embedding for segment B: named at start-up with its config, not as an input error."""
+    tiny_config(type_vocab_size=1).to_json(tmp_path / "one-type.json")
+    pairs = tsv(tmp_path / "train.tsv", "label\ttext_a\ttext_b\n1\t1 2\t3 4\n0\t4 5\t6 7\n")
+    argv = ["--task", "pair", "--train", pairs, "--dev", pairs, "--out", tmp_path / "out", *QUICK,
+            "--model-config", tmp_path / "one-type.json"]
+    assert_outcome(*run_cli("finetune", argv, capsys)[::2], 2,
+                   ["one-type.json: type_vocab_size 1", "segment B with token type 1", "type_vocab_size 2"])
