@@ -15,16 +15,14 @@ TSV works. A multi-label (多标签) label cell holds comma-separated class IDs,
 Validation, as the course FAQ needs (a bad label otherwise surfaces as "index -100 is out of bounds for
 dimension 0 with size 39", or worse trains silently):
   * class labels must be integers in [0, num_labels); every offending line is listed with its value;
-  * NER spans must lie inside the text and cover the entity string they claim;
+  * NER spans must lie inside the text and cover the entity string they claim (finetune/ner_data.py);
   * label sets that differ between train and dev are reported.
 Line numbers are 1-based lines of the file (a header is line 1), so `sed -n 7p file` shows the culprit.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 # format -> column rules; None = no such column. The table the module docstring shows.
@@ -52,14 +50,7 @@ class TextExample:
     line: int  # 1-based line number in the file
 
 
-@dataclass
-class NerExample:
-    text: str
-    entities: list[tuple[str, int, int]] = field(default_factory=list)  # (type, start char, end char inclusive)
-    line: int = 0
-
-
-def _listing(bad: list[tuple[int, str]]) -> str:
+def line_listing(bad: list[tuple[int, str]]) -> str:
     """`line 3: 'x', line 7: 'y' and 4 more`, each value cut to 40 characters (a label column that holds the texts
     would otherwise paste whole documents into a one-line error)."""
     shown = ", ".join(f"line {line}: {value if len(value) <= 40 else value[:37] + '...'!r}"
@@ -131,7 +122,7 @@ def read_tsv(path: str | Path, columns: dict, multi_label: bool = False, with_la
         last = max((i for i, raw in enumerate(lines) if raw.strip()), default=-1)
         blank = [(i + 1, "") for i in range(first, last) if not lines[i].strip()]
         if blank:
-            raise DataError(f"{path}: {len(blank)} blank row(s) inside the file ({_listing(blank)}); predictions "
+            raise DataError(f"{path}: {len(blank)} blank row(s) inside the file ({line_listing(blank)}); predictions "
                             f"are written one per input row, so remove them or give them a text")
     needed = max(c for c in (text_col, text_b_col, label_col if with_labels else None) if c is not None)
     width = len(lines[0].split("\t")) if columns["header"] and lines else None  # the header's columns
@@ -167,20 +158,20 @@ def read_tsv(path: str | Path, columns: dict, multi_label: bool = False, with_la
         f", the label from column {label_col + 1}" if with_labels else "")
     if short_rows:
         raise DataError(f"{path}: {len(short_rows)} row(s) have fewer than {needed + 1} tab-separated columns "
-                        f"({_listing(short_rows)}); {read_from}: fix the file's columns, or when training set "
+                        f"({line_listing(short_rows)}); {read_from}: fix the file's columns, or when training set "
                         f"--format / --text-column / --label-column")
     if long_rows:
         raise DataError(f"{path}: {len(long_rows)} row(s) have more tab-separated columns than the header's {width} "
-                        f"({_listing(long_rows)}); a tab inside a text would cut it there: replace it with a space")
+                        f"({line_listing(long_rows)}); a tab inside a text would cut it there: replace it with a space")
     if empty_texts:
-        raise DataError(f"{path}: {len(empty_texts)} row(s) have an empty text ({_listing(empty_texts)}); give "
+        raise DataError(f"{path}: {len(empty_texts)} row(s) have an empty text ({line_listing(empty_texts)}); give "
                         f"them a text or remove them")
     if bad_labels:
         kind = "comma-separated integers" if multi_label else "integers"
         sets = not multi_label and all("," in cell for _, cell in bad_labels)  # `0,3`: a multi-label file
         fix = ("they are label sets: fine-tune with --multi-label" if sets
                else f"{read_from}: fix those lines, or when training set --label-column")
-        raise DataError(f"{path}: labels must be {kind}; {len(bad_labels)} bad label(s): {_listing(bad_labels)}; "
+        raise DataError(f"{path}: labels must be {kind}; {len(bad_labels)} bad label(s): {line_listing(bad_labels)}; "
                         f"{fix}")
     if not examples:
         raise DataError(f"{path}: no examples found; is the file empty, or is --header wrong?")
@@ -199,7 +190,7 @@ def check_class_labels(examples: list[TextExample], num_labels: int, path: str |
                 bad.append((example.line, str(value)))
     if bad:
         raise DataError(f"{path}: labels must be integers in [0, num_labels={num_labels}); {len(bad)} bad label(s): "
-                        f"{_listing(bad)}; fix those lines, or {fix}")
+                        f"{line_listing(bad)}; fix those lines, or {fix}")
 
 
 def infer_num_labels(examples: list[TextExample], path: str | Path) -> int:
@@ -224,39 +215,6 @@ def label_set_report(train: list[TextExample], dev: list[TextExample]) -> str | 
     return "warning: label sets differ: " + "; ".join(parts)
 
 
-def resolve_overlapping_spans(examples: list[NerExample], policy: str, path) -> tuple[list[NerExample], str | None]:
-    """Overlapping or nested entity spans (CLUENER train.json line 1507 nests two companies in a book title).
-
-    A BIO tag sequence gives each character ONE tag, so the softmax head would silently overwrite one span with
-    another; GlobalPointer scores every (start, end) pair and keeps them all.
-
-    Args:
-        policy: "refuse" (raise, naming the count and the first line), "drop" (keep the first of each overlap,
-            by start then longest), or "keep".
-    Returns:
-        (examples, a note saying how many spans were dropped, or None).
-    """
-    if policy == "keep":
-        return examples, None
-    kept_examples, dropped, first_line = [], 0, None
-    for example in examples:
-        kept, end = [], -1
-        for entity in sorted(example.entities, key=lambda e: (e[1], -e[2], e[0])):
-            if entity[1] <= end:
-                dropped += 1
-                first_line = first_line or example.line
-            else:
-                kept.append(entity)
-                end = entity[2]
-        kept_examples.append(dataclasses.replace(example, entities=sorted(kept, key=lambda e: (e[1], e[2], e[0]))))
-    if dropped and policy == "refuse":
-        raise DataError(f"{path}: {dropped} entity span(s) overlap another (first on line {first_line}); the softmax "
-                        f"(BIO) head gives each character one tag and cannot learn them: use --head globalpointer, "
-                        f"or --overlapping-spans drop to train without them")
-    return kept_examples, (f"note: dropped {dropped} overlapping entity span(s) from {path} "
-                           f"(--overlapping-spans drop)" if dropped else None)
-
-
 def read_lines(path: Path, expected: str = "the data file") -> list[str]:
     """The lines of a UTF-8 text file (a BOM is dropped); a decode error names the file and the first bad line.
 
@@ -274,78 +232,3 @@ def read_lines(path: Path, expected: str = "the data file") -> list[str]:
         raise DataError(first_undecodable_line(path)) from None
     lines = [line[:-1] if line.endswith("\r") else line for line in text.split("\n")]
     return lines[:-1] if lines and lines[-1] == "" else lines  # a final newline ends the last line
-
-
-def read_cluener(path: str | Path, with_labels: bool = True) -> list[NerExample]:
-    """Read CLUENER JSON lines and check every span: inside the text, and covering the entity string."""
-    path = Path(path)
-    examples, bad, empty, blank = [], [], [], []
-    for index, raw in enumerate(read_lines(path, "a CLUENER-style JSON-lines file")):
-        line = index + 1
-        if not raw.strip():
-            blank.append(line)
-            continue
-        try:
-            record = json.loads(raw)
-            text = record["text"]
-        except (json.JSONDecodeError, KeyError, TypeError):
-            raise DataError(f"{path}: line {line} is not a JSON object with a \"text\" field: {raw[:60]!r}; "
-                            f"each line must look like {{\"text\": ..., \"label\": {{type: {{entity: [[s, e]]}}}}}}"
-                            ) from None
-        entities = []
-        labels = record.get("label") or {} if isinstance(record, dict) else None
-        if not isinstance(text, str) or not isinstance(labels, dict) or \
-                not all(isinstance(m, dict) for m in labels.values()):
-            raise DataError(f"{path}: line {line}: \"text\" must be a string and \"label\" an object "
-                            f"{{type: {{entity: [[start, end]]}}}}: {raw[:60]!r}")
-        if with_labels and not text.strip():  # no token to tag: a batch of such texts has no loss term at all
-            empty.append((line, text))
-        for entity_type, mentions in labels.items() if with_labels else ():
-            for surface, spans in mentions.items():
-                if not isinstance(spans, list):
-                    bad.append((line, f"{entity_type} {surface!r} spans {spans!r} is not a list of [start, end]"))
-                    continue
-                for span in spans:
-                    if not (isinstance(span, list) and len(span) == 2 and all(isinstance(v, int) for v in span)):
-                        bad.append((line, f"{entity_type} {surface!r} span {span!r} is not [start, end]"))
-                        continue
-                    start, end = span
-                    if not (0 <= start <= end < len(text)):
-                        bad.append((line, f"{entity_type} {surface!r} span [{start}, {end}] outside text of "
-                                          f"length {len(text)}"))
-                    elif text[start:end + 1] != surface:
-                        bad.append((line, f"{entity_type} span [{start}, {end}] covers {text[start:end + 1]!r}, "
-                                          f"not {surface!r}"))
-                    else:
-                        entities.append((entity_type, start, end))
-        examples.append(NerExample(text, sorted(set(entities), key=lambda e: (e[1], e[2], e[0])), line))
-    if empty:
-        raise DataError(f"{path}: {len(empty)} record(s) with an empty \"text\" ({_listing(empty)}); a text "
-                        f"with no character has nothing to tag: remove those lines")
-    if bad:
-        shown = "; ".join(f"line {line}: {what}" for line, what in bad[:MAX_LISTED])
-        raise DataError(f"{path}: {len(bad)} bad entity span(s) (spans are [start, end] with end inclusive, "
-                        f"0 <= start <= end < len(text)): {shown}; fix the offsets")
-    if not examples:
-        raise DataError(f"{path}: no examples found; is the file empty?")
-    inside = [(line, "") for line in blank if line < examples[-1].line]  # trailing blank lines end the file
-    if inside and not with_labels:  # predictions line up with the input lines: a skipped one shifts all after it
-        raise DataError(f"{path}: {len(inside)} blank line(s) inside the file ({_listing(inside)}); predictions "
-                        f"are written one per input line, so remove them or give them a text")
-    if with_labels and not any(e.entities for e in examples):  # a "labels" typo: every text all-O, trained as such
-        first = json.loads(next(raw for raw in read_lines(path) if raw.strip()))
-        raise DataError(f"{path}: none of its {len(examples)} records has an entity (line {examples[0].line} has "
-                        f"the keys {sorted(first)}); a tagger would learn to tag nothing: each line needs \"label\": "
-                        f"{{type: {{entity: [[start, end]]}}}}")
-    return examples
-
-
-def entity_types_report(train: list[NerExample], dev: list[NerExample]) -> tuple[list[str], str | None]:
-    """All entity types (sorted union), and a warning when train and dev disagree."""
-    train_types = {e[0] for ex in train for e in ex.entities}
-    dev_types = {e[0] for ex in dev for e in ex.entities}
-    warning = None
-    if train_types != dev_types:
-        warning = (f"warning: entity types differ: dev-only {sorted(dev_types - train_types)}, "
-                   f"train-only {sorted(train_types - dev_types)}")
-    return sorted(train_types | dev_types), warning

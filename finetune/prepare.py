@@ -17,7 +17,7 @@ from minibert.positions import extend_positions_hierarchically
 from minibert.tokenizers import WhitespaceTokenizer
 from pretrain.data import MAX_UNKNOWN_SHARE  # one rule for "this vocab does not fit this text", both loops
 
-from . import data
+from . import data, ner_data
 from .auxiliary import AuxiliaryMLM, build_auxiliary_mlm
 from .baseline import stratified_dev_split, stratified_subset
 from .config import FinetuneConfig
@@ -141,10 +141,10 @@ def prepare(cfg: FinetuneConfig) -> Prepared:
         raise ValueError(f"--metric {spec.metric!r}: not a metric of --task {cfg.task}; choose one of {sorted(metrics)}")
     if cfg.task == "ner":  # BIO tags cannot hold nested spans: refuse them, or drop them when asked to
         policy = cfg.overlapping_spans or ("refuse" if cfg.head == "softmax" else "keep")
-        train_examples, note = data.resolve_overlapping_spans(train_examples, policy, cfg.train)
+        train_examples, note = ner_data.resolve_overlapping_spans(train_examples, policy, cfg.train)
         notes += [note] if note else []
         if cfg.head == "softmax":  # dev keeps its overlaps: gold spans one tag per character can never predict
-            kept, _ = data.resolve_overlapping_spans(dev_examples, "drop", cfg.dev)
+            kept, _ = ner_data.resolve_overlapping_spans(dev_examples, "drop", cfg.dev)
             missed = sum(len(e.entities) for e in dev_examples) - sum(len(e.entities) for e in kept)
             notes += [f"note: {cfg.dev or cfg.train}: {missed} dev entity span(s) overlap another; the softmax (BIO) "
                       f"head cannot predict them, so they count as missed (--head globalpointer can)"] if missed else []

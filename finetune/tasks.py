@@ -24,7 +24,7 @@ import torch
 from minibert.heads import BertForGlobalPointerNER, BertForSequenceClassification, BertForTokenClassification
 from minibert.tokenizers import WhitespaceTokenizer, WordPieceTokenizer
 
-from . import data, features
+from . import data, features, ner_data
 from .config import FinetuneConfig, flags_set
 from .metrics import classification_metrics, entity_metrics, multilabel_metrics
 
@@ -77,7 +77,7 @@ def load_tokenizer(kind: str, vocab_path: str | Path):
 
 def read_examples(cfg: FinetuneConfig, format_name: str, path: str, with_labels: bool = True) -> list:
     if format_name == "cluener":
-        return data.read_cluener(path, with_labels=with_labels)
+        return ner_data.read_cluener(path, with_labels=with_labels)
     return data.read_tsv(path, columns_of(cfg, format_name), multi_label=cfg.multi_label, with_labels=with_labels)
 
 
@@ -92,7 +92,7 @@ def make_spec(cfg: FinetuneConfig, format_name: str, train: list, dev: list) -> 
         if unused:
             raise ValueError(f"{', '.join(unused)}: sentence-classifier settings, unused by --task ner (its labels "
                              f"are the entity types in the data); drop them")
-        types, warning = data.entity_types_report(train, dev)
+        types, warning = ner_data.entity_types_report(train, dev)
         warnings += [warning] if warning else []
         kind = "spans" if cfg.head == "globalpointer" else "tags"
         names = types if kind == "spans" else features.bio_tag_names(types)

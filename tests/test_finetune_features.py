@@ -64,7 +64,7 @@ class SplittingTokenizer:
 
 
 def test_ner_labels_sit_on_first_sub_tokens_with_minus_100_elsewhere():
-    from finetune.data import NerExample
+    from finetune.ner_data import NerExample
     example = NerExample("aX b", [("name", 0, 1), ("company", 3, 3)])  # 'aX' is a name, 'b' a company
     tokenizer = SplittingTokenizer()
     (bio,) = encode_ner(tokenizer, [example], max_length=32, types=["company", "name"], scheme="bio")
@@ -80,7 +80,7 @@ def test_ner_labels_sit_on_first_sub_tokens_with_minus_100_elsewhere():
 
 
 def test_ner_truncation_drops_cut_entities_from_training_labels():
-    from finetune.data import NerExample
+    from finetune.ner_data import NerExample
     example = NerExample("abcdef", [("name", 1, 2), ("name", 3, 5)])
     (f,) = encode_ner(SplittingTokenizer(), [example], max_length=6, types=["name"], scheme="spans")
     assert len(f.input_ids) == 6 and f.label.tolist() == [[0, 2, 3]]  # only the entity that fits

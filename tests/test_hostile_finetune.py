@@ -100,7 +100,8 @@ def test_bad_finetune_data(case_id, task, content, extra, words, capsys, tmp_pat
 
 
 def test_records_keep_a_line_separator_inside_a_text(tmp_path):
-    from finetune.data import FORMATS, read_cluener, read_tsv
+    from finetune.data import FORMATS, read_tsv
+    from finetune.ner_data import read_cluener
     # str.splitlines() would cut these records in two: U+2028 as json.dumps(ensure_ascii=False) writes it, \x85, \x0c
     record = {"text": "张三\u2028在北京", "label": {"name": {"张三": [[0, 1]]}}}
     (example,) = read_cluener(ner_file(tmp_path / "t.json", [record]))
@@ -152,7 +153,7 @@ def test_overlapping_spans_drop_or_globalpointer(head, extra, kept, capsys, tmp_
     assert_outcome(code, err, 0)
     assert ("dropped 4 overlapping" in out) == (head == "softmax")
     assert ("4 dev entity span(s) overlap another" in out) == (head == "softmax")  # dev keeps them, as gold
-    from finetune.data import read_cluener, resolve_overlapping_spans
+    from finetune.ner_data import read_cluener, resolve_overlapping_spans
     examples, _ = resolve_overlapping_spans(read_cluener(train), "drop" if extra else "keep", train)
     assert len(examples[0].entities) == kept
 
@@ -161,7 +162,7 @@ def test_globalpointer_encodes_and_decodes_nested_spans():
     """GlobalPointer keeps both nested spans in its labels and decodes a nested pair of scores as two entities."""
     import numpy as np
 
-    from finetune.data import NerExample
+    from finetune.ner_data import NerExample
     from finetune.features import Feature, encode_ner
     from finetune.tasks import TaskSpec, decode
     from minibert.tokenizers import WhitespaceTokenizer
