@@ -42,7 +42,7 @@ LOAD_FLAGS = ("load", "predict", "evaluate", "device", "num_threads", "progress"
 
 def resolve_defaults(cfg: FinetuneConfig) -> tuple[FinetuneConfig, list[str]]:
     """Fill in the embedded default data and the `auto` init. Returns (config, notes to print)."""
-    notes = []
+    notes, given_init = [], cfg.init
     if cfg.evaluate is not None:  # a training run scores its --dev; only --load reads --evaluate
         raise ValueError(f"--evaluate {cfg.evaluate} scores a saved model: pass --load <out>/best with it (after "
                          f"this run: --load {Path(cfg.out_dir) / 'best'}); a training run scores its --dev")
@@ -89,6 +89,12 @@ def resolve_defaults(cfg: FinetuneConfig) -> tuple[FinetuneConfig, list[str]]:
         else:
             raise CheckpointMissing(f"no pretrained encoder at {PRETRAINED}: run `make pretrain` first, or give "
                                     f"one with INIT=<folder> (--init), or use --init random")
+    if cfg.compare_random and cfg.init == "random":  # the same seed twice: two identical rows
+        why = ("--init random" if given_init == "random" else "--task ner's default --init" if cfg.task == "ner"
+               else f"no pretrained encoder at {PRETRAINED}, so --init auto fell back to it")
+        raise ValueError(f"--compare-random: this run already starts from random init ({why}), so both rows would "
+                         f"train the same model; pass a pretrained --init folder (e.g. {PRETRAINED} after `make "
+                         f"pretrain`), or drop --compare-random")
     return cfg, notes
 
 

@@ -36,6 +36,7 @@ FORMATS = {
 }
 MAX_LISTED = 10  # offending lines named in one error message
 TEXT_NAMES = ("text", "sentence", "text_a", "sentence1")  # header names of a (first) text column
+ID_NAMES = ("id", "idx", "index", "guid", "qid")  # header names of a row-number column
 
 
 class DataError(ValueError):
@@ -63,8 +64,9 @@ def check_labelled_header(path, header: str, text_col: int, label_col: int) -> N
     """Columns are read by position; a header that says otherwise is a file in another layout, read wrongly.
 
     Refuses a first line that is an example (its label cell holds integers: a headerless file would lose that row),
-    and a header naming `label` or a text column (text, sentence, text_a, sentence1) elsewhere than the column read
-    as such (an `id` column read as labels trains a model of thousands of classes on the ids).
+    a header naming `label` or a text column (text, sentence, text_a, sentence1) elsewhere than the column read as
+    such, and a label column named like a row number (id, idx, index, guid, qid): ids read as labels train a model
+    of thousands of classes on them, or score a model against them.
     """
     names = [name.strip().lower() for name in header.split("\t")]
     cell = names[label_col] if label_col < len(names) else ""
@@ -80,6 +82,10 @@ def check_labelled_header(path, header: str, text_col: int, label_col: int) -> N
             raise DataError(f"{path}: the header names {names[elsewhere[0]]!r} as column {elsewhere[0]} (counting "
                             f"from 0), but the {role} is read from column {column} ({read}); move the columns, or "
                             f"when training pass {fix} {elsewhere[0]}")
+    if cell in ID_NAMES:  # `id<TAB>text` and no `label` column: an unlabelled file
+        raise DataError(f"{path}: the header calls the label column {label_col} (counting from 0) {cell!r}, which "
+                        f"numbers the rows and is no label; to predict labels for an unlabelled file use --predict, "
+                        f"or when training pass --label-column N for the column that holds the labels")
 
 
 def read_tsv(path: str | Path, columns: dict, multi_label: bool = False, with_labels: bool = True) -> list[TextExample]:

@@ -13,27 +13,14 @@ from finetune.__main__ import main
 from finetune.auxiliary import AuxiliaryMLM, build_auxiliary_mlm
 from finetune.features import Feature, collate
 from finetune.train import accumulate_gradients
-from minibert import BertForMaskedLM
 from minibert.checkpoint import load_pretrained, save_pretrained
 from minibert.heads import BertForSequenceClassification
 from minibert.model import MLMHead, prediction_positions
 from minibert.tokenizers import WhitespaceTokenizer
 from minibert.training.device import make_grad_scaler
 from pretrain.masking import DynamicMasking
+from finetune_helpers import pretrained_folder
 from test_finetune import make_learnable_tsv  # label = whether token 7 occurs
-
-SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-
-
-def pretrained_folder(tmp_path):
-    """A tiny 'pretrained' BertForMaskedLM saved with a whitespace vocab of the IDs 0-63 (its MLM head non-trivial)."""
-    vocab = tmp_path / "vocab.txt"
-    vocab.write_text("\n".join(SPECIALS + [str(i) for i in range(64)]) + "\n", encoding="utf-8")
-    model = BertForMaskedLM(tiny_config(vocab_size=69))
-    with torch.no_grad():
-        model.mlm_head.dense.weight.normal_(0, 0.5)  # not the fresh init: the test must see it carried over
-    return save_pretrained(model, tmp_path / "pretrained", vocab=vocab), model
-
 
 def batch_of(features):
     return collate(features, 0, "class", 3)

@@ -6,7 +6,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from finetune_helpers import finetune_args, make_tsv
+from finetune_helpers import finetune_args, make_tsv, pretrained_args
 from finetune.__main__ import main
 from finetune.baseline import stratified_subset, tfidf_baseline
 from finetune.cross_validate import main as cross_validate_main, stratified_folds
@@ -86,8 +86,8 @@ def compare_rows(tmp_path, capsys, seed: int, train: int, dev: int, *flags) -> t
     rng = np.random.default_rng(seed)
     make_tsv(tmp_path / "train.tsv", train, rng)
     make_tsv(tmp_path / "dev.tsv", dev, rng)
-    code = main(finetune_args(tmp_path, "--data", str(tmp_path), "--out", str(tmp_path / "run"), *flags,
-                              "--compare-random", "--compare-tfidf"))
+    code = main(pretrained_args(tmp_path, "--data", str(tmp_path), "--out", str(tmp_path / "run"), *flags,
+                                "--compare-random", "--compare-tfidf"))
     printed = capsys.readouterr().out
     assert code == 0, printed
     return json.loads((tmp_path / "run" / "compare.json").read_text()), printed
@@ -120,8 +120,8 @@ def test_random_init_after_an_early_stop_follows_the_pretrained_runs_lr_curve(tm
     rng = np.random.default_rng(5)
     make_tsv(tmp_path / "train.tsv", 100, rng)
     make_tsv(tmp_path / "dev.tsv", 20, rng)
-    assert main(finetune_args(tmp_path, "--data", str(tmp_path), "--out", str(tmp_path / "run"), "--epochs", "1",
-                              "--warmup-ratio", "0.25", "--compare-random")) == 0
+    assert main(pretrained_args(tmp_path, "--data", str(tmp_path), "--out", str(tmp_path / "run"), "--epochs", "1",
+                                "--warmup-ratio", "0.25", "--compare-random")) == 0
     schedule = json.loads((tmp_path / "run" / "metrics.json").read_text())["schedule_steps"]
     assert schedule == 13 and calls[1].max_steps == 3 and calls[1].schedule_steps == 13  # ceil(100 / 8) steps
     logged = [json.loads(line) for line in (tmp_path / "run-random" / "metrics.jsonl").read_text().splitlines()]
@@ -206,7 +206,7 @@ def test_cross_validation_averages_random_init_over_folds_of_different_step_coun
     # 61 rows in 3 folds: 40 or 41 training rows, so 5 or 6 steps of 8 per fold. The random-init row must stay one
     # row averaged over the folds (its name once carried the step count, which split it into one row per count).
     make_tsv(tmp_path / "train.tsv", 61, np.random.default_rng(3))
-    code = cross_validate_main(["--folds", "3", "--seeds", "1", "--", *finetune_args(
+    code = cross_validate_main(["--folds", "3", "--seeds", "1", "--", *pretrained_args(
         tmp_path, "--train", str(tmp_path / "train.tsv"), "--out", str(tmp_path / "cv"), "--compare-random")])
     printed = capsys.readouterr().out
     assert code == 0, printed

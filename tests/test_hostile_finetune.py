@@ -81,6 +81,13 @@ DATA_CASES = [
      ["names 'label' as column 2", "read from column 0 ('id')", "--label-column 2"]),
     ("the text named in another column", "cls", "label\tid\ttext\n0\t7\t1 2\n1\t8\t4 5\n", [],
      ["names 'text' as column 2", "the text is read from column 1 ('id')", "--text-column 2"]),
+    ("a row-number column and no labels", "cls", "id\ttext\n0\t1 2\n1\t4 5\n", [],
+     ["calls the label column 0 (counting from 0) 'id'", "no label", "--predict", "--label-column N"]),
+    # random init against random init: the same model twice, two equal rows presented as a comparison
+    ("--compare-random from --init random", "cls", "label\ttext\n1\t1 2\n0\t4 5\n", ["--compare-random"],
+     ["--compare-random", "already starts from random init (--init random)", "pass a pretrained --init folder"]),
+    ("--compare-random for NER's default init", "ner", [PLAIN], ["--init", "auto", "--compare-random"],
+     ["--compare-random", "--task ner's default --init", "drop --compare-random"]),
 ]
 
 
