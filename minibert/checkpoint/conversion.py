@@ -20,8 +20,8 @@ from ..training.io import staging_folder
 from .convert import canonical_source_name, parts_present
 from .errors import CheckpointError
 from .hf_io import WEIGHT_FILES
-from .pretrained import (CONFIG_FILES, VOCAB_FILES, from_pretrained, json_object, load_pretrained, open_source,
-                         save_pretrained, saved_head_settings)
+from .pretrained import from_pretrained, json_object, load_pretrained, save_pretrained, saved_head_settings
+from .source import CONFIG_FILES, VOCAB_FILES, open_source
 
 MODEL_CLASSES = {"base": BertModel, "mlm": BertForMaskedLM, "pretraining": BertForPreTraining,
                  "cls": BertForSequenceClassification, "tokens": BertForTokenClassification}
