@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from conftest import tiny_config
+from finetune_helpers import pretrained_folder
 from finetune.__main__ import main
 from finetune.auxiliary import AuxiliaryMLM, build_auxiliary_mlm
 from finetune.features import Feature, collate
@@ -19,8 +20,8 @@ from minibert.model import MLMHead, prediction_positions
 from minibert.tokenizers import WhitespaceTokenizer
 from minibert.training.device import make_grad_scaler
 from pretrain.masking import DynamicMasking
-from finetune_helpers import pretrained_folder
 from test_finetune import make_learnable_tsv  # label = whether token 7 occurs
+
 
 def batch_of(features):
     return collate(features, 0, "class", 3)
