@@ -186,6 +186,24 @@ def test_outputs_honour_the_umask(tmp_path):
     assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o640
 
 
+@pytest.mark.skipif(os.name != "posix", reason="a folder can be fsynced on POSIX only")
+def test_a_rename_is_flushed_with_its_folder(tmp_path, monkeypatch):
+    # A power cut after the rename but before the folder reaches the disk would bring back the old name.
+    real_fsync, synced = os.fsync, []
+
+    def record(fd):
+        synced.append(os.fstat(fd).st_ino)  # which file or folder: its inode
+        real_fsync(fd)
+
+    monkeypatch.setattr(io.os, "fsync", record)
+    io.atomic_write_text(tmp_path / "a.json", "{}")
+    assert synced == [(tmp_path / "a.json").stat().st_ino, tmp_path.stat().st_ino]  # the bytes, then the name
+    synced.clear()
+    with io.staging_folder(tmp_path / "final") as staging:
+        (staging / "weights").write_text("NEW")
+    assert synced == [(tmp_path / "final").stat().st_ino, tmp_path.stat().st_ino]
+
+
 # ---- property-based ---------------------------------------------------------------------------------------------
 FLAG_VALUES = st.one_of(st.floats(allow_nan=True, allow_infinity=True).map(repr), st.integers(-10**6, 10**6).map(str),
                         st.sampled_from(["", "none", "true", "1e999", "-0", "0x10", "1_000"]), st.text(max_size=6))

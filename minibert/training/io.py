@@ -2,6 +2,8 @@
 
 The trick: write to a temporary file IN THE SAME FOLDER, flush it to disk, then `os.replace` it over the target.
 A rename within one filesystem is atomic on POSIX and Windows, so a reader sees either the old file or the new one.
+The rename itself is an entry in the folder, so on POSIX the folder is fsynced too: after a power cut the name
+points at the new file, not at the old one or at nothing (the file's own fsync does not cover its name).
 """
 
 from __future__ import annotations
@@ -62,6 +64,18 @@ def _umask() -> int:
     return mask
 
 
+def fsync_folder(folder: str | os.PathLike) -> None:
+    """Flush `folder`'s entries (a rename into it) to disk. POSIX only: Windows cannot open a folder, and its
+    renames are journalled by NTFS."""
+    if os.name != "posix":
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def temp_name(path: Path) -> str:
     """The prefix of a temporary sibling of `path`: hidden, and tagged with this process's pid."""
     return f".{path.name}.pid{os.getpid()}."
@@ -85,6 +99,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    fsync_folder(path.parent)  # the new name is on disk too
 
 
 @contextlib.contextmanager
@@ -118,6 +133,8 @@ def staging_folder(final: str | os.PathLike):
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    fsync_folder(final)  # its files' names (renamed into the staging folder or written there)
+    fsync_folder(final.parent)  # and its own
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
