@@ -48,10 +48,10 @@ def read_run(folder: Path) -> tuple[list[dict], list[int]]:
 
 def compare(folders: list[Path], labels: list[str], out: Path) -> list[dict]:
     """Prints the table, writes the plot to `out`. Returns one row per run (label, steps, acc, bigram, ...)."""
+    runs = [read_run(folder) for folder in folders]  # every folder checked before anything is drawn
     rows, plt = [], pyplot()
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=120)
-    for folder, label in zip(folders, labels):
-        evaluations, growths = read_run(folder)
+    for (evaluations, growths), label in zip(runs, labels):
         last = evaluations[-1]
         row = {"label": label, "steps": last["step"], "acc": last["eval_acc"], "bigram": last["bigram_acc"],
                "unigram": last["unigram_acc"], "ppl": last["eval_ppl"], "left_plateau": plateau_exit(evaluations)}
