@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -202,6 +203,19 @@ def test_a_rename_is_flushed_with_its_folder(tmp_path, monkeypatch):
     with io.staging_folder(tmp_path / "final") as staging:
         (staging / "weights").write_text("NEW")
     assert synced == [(tmp_path / "final").stat().st_ino, tmp_path.stat().st_ino] * folders
+
+
+def test_a_filesystem_that_cannot_sync_a_folder_still_gets_the_file(tmp_path, monkeypatch):
+    real_fsync = os.fsync
+
+    def no_folder_sync(fd):  # what some network and FUSE mounts answer for a folder
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
+        real_fsync(fd)
+
+    monkeypatch.setattr(io.os, "fsync", no_folder_sync)
+    io.atomic_write_text(tmp_path / "a.json", "{}")
+    assert (tmp_path / "a.json").read_text() == "{}"
 
 
 # ---- property-based ---------------------------------------------------------------------------------------------

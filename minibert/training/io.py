@@ -9,6 +9,7 @@ points at the new file, not at the old one or at nothing (the file's own fsync d
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import os
 import re
@@ -66,12 +67,16 @@ def _umask() -> int:
 
 def fsync_folder(folder: str | os.PathLike) -> None:
     """Flush `folder`'s entries (a rename into it) to disk. POSIX only: Windows cannot open a folder, and its
-    renames are journalled by NTFS."""
+    renames are journalled by NTFS. A filesystem that cannot sync a folder (some network and FUSE mounts answer
+    EINVAL) is let be: the rename has happened, and failing a finished write over it would lose a checkpoint."""
     if os.name != "posix":
         return
     fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(fd)
+    except OSError as error:
+        if error.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
+            raise
     finally:
         os.close(fd)
 
