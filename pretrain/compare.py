@@ -67,7 +67,6 @@ def compare(folders: list[Path], labels: list[str], out: Path) -> list[dict]:
     ax.set_ylabel("held-out MLM accuracy")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    out.parent.mkdir(parents=True, exist_ok=True)
     save_figure(fig, out)
 
     width = max(len(row["label"]) for row in rows)

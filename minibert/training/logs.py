@@ -7,9 +7,12 @@ A JSONL file survives a crash line by line, can be appended to after --resume, a
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from pathlib import Path
+
+from .io import atomic_write_bytes
 
 
 class MetricsLog:
@@ -77,11 +80,10 @@ def pyplot():
 
 
 def save_figure(fig, png_path: str | os.PathLike) -> None:
-    """Saves a matplotlib figure atomically and closes it: written beside the target, then renamed, so a reader
-    never sees half a PNG."""
+    """Saves a matplotlib figure as a PNG and closes it, through the one atomic writer (io.py: temp file, fsync,
+    rename), so a reader never sees half a PNG and two processes plotting into one folder never share a temp."""
     fig.tight_layout()
-    png_path = Path(png_path)
-    tmp = png_path.with_name(f".{png_path.name}.tmp.png")
-    fig.savefig(tmp)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
     pyplot().close(fig)
-    os.replace(tmp, png_path)
+    atomic_write_bytes(png_path, buffer.getvalue())
