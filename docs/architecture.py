@@ -12,7 +12,7 @@ V vocabulary size, P max positions, M masked positions, C labels / entity types.
 from __future__ import annotations
 
 import argparse
-import os
+import io
 from pathlib import Path
 
 import matplotlib
@@ -24,6 +24,7 @@ from matplotlib.patches import FancyArrowPatch, FancyBboxPatch  # noqa: E402
 
 from minibert import BertConfig, BertForMaskedLM  # noqa: E402
 from minibert import IGNORE_INDEX  # noqa: E402
+from minibert.training.io import atomic_write_bytes  # noqa: E402
 
 B, T = 2, 16
 
@@ -140,10 +141,10 @@ def draw(config: BertConfig, s: dict[str, tuple], path: Path) -> None:
     ax.text(x, 0.35, "attention_mask [B,T] → key mask [B,1,1,T]: broadcast over heads and queries.\n"
                      "Post-LN (BERT): LayerNorm AFTER each residual add; pre-LN would be x + F(LN(x)).",
             fontsize=8, color="#444")
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
     plt.close(fig)
-    os.replace(tmp, path)  # atomic: a reader never sees half a PNG
+    atomic_write_bytes(path, buffer.getvalue())  # a reader never sees half a PNG
 
 
 def main(argv: list[str] | None = None) -> None:
