@@ -24,15 +24,15 @@ B rows, T max_len, C counted pairs next to the scored positions.
 
 from __future__ import annotations
 
+import io
 import itertools
-import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from minibert import IGNORE_INDEX
+from minibert.training.io import atomic_write_bytes, atomic_write_text
 from pretrain.corpus import words_table_path
 
 SMOOTHING_K = 0.1                                    # add-k smoothing of the bigram (the issue's definition)
@@ -114,8 +114,11 @@ class BigramCounts:
         return cls(V, is_special, merged.astype(np.int64), merged_counts, unigram)
 
     def save(self, path) -> None:
-        np.savez_compressed(path, vocab_size=self.vocab_size, is_special=self.is_special, keys=self.keys,
+        """An .npz file, written atomically (a reader never sees half of it)."""
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, vocab_size=self.vocab_size, is_special=self.is_special, keys=self.keys,
                             counts=self.counts, unigram=self.unigram)
+        atomic_write_bytes(path, buffer.getvalue())
 
     @classmethod
     def load(cls, path) -> "BigramCounts":
@@ -269,16 +272,13 @@ def export_count_tables(folder, counts: BigramCounts, corpus_path, corpus, heldo
     """What the fill_mask demo (minibert/explain/fill_mask.py) needs, next to an exported model:
     bigram_counts.npz (the training bigram counts), heldout_examples.txt (the first max_len - 2 tokens of the first
     `rows` held-out documents, one a line) and words.tsv (copied from the corpus's id -> word table, when the
-    corpus generator wrote one). Each file is written to a temporary name and renamed into place."""
+    corpus generator wrote one). Each file is written atomically (minibert/training/io.py)."""
     folder = Path(folder)
-    counts.save(folder / ".bigram_counts.tmp.npz")
-    os.replace(folder / ".bigram_counts.tmp.npz", folder / "bigram_counts.npz")
+    counts.save(folder / "bigram_counts.npz")
     tokens = corpus.tokenizer.tokens
     lines = [" ".join(tokens[i] for i in corpus.tokens[corpus.offsets[d]:corpus.offsets[d + 1]][:max_len - 2])
              for d in heldout_docs[:rows]]
-    (folder / ".heldout_examples.tmp").write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-    os.replace(folder / ".heldout_examples.tmp", folder / "heldout_examples.txt")
+    atomic_write_text(folder / "heldout_examples.txt", "".join(line + "\n" for line in lines))
     words = words_table_path(corpus_path)
     if words.is_file():
-        shutil.copyfile(words, folder / ".words.tsv.tmp")
-        os.replace(folder / ".words.tsv.tmp", folder / "words.tsv")
+        atomic_write_bytes(folder / "words.tsv", words.read_bytes())
