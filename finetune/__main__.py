@@ -163,8 +163,7 @@ def run(cfg: FinetuneConfig) -> dict:
 
 
 def print_comparison(cfg: FinetuneConfig, summary: dict) -> None:
-    """The rows that say what pretraining bought, on the same split and training examples; saved as compare.json
-    (and compare_random.json, its older name, when random init was run)."""
+    """The rows that say what pretraining bought, on the same split and training examples; saved as compare.json."""
     metric, steps = summary["metric"], summary["steps"]
     # Row names carry no per-run numbers (the step count goes in the header line): finetune.cross_validate
     # averages each row by its name over seeds and folds, whose step counts differ.
@@ -172,8 +171,6 @@ def print_comparison(cfg: FinetuneConfig, summary: dict) -> None:
     if "compare_random" in summary:
         recipe = "same recipe and steps" + (", no auxiliary MLM" if cfg.mlm_weight else "")
         rows[f"random init, {recipe}"] = summary["compare_random"]["random"]
-        atomic_write_text(Path(cfg.out_dir) / "compare_random.json",
-                          json.dumps(summary["compare_random"], indent=2) + "\n")
     if "tfidf" in summary:
         rows["TF-IDF + logistic regression (tuned by CV on train), full documents"] = summary["tfidf"][metric]
     subset = f", train fraction {cfg.train_fraction} (stratified, seed {cfg.seed})" if cfg.train_fraction else ""
