@@ -43,7 +43,7 @@ from minibert import BertConfig, BertForMaskedLM
 from minibert.training.optim import param_groups
 from minibert.validation import ConfigError
 
-GROWTH_NOISE = 0.02  # std of the uneven split W/2 ± noise: the scale of a fresh weight (initializer_range)
+GROWTH_NOISE = 0.02  # std of the uneven split W/2 ± noise: the scale of a fresh weight (BERT's init)
 SMALL_LAYERS = 1     # the small model's layers (small_config(config, 1, SMALL_LAYERS)); stacking adds the rest
 
 

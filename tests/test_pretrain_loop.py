@@ -160,6 +160,18 @@ def test_config_file_then_flags(tmp_path):
     assert PretrainConfig().bert_config(7008).hidden_size == 256
 
 
+def test_the_recipe_initialises_at_0_03_and_a_flag_or_bert_config_keeps_0_02():
+    """The recipe's init std (docs/pretrain.md, "The levers one at a time") reaches the small model's weights; BERT's
+    0.02 stays BertConfig's default, and --model.initializer_range overrides the recipe."""
+    from minibert import BertConfig
+    config = PretrainConfig().bert_config(2000)
+    assert config.initializer_range == 0.03 and BertConfig.mini(2000).initializer_range == 0.02
+    small = BertForMaskedLM(growth.small_config(config, 1, growth.SMALL_LAYERS))  # what the run trains first
+    weights = small.bert.encoder.layers[0].ffn.up.weight  # [I/2, H/2]: 65k draws
+    assert weights.std().item() == pytest.approx(0.03 * 0.88, rel=0.05)  # truncated at ±2σ: std 0.88σ
+    assert parse_config(["--model.initializer_range", "0.02"]).bert_config(2000).initializer_range == 0.02
+
+
 def test_config_file_with_unknown_field(tmp_path):
     path = tmp_path / "bad.json"
     path.write_text(json.dumps({"learning_rate": 1e-3}))
