@@ -11,7 +11,7 @@ import torch
 from conftest import pretrain_args
 from safetensors.torch import load_file
 
-from minibert import BertForMaskedLM
+from minibert import BertConfig, BertForMaskedLM
 from minibert.checkpoint import from_pretrained
 from pretrain import growth, warm_start
 from pretrain.__main__ import main
@@ -163,7 +163,6 @@ def test_config_file_then_flags(tmp_path):
 def test_the_recipe_initialises_at_0_03_and_a_flag_or_bert_config_keeps_0_02():
     """The recipe's init std (docs/pretrain.md, "The levers one at a time") reaches the small model's weights; BERT's
     0.02 stays BertConfig's default, and --model.initializer_range overrides the recipe."""
-    from minibert import BertConfig
     config = PretrainConfig().bert_config(2000)
     assert config.initializer_range == 0.03 and BertConfig.mini(2000).initializer_range == 0.02
     small = BertForMaskedLM(growth.small_config(config, 1, growth.SMALL_LAYERS))  # what the run trains first
