@@ -81,12 +81,14 @@ MAX_UNKNOWN_SHARE = 0.05  # of the documents' tokens that --encoder's vocab may 
 
 def encoder_features(encoder: str, texts: list[str], seed: int) -> dict[str, np.ndarray]:
     """{row name: [D,V] predicted-word features} for the encoder at `encoder` and a random-init model of its shape
-    (seeded), read by the encoder's own whitespace vocabulary."""
+    (seeded, at BERT's init std whatever the encoder's config.json says), read by the encoder's own whitespace
+    vocabulary."""
     import torch
 
     from bench.predicted_words import predicted_words
     from minibert import BertForMaskedLM
     from minibert.checkpoint import load_pretrained
+    from minibert.config import BERT_INITIALIZER_RANGE
     from minibert.tokenizers import WhitespaceTokenizer
 
     loaded = load_pretrained(BertForMaskedLM, encoder, require_vocab=True)
@@ -101,7 +103,8 @@ def encoder_features(encoder: str, texts: list[str], seed: int) -> dict[str, np.
                          f"(python -m pretrain --corpus <the --unlabelled file>)")
     torch.manual_seed(seed)
     models = {"the encoder's predicted words (frozen) + LR": loaded.model,
-              "random init's predicted words (frozen, the control) + LR": BertForMaskedLM(loaded.config)}
+              "random init's predicted words (frozen, the control) + LR":
+                  BertForMaskedLM(loaded.config.replace(initializer_range=BERT_INITIALIZER_RANGE))}
     return {name: predicted_words(model, tokenizer, texts) for name, model in models.items()}
 
 

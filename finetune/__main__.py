@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from minibert.cli import run_cli
+from minibert.config import BERT_INITIALIZER_RANGE
 from minibert.training.io import atomic_write_text
 
 from .checkpoints import CheckpointMissing
@@ -139,8 +140,12 @@ def run(cfg: FinetuneConfig) -> dict:
     if cfg.compare_random:
         # Random init's strongest recipe: the same, but without --mlm-weight. Its MLM head would be fresh, with no
         # pretraining to keep, and measured it only costs random init (docs/results.md, "The auxiliary MLM loss").
+        # The encoder's shape, at BERT's init std: the 0.03 in a `make pretrain` config.json is that recipe's way
+        # off the MLM plateau, not part of the shape, and at full labels it cost random init 0.024 (one seed;
+        # docs/results.md, "Fine-tuning from an init-0.03 encoder").
         random_cfg = cfg.replace(init="random", vocab=str(prepared.vocab_path), out=cfg.out_dir + "-random",
                                  model_config=str(Path(cfg.out_dir) / "best" / "config.json"),
+                                 initializer_range=BERT_INITIALIZER_RANGE,
                                  max_steps=summary["steps"], schedule_steps=summary["schedule_steps"],
                                  patience=0, predict=None, compare_random=False,
                                  mlm_weight=0.0, overwrite=True)  # <out>-random belongs to <out>, checked above

@@ -60,6 +60,9 @@ class FinetuneConfig:
                                "'auto' (runs/pretrain/final for cls/pair, random for ner; see __main__.py)")
     vocab: str | None = option(None, "vocab.txt (or tokenizer.json); default: the one in --init", str)
     model_config: str | None = option(None, "config.json for --init random; default BertConfig.mini", str)
+    initializer_range: float | None = option(None, "--init random: the init std of the encoder and head; default: "
+                                             "--model-config's, else BERT's 0.02 (--compare-random's control "
+                                             "always starts at BERT's 0.02)", float, gt=0)
     num_labels: int | None = option(None, "number of classes; default: max train label + 1", int, ge=1)
     multi_label: bool = option(False, "several labels per text: BCE loss, micro/macro-F1")
     threshold: float = option(0.5, "multi-label decision threshold on sigmoid(logit)", gt=0, lt=1)

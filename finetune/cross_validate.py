@@ -39,9 +39,13 @@ from minibert.training.io import atomic_write_text
 from minibert.training.logs import pyplot, save_figure
 
 from .__main__ import resolve_defaults, run
-from .config import parse_config
+from .config import FinetuneConfig, parse_config
 from .data import FORMATS, DataError, read_lines
 from .tasks import DEFAULT_FORMAT, read_examples
+
+
+# every flag's default, as a result.json records flags (JSON: lists, not tuples)
+FLAG_DEFAULTS = json.loads(json.dumps(FinetuneConfig().to_dict()))
 
 
 def stratified_folds(labels: list, folds: int, seed: int) -> np.ndarray:
@@ -76,9 +80,10 @@ def finished_run(folder: Path, run_config: dict, split: str) -> dict | None:
         raise ValueError(f"{record}: a finished run on another split of the data (another --folds, an edited --train "
                          f"file, or a grid from before 2026-12-06, when folds were dealt differently); pass another "
                          f"--out, or delete {folder.parent.parent} to start the grid again")
-    if earlier["config"] != run_config:
-        changed = ", ".join(f"--{key.replace('_', '-')} {earlier['config'].get(key)!r} there, {value!r} now"
-                            for key, value in sorted(run_config.items()) if earlier["config"].get(key) != value)
+    then = {**FLAG_DEFAULTS, **earlier["config"]}  # a flag added since that run: its default, which it ran with
+    changed = ", ".join(f"--{key.replace('_', '-')} {then.get(key)!r} there, {value!r} now"
+                        for key, value in sorted(run_config.items()) if then.get(key) != value)
+    if changed:
         raise ValueError(f"{record}: a finished run of another command ({changed}); pass another --out, or delete "
                          f"{folder.parent.parent} to start the grid again")
     return earlier

@@ -156,13 +156,17 @@ def prepare(cfg: FinetuneConfig) -> Prepared:
     if cfg.init == "random":
         vocab_path = Path(cfg.vocab) if cfg.vocab else build_vocab(cfg, format_name, train_examples, out_dir)
         tokenizer = load_tokenizer(cfg.tokenizer or data.FORMATS[format_name]["tokenizer"], vocab_path)
+        init_std = {} if cfg.initializer_range is None else {"initializer_range": cfg.initializer_range}
         model_config = (BertConfig.from_json(cfg.model_config) if cfg.model_config
-                        else BertConfig.mini(tokenizer.vocab_size)).replace(**dropout)
+                        else BertConfig.mini(tokenizer.vocab_size)).replace(**dropout, **init_std)
         model = build_model(cfg, spec, model_config)
     else:
         if cfg.model_config:  # the checkpoint's own config.json decides the shape
             raise ValueError(f"--model-config {cfg.model_config}: the shape of a model trained from scratch, for "
                              f"--init random; --init {cfg.init} brings its own config.json, so drop it")
+        if cfg.initializer_range is not None:  # its weights are trained; a new head starts at its config's std
+            raise ValueError(f"--initializer-range {cfg.initializer_range}: the init of a model trained from scratch, "
+                             f"for --init random; --init {cfg.init} is already trained, so drop it")
         # minibert, Hugging Face or Google TF checkpoints; the coverage report says what was loaded and what
         # (the task head, maybe the pooler) starts from scratch.
         cls, kwargs = model_class(cfg, spec)

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from minibert.cli import run_cli
+from minibert.config import BERT_INITIALIZER_RANGE
 from minibert.training.io import atomic_write_text
 
 from .__main__ import resolve_defaults
@@ -103,8 +104,11 @@ def _main(argv: list[str]) -> int:
     prepared = prepare(cfg)
     for note in notes + prepared.notes:  # e.g. a --max-length past the positions the encoder was trained on
         print(note)
-    torch.manual_seed(cfg.seed)  # the control: same shape, vocabulary and inputs; random weights, seeded
-    control = build_model(cfg, prepared.spec, prepared.model.bert.config)
+    # the control: same shape, vocabulary and inputs; random weights, seeded, at BERT's init std (not the std of a
+    # pretraining recipe that the encoder's config.json records: make pretrain's 0.03)
+    torch.manual_seed(cfg.seed)
+    shape = prepared.model.bert.config.replace(initializer_range=BERT_INITIALIZER_RANGE)
+    control = build_model(cfg, prepared.spec, shape)
     rows = {"pretrained": probe_layers(prepared.model, prepared, cfg.seed, cfg.class_weight),
             "random": probe_layers(control, prepared, cfg.seed, cfg.class_weight)}
     print(f"linear probe on frozen, mean-pooled layers: dev macro-F1 ({len(prepared.train_examples):,} train / "

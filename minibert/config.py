@@ -27,6 +27,11 @@ SHAPE_FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention
                 "max_position_embeddings")
 
 
+# BERT's init std (Devlin et al. 2019; google-research/bert's modeling.py): every model built here from scratch
+# starts at it, unless its config says otherwise (make pretrain's recipe says 0.03: pretrain/config.py).
+BERT_INITIALIZER_RANGE = 0.02
+
+
 @dataclass
 class BertConfig:
     # Each field declares its type and range once (minibert/validation.py); __post_init__ enforces them.
@@ -43,7 +48,7 @@ class BertConfig:
     type_vocab_size: int = field(default=2, metadata=rule(int, ge=1))  # segment A/B for token_type_ids
     layer_norm_eps: float = field(default=1e-12, metadata=rule(float, gt=0))  # TF BERT's, inside the square root
     # std of the normal init (BERT's truncated normal, see model.init_weights)
-    initializer_range: float = field(default=0.02, metadata=rule(float, gt=0))
+    initializer_range: float = field(default=BERT_INITIALIZER_RANGE, metadata=rule(float, gt=0))
     pad_token_id: int = field(default=0, metadata=rule(int, ge=0))
 
     def __post_init__(self) -> None:

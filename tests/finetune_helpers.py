@@ -26,19 +26,19 @@ def finetune_args(tmp_path, *extra):
             "--num-threads", "1", *extra]
 
 
-def pretrained_folder(tmp_path):
+def pretrained_folder(tmp_path, **config_overrides):
     """A tiny 'pretrained' BertForMaskedLM saved with a whitespace vocab of the IDs 0-63 (its MLM head non-trivial)."""
     vocab = tmp_path / "vocab.txt"
     vocab.write_text("\n".join(SPECIALS + [str(i) for i in range(64)]) + "\n", encoding="utf-8")
-    model = BertForMaskedLM(tiny_config(vocab_size=69))
+    model = BertForMaskedLM(tiny_config(vocab_size=69, **config_overrides))
     with torch.no_grad():
         model.mlm_head.dense.weight.normal_(0, 0.5)  # not the fresh init: the test must see it carried over
     return save_pretrained(model, tmp_path / "pretrained", vocab=vocab), model
 
 
-def pretrained_args(tmp_path, *extra):
+def pretrained_args(tmp_path, *extra, **config_overrides):
     """finetune_args from pretrained_folder instead of random init: what --compare-random compares against."""
-    folder, _ = pretrained_folder(tmp_path)
+    folder, _ = pretrained_folder(tmp_path, **config_overrides)
     args = finetune_args(tmp_path, *extra)
     del args[args.index("--model-config"):args.index("--model-config") + 2]
     args[args.index("--init") + 1] = str(folder)
