@@ -5,6 +5,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
+from safetensors.torch import load_file
 
 from finetune_helpers import finetune_args, make_tsv, pretrained_args
 from finetune.__main__ import main
@@ -129,7 +130,6 @@ def test_random_init_after_an_early_stop_follows_the_pretrained_runs_lr_curve(tm
     assert lrs == pytest.approx([3e-3 * lr_multiplier(s, 3, 13) for s in range(3)])  # warmup 3 of 13: 1/3, 2/3, 1
 
 
-
 def test_the_random_init_control_starts_at_berts_init_std_whatever_the_encoder_says(tmp_path, capsys):
     """make pretrain's config.json records its recipe's init std, 0.03 (its way off the MLM plateau). The control of
     --compare-random takes the encoder's SHAPE, not that: it starts at BERT's 0.02, as --init random does, so a
@@ -149,8 +149,6 @@ def test_the_random_init_control_starts_at_berts_init_std_whatever_the_encoder_s
 
 
 def test_initializer_range_sets_a_random_init_and_is_refused_for_a_trained_encoder(tmp_path, capsys):
-    from safetensors.torch import load_file
-
     rng = np.random.default_rng(7)
     make_tsv(tmp_path / "train.tsv", 40, rng)
     make_tsv(tmp_path / "dev.tsv", 10, rng)
@@ -163,6 +161,7 @@ def test_initializer_range_sets_a_random_init_and_is_refused_for_a_trained_encod
     assert main(pretrained_args(tmp_path, *data, "--out", str(tmp_path / "run"), "--initializer-range", "0.05")) == 2
     error = capsys.readouterr().err.strip()
     assert len(error.splitlines()) == 1 and "--initializer-range 0.05" in error and "--init random" in error
+
 
 def test_balanced_class_weights_reach_every_row_and_the_saved_model(tmp_path, capsys):
     compare, printed = compare_rows(tmp_path, capsys, 3, 60, 20, "--class-weight", "balanced")
