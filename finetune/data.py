@@ -88,6 +88,38 @@ def check_labelled_header(path, header: str, text_col: int, label_col: int) -> N
                         f"or when training pass --label-column N for the column that holds the labels")
 
 
+def columns_from_header(path, header: str, columns: dict, with_labels: bool) -> tuple[int, int | None]:
+    """The (text, segment B) columns to read, after checking the header line against the format's columns.
+
+    A labelled file keeps the format's columns (check_labelled_header refuses a header that contradicts them); a
+    prediction file finds its text by name (Tianchi's test_a.csv has only a `text` column). Either way a second
+    text in a file read by a one-text model is refused: segment B would be dropped unseen.
+    """
+    text_col, text_b_col, label_col = columns["text_column"], columns["text_b_column"], columns["label_column"]
+    cells = [cell.strip() for cell in header.split("\t")]
+    names = [cell.lower() for cell in cells]
+    if text_b_col is None:
+        second = [cell for cell, name in zip(cells, names) if name in ("text_b", "sentence2")]
+        if second:
+            raise DataError(f"{path}: the header names a second text ({second[0]!r}), which a one-text model would "
+                            f"drop unseen; fine-tune --task pair for sentence pairs, or remove that column")
+    if with_labels:
+        check_labelled_header(path, header, text_col, label_col)
+        return text_col, text_b_col
+    named = [i for i, name in enumerate(names) if name in TEXT_NAMES]
+    if not named:  # its first row would be dropped as a header, and every prediction would shift by one
+        raise DataError(f"{path}: the first line {header[:40]!r} names no text column (text, sentence, text_a or "
+                        f"sentence1); a prediction file starts with a header row: add `text` as its first line")
+    text_col = named[0]
+    if text_b_col is not None:  # a pair model: segment B by name, else the format's column
+        named_b = [i for i, name in enumerate(names) if name in ("text_b", "sentence2")]
+        text_b_col = named_b[0] if named_b else text_b_col
+        if text_b_col >= len(names) or text_b_col == text_col:
+            raise DataError(f"{path}: the header {header!r} has no segment-B column for a pair model; name it "
+                            f"text_b, after a text_a column")
+    return text_col, text_b_col
+
+
 def read_tsv(path: str | Path, columns: dict, multi_label: bool = False, with_labels: bool = True) -> list[TextExample]:
     """Read a TSV with the column rules of one FORMATS row.
 
@@ -103,27 +135,8 @@ def read_tsv(path: str | Path, columns: dict, multi_label: bool = False, with_la
     lines = read_lines(Path(path), "an existing TSV (see docs/finetune.md for the formats)")
     text_col, text_b_col, label_col = columns["text_column"], columns["text_b_column"], columns["label_column"]
     first = 1 if columns["header"] else 0
-    if text_b_col is None and columns["header"] and lines:  # a pair file read by a one-text model: B lost unseen
-        second = [name for name in lines[0].split("\t") if name.strip().lower() in ("text_b", "sentence2")]
-        if second:
-            raise DataError(f"{path}: the header names a second text ({second[0].strip()!r}), which a one-text "
-                            f"model would drop unseen; fine-tune --task pair for sentence pairs, or remove that "
-                            f"column")
-    if with_labels and columns["header"] and lines:
-        check_labelled_header(path, lines[0], text_col, label_col)
-    if not with_labels and columns["header"] and lines:
-        names = [name.strip().lower() for name in lines[0].split("\t")]
-        named = [i for i, name in enumerate(names) if name in TEXT_NAMES]
-        if not named:  # its first row would be dropped as a header, and every prediction would shift by one
-            raise DataError(f"{path}: the first line {lines[0][:40]!r} names no text column (text, sentence, text_a "
-                            f"or sentence1); a prediction file starts with a header row: add `text` as its first line")
-        text_col = named[0]
-        if text_b_col is not None:  # a pair model: segment B by name, else the format's column
-            named_b = [i for i, name in enumerate(names) if name in ("text_b", "sentence2")]
-            text_b_col = named_b[0] if named_b else text_b_col
-            if text_b_col >= len(names) or text_b_col == text_col:
-                raise DataError(f"{path}: the header {lines[0]!r} has no segment-B column for a pair model; name "
-                                f"it text_b, after a text_a column")
+    if columns["header"] and lines:
+        text_col, text_b_col = columns_from_header(path, lines[0], columns, with_labels)
     if not with_labels:  # predictions line up with the input rows: a blank row inside the file cannot be skipped
         last = max((i for i, raw in enumerate(lines) if raw.strip()), default=-1)
         blank = [(i + 1, "") for i in range(first, last) if not lines[i].strip()]
