@@ -36,6 +36,7 @@ FORMATS = {
 }
 MAX_LISTED = 10  # offending lines named in one error message
 TEXT_NAMES = ("text", "sentence", "text_a", "sentence1")  # header names of a (first) text column
+TEXT_B_NAMES = ("text_b", "sentence2")  # header names of a pair's segment-B column
 ID_NAMES = ("id", "idx", "index", "guid", "qid")  # header names of a row-number column
 
 
@@ -77,7 +78,7 @@ def check_labelled_header(path, header: str, text_col: int, label_col: int) -> N
     for role, column, fix, wanted in (("label", label_col, "--label-column", ("label",)),
                                       ("text", text_col, "--text-column", TEXT_NAMES)):
         elsewhere = [i for i, name in enumerate(names) if name in wanted and i != column]
-        if elsewhere and (column >= len(names) or names[column] not in wanted + ("text_b", "sentence2")):
+        if elsewhere and (column >= len(names) or names[column] not in wanted + TEXT_B_NAMES):
             read = repr(names[column]) if column < len(names) else "a missing column"
             raise DataError(f"{path}: the header names {names[elsewhere[0]]!r} as column {elsewhere[0]} (counting "
                             f"from 0), but the {role} is read from column {column} ({read}); move the columns, or "
@@ -99,7 +100,7 @@ def columns_from_header(path, header: str, columns: dict, with_labels: bool) -> 
     cells = [cell.strip() for cell in header.split("\t")]
     names = [cell.lower() for cell in cells]
     if text_b_col is None:
-        second = [cell for cell, name in zip(cells, names) if name in ("text_b", "sentence2")]
+        second = [cell for cell, name in zip(cells, names) if name in TEXT_B_NAMES]
         if second:
             raise DataError(f"{path}: the header names a second text ({second[0]!r}), which a one-text model would "
                             f"drop unseen; fine-tune --task pair for sentence pairs, or remove that column")
@@ -112,7 +113,7 @@ def columns_from_header(path, header: str, columns: dict, with_labels: bool) -> 
                         f"sentence1); a prediction file starts with a header row: add `text` as its first line")
     text_col = named[0]
     if text_b_col is not None:  # a pair model: segment B by name, else the format's column
-        named_b = [i for i, name in enumerate(names) if name in ("text_b", "sentence2")]
+        named_b = [i for i, name in enumerate(names) if name in TEXT_B_NAMES]
         text_b_col = named_b[0] if named_b else text_b_col
         if text_b_col >= len(names) or text_b_col == text_col:
             raise DataError(f"{path}: the header {header!r} has no segment-B column for a pair model; name it "
